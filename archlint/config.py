@@ -1,0 +1,152 @@
+"""Options for one run: ``[tool.archlint]`` in pyproject.toml, overridden by the CLI or API.
+
+Recognised keys in ``[tool.archlint]``::
+
+    select = ["skip-connection-mismatch", "AL1"]    # replaces the default set
+    extend-select = ["large-dense-head"]
+    ignore = ["pool-drops-border"]
+    per-file-ignores = { "models/legacy_*.py" = ["hardcoded-flatten"] }
+    fail-on = "warning"                              # error | warning | info
+    input-shape = [1, 3, 224, 224]                   # or a list of shapes
+    models = ["models/unet.py", "models/resnet.py::resnet50"]   # for the pytest plugin
+    sizes-range = [1, 4096]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A bad option or config value: a one-line reason, exit 2."""
+
+
+@dataclass(frozen=True)
+class Options:
+    model: str | None = None
+    input_shapes: tuple[tuple[int, ...], ...] | None = None
+    select: tuple[str, ...] | None = None
+    extend_select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    per_file_ignores: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fail_on: str = "warning"
+    sizes_range: tuple[int, int] = (1, 4096)
+    #: Seconds allowed to import and capture one target (None: no limit).
+    timeout: float | None = None
+    confirm: bool = False
+    device: str = "cpu"
+    models: tuple[str, ...] = ()
+    #: Where the config came from, for messages.
+    config_file: str | None = None
+
+    def merged(self, **overrides: Any) -> "Options":
+        """A copy with every non-None override applied (CLI beats config)."""
+        known = {f.name for f in fields(self)}
+        bad = set(overrides) - known
+        if bad:
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(bad))}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def ignored_for(self, path: str | None) -> set[str]:
+        out = set(self.ignore)
+        if path is None:
+            return out
+        for pattern, ids in self.per_file_ignores.items():
+            if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern):
+                out.update(ids)
+        return out
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,3,224,224' (or 1x3x224x224) -> (1, 3, 224, 224); ConfigError on anything else."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
+    return check_shape(dims, f"--input-shape {text!r}")
+
+
+def check_shape(dims: tuple[int, ...], what: str) -> tuple[int, ...]:
+    if not dims:
+        raise ConfigError(f"{what}: empty shape")
+    if any(d <= 0 for d in dims):
+        raise ConfigError(f"{what}: every dimension must be a positive integer")
+    return dims
+
+
+def find_pyproject(start: Path) -> Path | None:
+    start = start.resolve()
+    for d in [start, *start.parents] if start.is_dir() else [start.parent, *start.parent.parents]:
+        candidate = d / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+_KEYS = {
+    "select": "select",
+    "extend-select": "extend_select",
+    "ignore": "ignore",
+    "per-file-ignores": "per_file_ignores",
+    "fail-on": "fail_on",
+    "input-shape": "input_shapes",
+    "sizes-range": "sizes_range",
+    "timeout": "timeout",
+    "models": "models",
+    "device": "device",
+}
+
+
+def load_config(start: Path | None = None, path: Path | None = None) -> Options:
+    """Options from ``[tool.archlint]`` of the nearest pyproject.toml (or ``path``)."""
+    pyproject = path if path is not None else find_pyproject(start or Path.cwd())
+    if pyproject is None:
+        return Options()
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{pyproject}: cannot read config: {exc}") from None
+    table = data.get("tool", {}).get("archlint", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: [tool.archlint] must be a table")
+    values: dict[str, Any] = {"config_file": str(pyproject)}
+    for key, value in table.items():
+        if key not in _KEYS:
+            raise ConfigError(f"{pyproject}: unknown key {key!r} in [tool.archlint]")
+        values[_KEYS[key]] = _convert(_KEYS[key], value, pyproject)
+    return Options(**values)
+
+
+def _convert(name: str, value: Any, where: Path) -> Any:
+    what = f"{where}: [tool.archlint] {name.replace('_', '-')}"
+    if name in ("select", "extend_select", "ignore", "models"):
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{what} must be a list of strings")
+        return tuple(value)
+    if name == "per_file_ignores":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{what} must be a table of pattern = [ids]")
+        return {k: tuple(v) for k, v in value.items()}
+    if name == "input_shapes":
+        shapes = value if value and isinstance(value[0], list) else [value]
+        if not all(isinstance(s, list) and all(isinstance(d, int) for d in s) for s in shapes):
+            raise ConfigError(f"{what} must be a list of integers, or a list of such lists")
+        return tuple(check_shape(tuple(s), what) for s in shapes)
+    if name == "sizes_range":
+        if not (isinstance(value, list) and len(value) == 2 and 1 <= value[0] <= value[1]):
+            raise ConfigError(f"{what} must be [lo, hi] with 1 <= lo <= hi")
+        return (int(value[0]), int(value[1]))
+    if name == "fail_on":
+        if value not in ("error", "warning", "info"):
+            raise ConfigError(f"{what} must be one of error, warning, info")
+        return value
+    if name == "timeout":
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{what} must be a positive number of seconds")
+        return float(value)
+    return value

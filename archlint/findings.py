@@ -1,0 +1,124 @@
+"""Findings and reports: the records every reporter and the pytest plugin consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from archlint.graph import Location
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "error": 2}[self.value]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Finding:
+    rule: str
+    code: str
+    severity: Severity
+    message: str
+    location: Location
+    fix: str | None = None
+    #: Human summary of the input sizes at which it fires / which avoid it (from the sweep).
+    sizes: str | None = None
+    #: Other places involved (the cause of a mismatch, the other branch).
+    related: list[Location] = field(default_factory=list)
+    #: Filled by confirm: {"status": "confirmed"|"refuted"|"not-checked", "detail": str}.
+    confirmation: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule": self.rule,
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "fix": self.fix,
+            "location": {
+                "file": self.location.file,
+                "line": self.location.line,
+                "node": self.location.node,
+            },
+        }
+        if self.sizes is not None:
+            out["sizes"] = self.sizes
+        if self.related:
+            out["related"] = [
+                {"file": r.file, "line": r.line, "node": r.node} for r in self.related
+            ]
+        if self.confirmation is not None:
+            out["confirmation"] = self.confirmation
+        return out
+
+
+@dataclass
+class ModelReport:
+    """The result for one model (or one target that could not be analyzed)."""
+
+    target: str
+    frontend: str
+    model: str | None = None
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    input_assumed: bool = False
+    graph: "nx.DiGraph | None" = None
+    findings: list[Finding] = field(default_factory=list)
+    #: One-line reason this target could not be analyzed (exit 2), else None.
+    error: str | None = None
+    #: Things the user should know that are not findings (capture stopped at X, input assumed).
+    notes: list[str] = field(default_factory=list)
+    admissible_sizes: dict[str, Any] | None = None
+    #: One-line summary of admissible sizes for the text report.
+    sizes_summary: str | None = None
+    confirm: dict[str, Any] | None = None
+
+
+@dataclass
+class Report:
+    models: list[ModelReport] = field(default_factory=list)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for m in self.models for f in m.findings]
+
+    @property
+    def failed_targets(self) -> list[ModelReport]:
+        return [m for m in self.models if m.error is not None]
+
+    def exit_code(self, fail_on: str | Severity = Severity.WARNING) -> int:
+        """2 if a target could not be analyzed, else 1 if a finding is at/above fail_on, else 0."""
+        if self.failed_targets:
+            return 2
+        level = Severity(fail_on).rank
+        return 1 if any(f.severity.rank >= level for f in self.findings) else 0
+
+    def assert_clean(self, fail_on: str | Severity = Severity.WARNING) -> None:
+        """Raise AssertionError listing every finding at or above ``fail_on``."""
+        level = Severity(fail_on).rank
+        lines = []
+        for m in self.models:
+            if m.error is not None:
+                lines.append(f"{m.target}: could not be analyzed: {m.error}")
+            for f in m.findings:
+                if f.severity.rank >= level:
+                    lines.append(
+                        f"{f.location} [{f.rule}] {f.severity}: {f.message}"
+                        + (f"\n    fix: {f.fix}" if f.fix else "")
+                    )
+        if lines:
+            raise AssertionError(
+                f"archlint found {len(lines)} problem(s) at or above {Severity(fail_on)}:\n"
+                + "\n".join(lines)
+            )

@@ -1,0 +1,207 @@
+"""The IR: one ``networkx.DiGraph`` per model, one node per op.
+
+Both frontends build this graph and nothing else; passes and rules read only it.
+
+Node attributes (``g.nodes[name][key]``):
+
+``op``        normalized kind, one of :data:`OP_KINDS`.
+``origin``    the torch target (``nn.Conv2d``, ``torch.cat``) or the ONNX op_type, for messages.
+``inputs``    producer names in argument order (a name may repeat: ``x + x``).
+``attrs``     an :class:`Attrs` record, normalized per spatial axis.
+``shapes``    output shapes from the frontend's exact engine, ``((N, C, H, W), ...)``;
+              ``None`` when unknown (past a failure or an op nobody can model).
+``location``  a :class:`Location`.
+``error``     the reason shape propagation failed *at this node*, else ``None``.
+
+Passes add typed facts under their own keys (``rf``, ...). Graph-level data lives in
+``g.graph``: ``name`` (model name), ``target`` (file), ``frontend`` (``torch``/``onnx``),
+``input_shapes``, ``input_assumed`` (bool), ``capture_note`` (where capture stopped, or None),
+plus graph-level facts written by passes.
+
+Edges go from producer to consumer and carry ``slots``: the consumer's argument positions fed
+by that producer (a list, because ``x + x`` feeds two slots from one producer).
+
+Spatial axes are the axes after batch and channel: ``shape[2:]`` of an NC* tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+OP_KINDS = frozenset(
+    {
+        "input",
+        "conv",
+        "conv_transpose",
+        "max_pool",
+        "avg_pool",
+        "lp_pool",
+        "adaptive_pool",
+        "global_pool",
+        "upsample",
+        "pad",
+        "slice",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "concat",
+        "flatten",
+        "reshape",
+        "linear",
+        "norm",
+        "pointwise",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "output",
+        "unknown",
+    }
+)
+
+#: Elementwise ops with two tensor operands: every spatial axis must agree (or broadcast).
+ELEMENTWISE_MERGES = frozenset({"add", "sub", "mul", "div"})
+#: Ops that join branches.
+MERGES = ELEMENTWISE_MERGES | {"concat"}
+#: Ops with a sliding window over the spatial axes.
+WINDOWED = frozenset({"conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool"})
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a finding's fix goes: a file:line, and the module qualname or ONNX node name."""
+
+    file: str | None
+    line: int | None
+    node: str
+
+    def __str__(self) -> str:
+        if self.file is None:
+            return self.node
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """Op attributes, normalized per spatial axis (one entry per spatial axis)."""
+
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    #: (begin, end) zero-padding per spatial axis, after resolving 'same'/auto_pad.
+    padding: tuple[tuple[int, int], ...] = ()
+    output_padding: tuple[int, ...] = ()
+    groups: int = 1
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    #: 'zeros', 'reflect', 'replicate', 'circular' (conv padding_mode or pad mode).
+    padding_mode: str = "zeros"
+    #: What the user wrote: torch 'same'/'valid' string padding, or ONNX auto_pad. '' if explicit.
+    auto_pad: str = ""
+    in_channels: int | None = None
+    out_channels: int | None = None
+    bias: bool | None = None
+    #: upsample: per-axis scale factors, or a fixed target size; adaptive_pool: output size
+    #: per axis (None = keep that axis).
+    scale: tuple[float, ...] | None = None
+    size: tuple[int | None, ...] | None = None
+    #: upsample: the target size is the spatial size of this producer node (``size=skip.shape[2:]``).
+    size_from: str | None = None
+    mode: str = ""
+    align_corners: bool | None = None
+    #: concat axis (negative allowed), flatten start axis.
+    axis: int | None = None
+    #: flatten end axis.
+    end_axis: int | None = None
+    #: reshape/view target as written: ints (may hold -1), and None for an entry computed at
+    #: run time from a tensor's size (``x.view(x.size(0), -1)`` -> ``(None, -1)``).
+    target_shape: tuple[int | None, ...] | None = None
+    #: linear / matmul weight geometry.
+    in_features: int | None = None
+    out_features: int | None = None
+    #: slice: (start, stop, step) per spatial axis, None entries as in Python slicing.
+    slices: tuple[tuple[int | None, int | None, int], ...] | None = None
+    #: pixel_shuffle / pixel_unshuffle / DepthToSpace factor.
+    factor: int | None = None
+    #: anything else a rule may want for its message (frontend-specific, documented where set).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def new_graph(name: str, target: str | None, frontend: str) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.graph.update(
+        name=name,
+        target=target,
+        frontend=frontend,
+        input_shapes=[],
+        input_assumed=False,
+        capture_note=None,
+    )
+    return g
+
+
+def add_op(
+    g: nx.DiGraph,
+    name: str,
+    op: str,
+    *,
+    inputs: tuple[str, ...] | list[str] = (),
+    attrs: Attrs | None = None,
+    shapes: tuple[tuple[int, ...], ...] | None = None,
+    location: Location | None = None,
+    origin: str = "",
+    error: str | None = None,
+) -> str:
+    """Add one op node and its input edges. Raises ValueError on an unknown kind or input."""
+    if op not in OP_KINDS:
+        raise ValueError(f"unknown op kind {op!r} for node {name!r}")
+    if name in g:
+        raise ValueError(f"duplicate node name {name!r}")
+    for src in inputs:
+        if src not in g:
+            raise ValueError(f"node {name!r} reads {src!r}, which is not in the graph")
+    g.add_node(
+        name,
+        op=op,
+        origin=origin,
+        inputs=tuple(inputs),
+        attrs=attrs if attrs is not None else Attrs(),
+        shapes=None if shapes is None else tuple(tuple(int(d) for d in s) for s in shapes),
+        location=location if location is not None else Location(None, None, name),
+        error=error,
+    )
+    for slot, src in enumerate(inputs):
+        if g.has_edge(src, name):
+            g.edges[src, name]["slots"].append(slot)
+        else:
+            g.add_edge(src, name, slots=[slot])
+    return name
+
+
+def ops(g: nx.DiGraph) -> Iterator[str]:
+    """Node names in a topological order that keeps insertion order where it can."""
+    return nx.lexicographical_topological_sort(g, key=_insertion_rank(g))
+
+
+def _insertion_rank(g: nx.DiGraph):
+    rank = {n: i for i, n in enumerate(g.nodes)}
+    return rank.__getitem__
+
+
+def output_shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
+    """The first output shape of a node, or None when unknown."""
+    shapes = g.nodes[name]["shapes"]
+    return shapes[0] if shapes else None
+
+
+def spatial(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """Spatial sizes of an NC* shape (None for rank < 3 or unknown)."""
+    if shape is None or len(shape) < 3:
+        return None
+    return tuple(shape[2:])
+
+
+def input_nodes(g: nx.DiGraph) -> list[str]:
+    return [n for n in g.nodes if g.nodes[n]["op"] == "input"]

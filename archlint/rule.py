@@ -1,0 +1,150 @@
+"""The rule record, the ``@rule`` decorator and the context a rule's check reads.
+
+A rule module looks like::
+
+    '''<What it does / Why is this bad? / Example / Use instead / References>'''
+    from archlint.rule import rule
+
+    @rule(id="kernel-stride-checkerboard", code="AL102", severity="warning",
+          summary="transposed conv whose kernel is not a multiple of its stride")
+    def kernel_stride_checkerboard(ctx):
+        for name in ctx.nodes("conv_transpose"):
+            ...
+            yield ctx.finding(name, "message with numbers", fix="kernel_size=4, stride=2, padding=1")
+
+and is registered in the ``archlint.rules`` entry-point group, whose value is the decorated object
+(a :class:`Rule`), exactly as a third-party plugin would be.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from archlint.findings import Finding, Severity
+from archlint.graph import Location, ops
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "References")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    code: str
+    severity: Severity
+    summary: str
+    check: Callable[["RuleContext"], Iterable[Finding]]
+    docs: str
+    default_enabled: bool = True
+    frontends: frozenset[str] = frozenset({"torch", "onnx"})
+    #: True for rules that read the source file and must run even when no graph was built.
+    reads_source: bool = False
+
+    def __call__(self, ctx: "RuleContext") -> Iterable[Finding]:
+        return self.check(ctx)
+
+
+def rule(
+    *,
+    id: str,
+    code: str,
+    severity: str,
+    summary: str,
+    default_enabled: bool = True,
+    frontends: Iterable[str] = ("torch", "onnx"),
+    reads_source: bool = False,
+) -> Callable[[Callable[["RuleContext"], Iterable[Finding]]], Rule]:
+    """Turn a check function into a :class:`Rule`; its module docstring becomes the docs."""
+
+    def wrap(check: Callable[["RuleContext"], Iterable[Finding]]) -> Rule:
+        docs = (sys.modules[check.__module__].__doc__ or "").strip()
+        return Rule(
+            id=id,
+            code=code,
+            severity=Severity(severity),
+            summary=summary,
+            check=check,
+            docs=docs,
+            default_enabled=default_enabled,
+            frontends=frozenset(frontends),
+            reads_source=reads_source,
+        )
+
+    return wrap
+
+
+@dataclass
+class SourceFile:
+    """A model's source text, parsed lazily (rules that read source, suppressions)."""
+
+    path: Path
+    text: str
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    @cached_property
+    def tree(self) -> ast.Module | None:
+        try:
+            return ast.parse(self.text, filename=str(self.path))
+        except SyntaxError:
+            return None
+
+
+@dataclass
+class RuleContext:
+    """What a rule's check reads. ``graph`` is None when the model could not be built."""
+
+    graph: "nx.DiGraph | None"
+    frontend: str
+    target: str
+    source: SourceFile | None = None
+    rule: Rule | None = None
+    #: Extra per-run options (e.g. thresholds from config), keyed by rule id.
+    options: dict = field(default_factory=dict)
+
+    def nodes(self, *kinds: str) -> Iterator[str]:
+        """Node names in topological order, optionally only of the given op kinds."""
+        if self.graph is None:
+            return iter(())
+        return (n for n in ops(self.graph) if not kinds or self.graph.nodes[n]["op"] in kinds)
+
+    def node(self, name: str) -> dict:
+        assert self.graph is not None
+        return self.graph.nodes[name]
+
+    def finding(
+        self,
+        node_or_location: str | Location,
+        message: str,
+        *,
+        fix: str | None = None,
+        severity: str | Severity | None = None,
+        sizes: str | None = None,
+        related: Iterable[Location] = (),
+    ) -> Finding:
+        """A finding of the running rule, located at a node's location (or a given Location)."""
+        assert self.rule is not None, "finding() is only valid while a rule runs"
+        if isinstance(node_or_location, Location):
+            location = node_or_location
+        else:
+            assert self.graph is not None
+            location = self.graph.nodes[node_or_location]["location"]
+        return Finding(
+            rule=self.rule.id,
+            code=self.rule.code,
+            severity=Severity(severity) if severity is not None else self.rule.severity,
+            message=message,
+            location=location,
+            fix=fix,
+            sizes=sizes,
+            related=list(related),
+        )

@@ -1,0 +1,45 @@
+"""
+## What it does
+Reports an op at which shape propagation failed at the example input: PyTorch (or ONNX shape
+inference) would raise there, so the model cannot run at that size.
+
+## Why is this bad?
+A model that raises on its own example input cannot train. Typical causes are a `torch.cat` of
+maps with different sizes, a kernel larger than its (padded) input, or a linear layer whose
+`in_features` does not match the flattened features.
+
+## Example
+```python
+x = torch.cat([self.up(x), skip], dim=1)   # 57x57 vs 56x56
+```
+
+## Use instead
+Make the branch sizes agree (pad or crop, or pick the padding that keeps the size), or choose an
+input size the model accepts (`archlint sizes model.py`).
+
+## References
+- PyTorch docs, `torch.cat`: tensors must have the same shape except in the concatenating dim.
+"""
+
+from __future__ import annotations
+
+from archlint.rule import rule
+
+
+@rule(
+    id="shape-propagation-error",
+    code="AL001",
+    severity="error",
+    summary="shape propagation fails at the example input",
+)
+def shape_propagation_error(ctx):
+    for name in ctx.nodes():
+        error = ctx.node(name)["error"]
+        if error is None:
+            continue
+        yield ctx.finding(
+            name,
+            f"{ctx.node(name)['origin'] or ctx.node(name)['op']} fails at the example input: {error}",
+            fix="make the operand sizes agree, or pick an input size the model accepts "
+            "(see 'archlint sizes')",
+        )

@@ -106,6 +106,7 @@ class Report:
 
     def assert_clean(self, fail_on: str | Severity = Severity.WARNING) -> None:
         """Raise AssertionError listing every finding at or above ``fail_on``."""
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
         level = Severity(fail_on).rank
         lines = []
         for m in self.models:
@@ -113,8 +114,11 @@ class Report:
                 lines.append(f"{m.target}: could not be analyzed: {m.error}")
             for f in m.findings:
                 if f.severity.rank >= level:
+                    where = str(f.location)
+                    if not f.location.line and f.location.file:
+                        where += f" ({f.location.node})"  # no line (ONNX): name the node
                     lines.append(
-                        f"{f.location} [{f.rule}] {f.severity}: {f.message}"
+                        f"{where} [{f.rule}] {f.severity}: {f.message}"
                         + (f"\n    fix: {f.fix}" if f.fix else "")
                     )
         if lines:

@@ -13,6 +13,9 @@ maps with different sizes, a kernel larger than its (padded) input, or a linear 
 x = torch.cat([self.up(x), skip], dim=1)   # 57x57 vs 56x56
 ```
 
+A merge whose branches disagree on a spatial size is reported by `skip-connection-mismatch`
+instead (with its root cause), so this rule stays quiet there.
+
 ## Use instead
 Make the branch sizes agree (pad or crop, or pick the padding that keeps the size), or choose an
 input size the model accepts (`archlint sizes model.py`).
@@ -24,6 +27,7 @@ input size the model accepts (`archlint sizes model.py`).
 from __future__ import annotations
 
 from archlint.rule import rule
+from archlint_rules.skip_connection_mismatch import explains_failure
 
 
 @rule(
@@ -35,7 +39,7 @@ from archlint.rule import rule
 def shape_propagation_error(ctx):
     for name in ctx.nodes():
         error = ctx.node(name)["error"]
-        if error is None:
+        if error is None or explains_failure(ctx.graph, name):
             continue
         yield ctx.finding(
             name,

@@ -1,0 +1,501 @@
+"""The ``archlint`` command.
+
+    archlint PATH... [options]      lint models (.py files, .onnx files, folders, globs)
+    archlint rules                  list the rules
+    archlint rule ID                print a rule's docs
+    archlint sizes PATH...          print the input sizes each model accepts
+
+Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a usage or config error or a target
+that could not be analyzed. User mistakes give one line on stderr, never a traceback.
+Imports stay lazy: ``--help``, ``rules`` and ONNX targets never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from archlint.config import ConfigError, Options, load_config, parse_shape
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from archlint.findings import ModelReport, Report
+
+SUBCOMMANDS = ("rules", "rule", "sizes")
+
+
+class UsageError(Exception):
+    """A bad command line: one line on stderr, exit 2."""
+
+
+class TargetTimeout(BaseException):
+    """Raised by the alarm inside a target's import or capture.
+
+    A BaseException, so that a model file's own ``except Exception`` cannot swallow it.
+    """
+
+    def __str__(self) -> str:
+        return f"timed out after {self.args[0]:g}s" if self.args else "timed out"
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # A folder named like a subcommand is linted as ./rules; a plain word is the subcommand.
+        if argv and argv[0] in SUBCOMMANDS and not os.path.isfile(argv[0]):
+            command = {"rules": run_rules, "rule": run_rule, "sizes": run_sizes}[argv[0]]
+            return command(argv[1:])
+        return run_lint(argv)
+    except (UsageError, ConfigError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `archlint ... | head`: stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        from archlint.registry import RuleLoadError
+
+        if isinstance(exc, RuleLoadError):
+            return _fail(str(exc))
+        raise
+
+
+def _fail(message: str) -> int:
+    print(f"archlint: error: {message}", file=sys.stderr)
+    return 2
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
+    from archlint import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Lint neural-network architectures: shapes, receptive fields and "
+        "architecture bugs, without running the model.",
+        epilog="Subcommands: 'archlint rules' lists the rules, 'archlint rule ID' prints one "
+        "rule's docs, 'archlint sizes PATH...' prints the input sizes each model accepts. "
+        "To lint a folder named like a subcommand, write ./rules.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help=".py model files, .onnx files, folders or globs (default: .)")
+    parser.add_argument("--version", action="version", version=f"archlint {__version__}")
+    parser.add_argument("--model", metavar="NAME",
+                        help="the model to lint in a .py file: an instance, a class or a factory")
+    parser.add_argument("--input-shape", action="append", metavar="SHAPE", dest="input_shape",
+                        help="example input shape like 1,3,224,224 (repeat for several inputs)")
+    parser.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
+    parser.add_argument("--select", action="append", type=_csv, metavar="RULES",
+                        help="rule ids, codes or code prefixes to run (replaces the default set)")
+    parser.add_argument("--extend-select", action="append", type=_csv, metavar="RULES",
+                        help="rules to run in addition to the selected ones")
+    parser.add_argument("--ignore", action="append", type=_csv, metavar="RULES",
+                        help="rules to skip")
+    parser.add_argument("--fail-on", choices=("error", "warning", "info"),
+                        help="lowest severity that makes the exit code 1 (default: warning)")
+    parser.add_argument("--exit-zero", action="store_true",
+                        help="exit 0 even with findings (2 still means a target failed)")
+    parser.add_argument("--show", choices=("layers",),
+                        help="'layers': a table of every op's shape and receptive field")
+    parser.add_argument("--statistics", action="store_true", help="count findings per rule")
+    parser.add_argument("--sizes-range", metavar="LO,HI", help="input sizes the sweep covers")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="time allowed to import and analyze one target")
+    parser.add_argument("--confirm", action="store_true",
+                        help="run the model on a device to confirm the predictions")
+    parser.add_argument("--device", help="device for --confirm (default: cpu)")
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                        help="lint N targets in parallel processes (0: one per CPU)")
+    parser.add_argument("--config", metavar="PATH", help="a pyproject.toml to read [tool.archlint] from")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--skip-non-models", action="store_true",
+                        help="silently skip .py files that define no nn.Module (for pre-commit)")
+    return parser
+
+
+def _flatten(groups: list[list[str]] | None) -> tuple[str, ...] | None:
+    return None if groups is None else tuple(v for group in groups for v in group)
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """[tool.archlint] from the nearest pyproject.toml (or --config), then the CLI on top."""
+    if args.config is not None:
+        config_path = Path(args.config)
+        if not config_path.is_file():
+            raise ConfigError(f"--config {args.config}: no such file")
+        config = load_config(path=config_path)
+    else:
+        config = load_config(Path.cwd())
+
+    select = _flatten(args.select)
+    extend = _flatten(args.extend_select) or ()
+    ignore = _flatten(args.ignore) or ()
+    if select is not None:
+        # ruff's layering: a CLI select starts the selection anew, config ignores included.
+        selection = {"select": select, "extend_select": extend, "ignore": ignore}
+    else:
+        selection = {
+            "extend_select": (*config.extend_select, *extend),
+            "ignore": (*config.ignore, *ignore),
+        }
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
+    return config.merged(
+        model=args.model,
+        input_shapes=tuple(parse_shape(s) for s in args.input_shape) if args.input_shape else None,
+        fail_on=args.fail_on,
+        sizes_range=_parse_sizes_range(args.sizes_range) if args.sizes_range else None,
+        timeout=args.timeout,
+        confirm=True if args.confirm else None,
+        device=args.device,
+        **selection,
+    )
+
+
+def _parse_sizes_range(text: str) -> tuple[int, int]:
+    parts = _csv(text)
+    try:
+        lo, hi = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--sizes-range {text!r}: expected LO,HI like 8,1024") from None
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"--sizes-range {text!r}: need 1 <= LO <= HI")
+    return lo, hi
+
+
+def check_selection(opts: Options) -> None:
+    """Fail before linting anything when a selector names no rule."""
+    from archlint.registry import all_rules, select_rules
+
+    ignores = {*opts.ignore, *(i for ids in opts.per_file_ignores.values() for i in ids)}
+    try:
+        select_rules(all_rules(), list(opts.select) if opts.select else None,
+                     sorted(ignores), list(opts.extend_select))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+# --- archlint PATH... ------------------------------------------------------------------------
+
+
+def run_lint(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    opts = options_from_args(args)
+    if args.skip_non_models and _nothing_to_lint(args.paths):
+        return 0  # pre-commit handed only plain scripts: done before loading any rule
+    check_selection(opts)
+    if opts.confirm and opts.device != "cpu":
+        from archlint.confirm import check_device
+
+        check_device(opts.device)  # a missing GPU is a usage error, said once
+    report = lint_paths(args.paths or ["."], opts, args)
+
+    from archlint.reporters import render
+
+    render(report, args.format, sys.stdout, show_layers=args.show == "layers",
+           statistics=args.statistics)
+    sys.stdout.flush()
+    code = report.exit_code(opts.fail_on)
+    return 0 if args.exit_zero and code == 1 else code
+
+
+def _nothing_to_lint(paths: list[str]) -> bool:
+    from archlint.targets import expand_targets
+
+    expansion = expand_targets(paths, skip_non_models=True)
+    return bool(paths) and not expansion.files and not expansion.problems
+
+
+def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace) -> Report:
+    from archlint.findings import Report
+    from archlint.targets import expand_targets
+
+    expansion = expand_targets(paths, skip_non_models=args.skip_non_models)
+    files = [str(f) for f in expansion.files]
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+    show_progress = not args.no_progress and len(files) > 1 and sys.stderr.isatty()
+    report = Report()
+    for models in lint_files(files, opts, jobs=jobs, show_progress=show_progress):
+        report.models.extend(models)
+    for problem in expansion.problems:
+        report.models.append(unusable_report(problem.path, problem.reason))
+    return report
+
+
+def unusable_report(path: str, reason: str) -> ModelReport:
+    from archlint.findings import ModelReport
+
+    suffix = Path(path).suffix.lower()
+    frontend = {".onnx": "onnx", ".py": "torch"}.get(suffix)
+    return ModelReport(target=path, frontend=frontend, model=None, error=reason)  # type: ignore[arg-type]
+
+
+def lint_files(files: list[str], opts: Options, *, jobs: int = 1,
+               show_progress: bool = False) -> list[list[ModelReport]]:
+    """Lint each file; one result list per file, in order. A failure stays with its file."""
+    with _progress(len(files), show_progress) as advance:
+        if jobs <= 1 or len(files) <= 1:
+            results = []
+            for f in files:
+                results.append(lint_target(f, opts))
+                advance()
+            return results
+        return _lint_in_processes(files, opts, jobs, advance)
+
+
+def _lint_in_processes(files: list[str], opts: Options, jobs: int,
+                       advance: Callable[[], None]) -> list[list[ModelReport]]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    results: dict[int, list[ModelReport]] = {}
+    pending = list(range(len(files)))
+    isolated = False  # after a worker died, run the rest one per pool so it can't take others
+    while pending:
+        broken: list[int] = []
+        groups = [[i] for i in pending] if isolated else [pending]
+        for group in groups:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(group)),
+                                     mp_context=_mp_context()) as pool:
+                futures = {pool.submit(lint_target, files[i], opts, True): i for i in group}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except BrokenProcessPool:
+                        if isolated:
+                            results[i] = [_failed(files[i], "the worker process died "
+                                                  "(a crash or out of memory) while linting it")]
+                        else:
+                            broken.append(i)
+                            continue
+                    advance()
+        pending, isolated = sorted(broken), True
+    return [results[i] for i in range(len(files))]
+
+
+def _mp_context():
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("linting"), BarColumn(), MofNCompleteColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("lint", total=total)
+        yield lambda: progress.advance(task)
+
+
+def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelReport]:
+    """Lint one file under the time limit; never raises for a problem with that file.
+
+    ``portable`` (in a worker process): replace each graph by a copy holding only what the
+    reporters read, so the result pickles whatever facts the passes wrote.
+    """
+    from archlint.api import lint
+
+    try:
+        with time_limit(opts.timeout):
+            models = lint(path, config=opts).models
+    except TargetTimeout as exc:
+        return [_failed(path, str(exc))]
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:
+        return [_failed(path, f"the file called sys.exit({exc.code!r}) while being imported")]
+    except ConfigError as exc:
+        return [_failed(path, str(exc))]
+    except Exception as exc:  # a bug must cost one target, not the run
+        return [_failed(path, f"internal error: {type(exc).__name__}: {exc}")]
+    if opts.confirm:
+        for m in models:
+            confirm_model(m, opts.device)
+    if portable:
+        models = [portable_report(m) for m in models]
+    return models
+
+
+def confirm_model(m: ModelReport, device: str) -> None:
+    """Run --confirm on one model; a failure there is noted, it never hides the static report."""
+    from archlint.confirm import confirm_report
+
+    try:
+        confirm_report(m, device)
+    except KeyboardInterrupt:
+        raise
+    except ConfigError as exc:
+        m.confirm = {"device": device, "error": str(exc)}
+        m.notes.append(f"not confirmed: {exc}")
+    except Exception as exc:
+        m.confirm = {"device": device, "error": f"{type(exc).__name__}: {exc}"}
+        m.notes.append(f"confirm failed: {type(exc).__name__}: {exc}")
+
+
+def _failed(path: str, reason: str) -> ModelReport:
+    return unusable_report(path, reason)
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TargetTimeout in this (main) thread after ``seconds``; no-op where unsupported."""
+    usable = (
+        seconds
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise TargetTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_PORTABLE_NODE_KEYS = ("op", "origin", "inputs", "attrs", "shapes", "location", "error", "rf")
+_PORTABLE_GRAPH_KEYS = ("name", "target", "frontend", "input_shapes", "input_assumed", "capture_note")
+
+
+def portable_report(m: ModelReport) -> ModelReport:
+    from archlint.reporters.json import _jsonable
+
+    return replace(
+        m,
+        graph=portable_graph(m.graph),
+        admissible_sizes=_jsonable(m.admissible_sizes),
+        confirm=_jsonable(m.confirm),
+    )
+
+
+def portable_graph(g: "nx.DiGraph | None") -> "nx.DiGraph | None":
+    if g is None:
+        return None
+    import networkx as nx
+
+    out = nx.DiGraph()
+    out.graph.update({k: g.graph[k] for k in _PORTABLE_GRAPH_KEYS if k in g.graph})
+    for name, data in g.nodes(data=True):
+        out.add_node(name, **{k: data[k] for k in _PORTABLE_NODE_KEYS if k in data})
+    for src, dst, data in g.edges(data=True):
+        out.add_edge(src, dst, slots=list(data.get("slots", [])))
+    return out
+
+
+# --- archlint rules / rule / sizes -----------------------------------------------------------
+
+
+def run_rules(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="archlint rules", description="List the rules.")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    args = parser.parse_args(argv)
+    from archlint.registry import all_rules
+
+    rules = all_rules()
+    if args.format == "json":
+        import json
+
+        json.dump([
+            {"id": r.id, "code": r.code, "severity": r.severity.value,
+             "default_enabled": r.default_enabled, "summary": r.summary,
+             "frontends": sorted(r.frontends)}
+            for r in rules
+        ], sys.stdout, indent=2)
+        print()
+        return 0
+
+    from rich.table import Table
+
+    from archlint.reporters.text import make_console, print_table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("code", "id", "severity", "default", "summary"):
+        table.add_column(column, no_wrap=column != "summary")
+    for r in rules:
+        table.add_row(r.code, r.id, r.severity.value, "on" if r.default_enabled else "off", r.summary)
+    print_table(make_console(sys.stdout), table)
+    return 0
+
+
+def run_rule(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="archlint rule", description="Print a rule's docs.")
+    parser.add_argument("rule", metavar="ID", help="a rule id (kebab-case) or code (AL101)")
+    args = parser.parse_args(argv)
+    from archlint.registry import rule_by_id
+
+    rule = rule_by_id(args.rule)
+    if rule is None:
+        raise UsageError(f"unknown rule {args.rule!r} (see 'archlint rules')")
+    header = (f"# {rule.id} ({rule.code})\n\n"
+              f"Severity: {rule.severity}. Enabled by default: {'yes' if rule.default_enabled else 'no'}. "
+              f"Frontends: {', '.join(sorted(rule.frontends))}.\n\n{rule.summary}.\n\n")
+    text = header + (rule.docs or "(this rule has no docs)") + "\n"
+    if sys.stdout.isatty():
+        from rich.markdown import Markdown
+
+        from archlint.reporters.text import make_console
+
+        make_console(sys.stdout).print(Markdown(text))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_sizes(argv: list[str]) -> int:
+    args = build_parser(prog="archlint sizes").parse_args(argv)
+    opts = options_from_args(args)
+    check_selection(opts)
+    report = lint_paths(args.paths or ["."], opts, args)
+    if args.format == "json":
+        import json
+
+        json.dump({"version": 1, "models": [
+            {"target": m.target, "model": m.model, "admissible_sizes": portable_report(m).admissible_sizes,
+             "sizes_summary": m.sizes_summary, "error": m.error}
+            for m in report.models
+        ]}, sys.stdout, indent=2)
+        print()
+    else:
+        from archlint.reporters.text import model_title
+
+        for m in report.models:
+            if m.error is not None:
+                print(f"{model_title(m)}: error: {m.error}")
+            else:
+                print(f"{model_title(m)}: {m.sizes_summary or 'admissible sizes unknown'}")
+    return 2 if report.failed_targets else 0

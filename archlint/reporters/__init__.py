@@ -1,0 +1,137 @@
+"""Reporters: turn a :class:`~archlint.findings.Report` into text, JSON, SARIF or GitHub lines.
+
+Each reporter module has ``render(report, stream, *, show_layers=False, statistics=False)``.
+The helpers here are the facts every format shares, read from the report (and, for the layer
+table and JSON ``nodes``, from the model's graph) without judging anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TextIO
+
+from archlint.findings import Finding, Report, Severity
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+FORMATS = ("text", "json", "sarif", "github")
+
+
+def get_renderer(fmt: str) -> Callable[..., None]:
+    if fmt == "text":
+        from archlint.reporters.text import render
+    elif fmt == "json":
+        from archlint.reporters.json import render
+    elif fmt == "sarif":
+        from archlint.reporters.sarif import render
+    elif fmt == "github":
+        from archlint.reporters.github import render
+    else:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return render
+
+
+def render(report: Report, fmt: str, stream: TextIO, **options: Any) -> None:
+    get_renderer(fmt)(report, stream, **options)
+
+
+def display_path(file: str | os.PathLike | None, start: str | None = None) -> str | None:
+    """``file`` relative to the working directory when it lies below it, else as given."""
+    if file is None:
+        return None
+    path = Path(file)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path(start or os.getcwd()).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def severity_counts(findings: list[Finding]) -> dict[str, int]:
+    counts = Counter(f.severity.value for f in findings)
+    return {s.value: counts.get(s.value, 0) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)}
+
+
+def rule_statistics(report: Report) -> list[tuple[str, str, int]]:
+    """(code, rule id, count) per rule, most frequent first, like ``ruff --statistics``."""
+    counts = Counter((f.code, f.rule) for f in report.findings)
+    return [(code, rule, n) for (code, rule), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def summary(report: Report) -> dict[str, Any]:
+    """The counts the JSON summary and the text summary line share."""
+    targets = list(dict.fromkeys(m.target for m in report.models))
+    failed = list(dict.fromkeys(m.target for m in report.models if m.error is not None))
+    counts = severity_counts(report.findings)
+    return {
+        "findings": sum(counts.values()),
+        **counts,
+        "models": sum(1 for m in report.models if m.error is None),
+        "targets": len(targets),
+        "failed_targets": len(failed),
+    }
+
+
+# --- the per-node table (``--show layers`` and JSON ``nodes``) -------------------------------
+
+
+def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
+    """One row per op, in graph order: name, op, shape, rf (JSON-able), location."""
+    if g is None:
+        return []
+    from archlint.graph import ops
+
+    rows = []
+    for name in ops(g):
+        data = g.nodes[name]
+        shapes = data.get("shapes")
+        loc = data.get("location")
+        rows.append(
+            {
+                "name": name,
+                "op": data.get("op"),
+                "shape": list(shapes[0]) if shapes else None,
+                "rf": rf_to_json(data.get("rf")),
+                "location": {
+                    "file": getattr(loc, "file", None),
+                    "line": getattr(loc, "line", None),
+                    "node": getattr(loc, "node", name),
+                },
+            }
+        )
+    return rows
+
+
+def rf_to_json(rf: Any) -> list[dict[str, Any] | None] | None:
+    """A node's receptive field, per axis ``{"size", "stride", "padding"}``; None if unknown."""
+    if rf is None:
+        return None
+    return [
+        None
+        if axis is None
+        else {
+            "size": number_to_json(axis.size),
+            "stride": number_to_json(axis.stride),
+            "padding": number_to_json(axis.padding),
+        }
+        for axis in rf
+    ]
+
+
+def number_to_json(value: Any) -> int | float | str | None:
+    """Integral values as ints, other Fractions as ``"p/q"`` strings (exact), floats as floats."""
+    if value is None:
+        return None
+    if isinstance(value, Fraction):
+        return int(value) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return str(value)

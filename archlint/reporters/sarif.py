@@ -1,0 +1,174 @@
+"""SARIF 2.1.0, for GitHub code scanning and other SARIF viewers.
+
+One run; ``tool.driver.rules`` lists every registered rule with its docs. Paths are relative to
+the working directory under ``%SRCROOT%``. A SARIF ``fix`` must carry concrete artifact edits,
+which archlint does not make, so the fix text goes in the message and in ``properties.fix``.
+A target that could not be analyzed becomes an error notification of the invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, TextIO
+
+from archlint.findings import Finding, Report
+from archlint.graph import Location
+from archlint.reporters import display_path
+
+SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+SRCROOT = "%SRCROOT%"
+
+
+def render(report: Report, stream: TextIO, **_: Any) -> None:
+    json.dump(report_to_sarif(report), stream, indent=2)
+    stream.write("\n")
+
+
+def report_to_sarif(report: Report) -> dict[str, Any]:
+    rules = _rules()
+    index = {r.id: i for i, r in enumerate(rules)}
+    results = [
+        result(f, m.target, index.get(f.rule)) for m in report.models for f in m.findings
+    ]
+    driver: dict[str, Any] = {
+        "name": "archlint",
+        "version": _version(),
+        "rules": [rule_descriptor(r) for r in rules],
+    }
+    homepage = _homepage()
+    if homepage:
+        driver["informationUri"] = homepage
+    failures = [m for m in report.models if m.error is not None]
+    invocation: dict[str, Any] = {"executionSuccessful": not failures}
+    if failures:
+        invocation["toolExecutionNotifications"] = [
+            {
+                "level": "error",
+                "message": {"text": f"{display_path(m.target) or m.target}: could not be analyzed: {m.error}"},
+                **_locations_key(Location(m.target, None, m.model or m.target)),
+            }
+            for m in failures
+        ]
+    return {
+        "$schema": SCHEMA_URI,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": driver},
+                "originalUriBaseIds": {SRCROOT: {"uri": Path.cwd().resolve().as_uri() + "/"}},
+                "invocations": [invocation],
+                "results": results,
+            }
+        ],
+    }
+
+
+def result(f: Finding, target: str, rule_index: int | None) -> dict[str, Any]:
+    text = f.message + (f" Fix: {f.fix}" if f.fix else "")
+    out: dict[str, Any] = {
+        "ruleId": f.rule,
+        "level": LEVEL[f.severity.value],
+        "message": {"text": text},
+    }
+    if rule_index is not None:
+        out["ruleIndex"] = rule_index
+    location = f.location if f.location.file else Location(target, None, f.location.node)
+    out.update(_locations_key(location))
+    related = [_location(r, i) for i, r in enumerate(f.related) if r.file]
+    if related:
+        out["relatedLocations"] = related
+    props: dict[str, Any] = {"code": f.code}
+    if f.fix:
+        props["fix"] = f.fix
+    if f.sizes:
+        props["sizes"] = f.sizes
+    if f.confirmation:
+        props["confirmation"] = f.confirmation
+    out["properties"] = props
+    return out
+
+
+def _locations_key(loc: Location) -> dict[str, Any]:
+    return {"locations": [_location(loc)]} if loc.file else {}
+
+
+def _location(loc: Location, id_: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if id_ is not None:
+        out["id"] = id_
+    physical: dict[str, Any] = {"artifactLocation": artifact_location(loc.file)}
+    if loc.line:
+        physical["region"] = {"startLine": int(loc.line)}
+    out["physicalLocation"] = physical
+    if loc.node:
+        out["logicalLocations"] = [{"name": loc.node.rsplit(".", 1)[-1], "fullyQualifiedName": loc.node}]
+    return out
+
+
+def artifact_location(file: str) -> dict[str, str]:
+    """A relative URI under %SRCROOT% when the file is below the working directory."""
+    shown = display_path(file) or file
+    path = Path(shown)
+    if path.is_absolute():
+        return {"uri": path.as_uri()}
+    return {"uri": _uri_escape(path.as_posix()), "uriBaseId": SRCROOT}
+
+
+def _uri_escape(relative: str) -> str:
+    from urllib.parse import quote
+
+    return quote(relative, safe="/")
+
+
+def rule_descriptor(rule: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": rule.id,
+        "name": _camel(rule.id),
+        "shortDescription": {"text": rule.summary},
+        "defaultConfiguration": {"level": LEVEL[rule.severity.value], "enabled": rule.default_enabled},
+        "properties": {"code": rule.code, "frontends": sorted(rule.frontends)},
+    }
+    if rule.docs:
+        out["fullDescription"] = {"text": what_it_does(rule.docs) or rule.summary}
+        out["help"] = {"text": rule.docs, "markdown": rule.docs}
+    return out
+
+
+def what_it_does(docs: str) -> str:
+    """The text of the docs' "What it does" section, on one line."""
+    m = re.search(r"#+\s*What it does\s*\n(.*?)(?:\n#+\s|\Z)", docs, flags=re.S)
+    return " ".join(m.group(1).split()) if m else ""
+
+
+def _camel(rule_id: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[-_]", rule_id) if part)
+
+
+def _rules() -> list[Any]:
+    from archlint.registry import all_rules
+
+    return list(all_rules())
+
+
+def _version() -> str:
+    from archlint import __version__
+
+    return __version__
+
+
+def _homepage() -> str | None:
+    """The project's Homepage URL from its installed metadata, if it declares one."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("archlint").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("homepage", "home", "source", "repository"):
+            return url.strip()
+    return None

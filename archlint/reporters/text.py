@@ -1,0 +1,201 @@
+"""The human report (rich): findings grouped by target and model, quiet on clean models.
+
+    models/unet.py (UNet)
+      models/unet.py:42: AL101 error skip connection adds 57x57 to 56x56
+          fix: use padding=1 in self.up
+      sizes: H, W >= 32 and divisible by 16
+
+    Found 1 error in 1 model
+
+Colors only on a terminal (rich turns them off on a pipe).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from archlint.findings import Finding, ModelReport, Report
+from archlint.reporters import display_path, node_rows, rule_statistics, summary
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def make_console(stream: TextIO) -> Console:
+    # highlight=False: rich must not recolor numbers and paths on its own. On a pipe nothing
+    # wraps at 80 columns: a tool reading the lines wants them whole.
+    width = None if _is_terminal(stream) else 400
+    return Console(file=stream, highlight=False, soft_wrap=True, width=width)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print a table without the trailing blanks rich pads its last column with."""
+    with console.capture() as capture:
+        console.print(table)
+    text = "\n".join(line.rstrip() for line in capture.get().splitlines())
+    console.out(text, highlight=False)
+
+
+def render(
+    report: Report, stream: TextIO, *, show_layers: bool = False, statistics: bool = False, **_: Any
+) -> None:
+    console = make_console(stream)
+    if statistics:
+        render_statistics(report, console)
+        return
+    for model in report.models:
+        render_model(model, console, show_layers=show_layers)
+    console.print(summary_line(report), style=None if report.findings else "green")
+
+
+def render_model(model: ModelReport, console: Console, *, show_layers: bool = False) -> None:
+    lines = _model_lines(model)
+    if not lines and not show_layers:
+        return  # a clean model with nothing to say stays quiet
+    console.print(f"[bold]{escape(model_title(model))}[/bold]")
+    for line in lines:
+        console.print(line)
+    if show_layers and model.graph is not None:
+        print_table(console, layer_table(model))
+    console.print()
+
+
+def model_title(model: ModelReport) -> str:
+    target = display_path(model.target) or model.target
+    if model.model and model.model != _stem(model.target):
+        return f"{target} ({model.model})"
+    return target
+
+
+def _stem(target: str) -> str:
+    name = target.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0]
+
+
+def _model_lines(model: ModelReport) -> list[str]:
+    lines = []
+    if model.error is not None:
+        lines.append(f"  [bold red]error[/bold red]: could not be analyzed: {escape(model.error)}")
+    for f in model.findings:
+        lines.extend(finding_lines(f, model.target))
+    if model.input_assumed and model.input_shapes:
+        shapes = ", ".join("x".join(map(str, s)) for s in model.input_shapes)
+        lines.append(f"  [dim]note: input shape {shapes} was assumed (pass --input-shape)[/dim]")
+    for note in model.notes:
+        lines.append(f"  [dim]note: {escape(note)}[/dim]")
+    if model.sizes_summary:
+        lines.append(f"  [dim]sizes:[/dim] {escape(model.sizes_summary)}")
+    return lines
+
+
+def finding_lines(f: Finding, target: str) -> list[str]:
+    style = SEVERITY_STYLE.get(f.severity.value, "")
+    head = (
+        f"  [bold]{escape(location_text(f, target))}[/bold]: "
+        f"[bold {style}]{f.code}[/bold {style}] [{style}]{f.severity}[/{style}] {escape(f.message)}"
+    )
+    lines = [head]
+    if f.fix:
+        lines.append(f"      [green]fix:[/green] {escape(f.fix)}")
+    if f.sizes:
+        lines.append(f"      [dim]sizes:[/dim] {escape(f.sizes)}")
+    if f.confirmation:
+        status = f.confirmation.get("status", "")
+        detail = f.confirmation.get("detail", "")
+        lines.append(f"      [dim]confirm:[/dim] {escape(status)}" + (f" ({escape(detail)})" if detail else ""))
+    return lines
+
+
+def location_text(f: Finding, target: str) -> str:
+    loc = f.location
+    file = display_path(loc.file) or display_path(target) or target
+    if loc.line:
+        return f"{file}:{loc.line}"
+    return f"{file} [{loc.node}]" if loc.node else file
+
+
+def summary_line(report: Report) -> str:
+    s = summary(report)
+    parts = [
+        _plural(s[key], word)
+        for key, word in (("error", "error"), ("warning", "warning"), ("info", "info"))
+        if s[key]
+    ]
+    failed = s["failed_targets"]
+    failed_text = f" ({_plural(failed, 'target')} could not be analyzed)" if failed else ""
+    if parts:
+        with_findings = sum(1 for m in report.models if m.findings)
+        return f"Found {', '.join(parts)} in {_plural(with_findings, 'model')}{failed_text}"
+    if failed:
+        if not s["models"]:
+            return f"Nothing analyzed ({_plural(failed, 'target')} could not be analyzed)"
+        return f"No findings in {_plural(s['models'], 'model')}{failed_text}"
+    return "All checks passed"
+
+
+def _plural(n: int, word: str) -> str:
+    if word == "info":
+        return f"{n} info"
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def render_statistics(report: Report, console: Console) -> None:
+    for code, rule_id, count in rule_statistics(report):
+        console.print(f"{count:>5}  [bold]{code:<7}[/bold] {rule_id}")
+
+
+# --- --show layers ---------------------------------------------------------------------------
+
+
+def layer_table(model: ModelReport) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column, justify in (
+        ("name", "left"),
+        ("op", "left"),
+        ("output shape", "left"),
+        ("RF size", "right"),
+        ("RF stride", "right"),
+        ("location", "left"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=column != "name")
+    for row in node_rows(model.graph):
+        table.add_row(
+            escape(row["name"]),
+            row["op"] or "?",
+            "x".join(map(str, row["shape"])) if row["shape"] else "?",
+            rf_text(row["rf"], "size"),
+            rf_text(row["rf"], "stride"),
+            escape(_row_location(row["location"])),
+        )
+    return table
+
+
+def rf_text(rf: list | None, key: str) -> str:
+    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF."""
+    if not rf:
+        return "?"
+    return "x".join(_axis_value(axis, key) for axis in rf)
+
+
+def _axis_value(axis: dict | None, key: str) -> str:
+    if axis is None or axis[key] is None:
+        return "?"
+    text = str(axis[key])
+    return f"({text})" if "/" in text else text
+
+
+def _row_location(loc: dict) -> str:
+    file = display_path(loc.get("file"))
+    if file and loc.get("line"):
+        return f"{file}:{loc['line']}"
+    return file or ""

@@ -1,0 +1,186 @@
+"""Where a node sits in the graph, for the pitfall rules (AL2xx): not a rule itself.
+
+Small pure functions over the IR: the ops a layer's output flows into before anything changes its
+size, the layers next to it, and the sizes going in and out. They read only ``op``, ``inputs``,
+``attrs`` and ``shapes``, so they work the same for both frontends.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import networkx as nx
+
+from archlint.graph import ELEMENTWISE_MERGES, MERGES, output_shape, spatial
+
+#: Ops a layer's output goes through without changing its spatial geometry or meaning.
+SIZE_NEUTRAL = frozenset({"pointwise", "norm"})
+
+
+def spatial_out(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
+    return spatial(output_shape(g, name))
+
+
+def spatial_in(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
+    """Spatial size of a node's first input (its data operand)."""
+    inputs = g.nodes[name]["inputs"]
+    return spatial_out(g, inputs[0]) if inputs else None
+
+
+def kernel_extent(kernel: int, dilation: int) -> int:
+    return dilation * (kernel - 1) + 1
+
+
+def downstream(g: nx.DiGraph, name: str) -> Iterator[tuple[str, str]]:
+    """(consumer, feeder) pairs: the first non-size-neutral ops that ``name``'s output reaches,
+    with the node that feeds each (``name`` itself or a size-neutral op after it)."""
+    seen = {name}
+    stack = [name]
+    while stack:
+        node = stack.pop()
+        for succ in g.successors(node):
+            if succ in seen:
+                continue
+            seen.add(succ)
+            if g.nodes[succ]["op"] in SIZE_NEUTRAL and len(set(g.nodes[succ]["inputs"])) == 1:
+                stack.append(succ)
+            else:
+                yield succ, node
+
+
+def upstream(g: nx.DiGraph, name: str) -> str | None:
+    """The first non-size-neutral op before ``name``'s data input."""
+    inputs = g.nodes[name]["inputs"]
+    node = inputs[0] if inputs else None
+    while node is not None and g.nodes[node]["op"] in SIZE_NEUTRAL:
+        node_inputs = g.nodes[node]["inputs"]
+        node = node_inputs[0] if node_inputs else None
+    return node
+
+
+def merges_fed(g: nx.DiGraph, name: str) -> list[tuple[str, str]]:
+    """(merge, feeder) for each merge ``name``'s output reaches through size-neutral ops."""
+    return [(m, f) for m, f in downstream(g, name) if g.nodes[m]["op"] in MERGES]
+
+
+def other_branches(g: nx.DiGraph, merge: str, feeder: str) -> list[str]:
+    """The merge's other operands (producers), skipping the one ``feeder`` provides."""
+    return [p for p in dict.fromkeys(g.nodes[merge]["inputs"]) if p != feeder]
+
+
+def is_size_keeping_conv(g: nx.DiGraph, name: str) -> bool:
+    """A stride-1 conv with a real window (extent > 1) whose output size equals its input's."""
+    node = g.nodes[name]
+    if node["op"] != "conv":
+        return False
+    attrs = node["attrs"]
+    if any(s != 1 for s in attrs.stride):
+        return False
+    extents = [kernel_extent(k, d) for k, d in zip(attrs.kernel, attrs.dilation or (1,) * len(attrs.kernel))]
+    if not extents or max(extents) <= 1:
+        return False
+    size_in, size_out = spatial_in(g, name), spatial_out(g, name)
+    return size_in is not None and size_in == size_out
+
+
+def neighbours_keep_size(g: nx.DiGraph, name: str) -> list[str]:
+    """The windowed neighbours (just before or just after ``name``) that keep the map's size."""
+    around = [upstream(g, name), *(c for c, _ in downstream(g, name))]
+    return [n for n in dict.fromkeys(around) if n is not None and is_size_keeping_conv(g, n)]
+
+
+def merge_partners_at_size(g: nx.DiGraph, name: str, size: tuple[int, ...]) -> list[str]:
+    """Merges fed by ``name`` whose other branch has spatial ``size`` (broadcast operands of
+    size 1 are not branches of the same geometry and do not count)."""
+    found = []
+    for merge, feeder in merges_fed(g, name):
+        for other in other_branches(g, merge, feeder):
+            other_size = spatial_out(g, other)
+            if other_size == size and not (
+                g.nodes[merge]["op"] in ELEMENTWISE_MERGES and all(s == 1 for s in size)
+            ):
+                found.append(merge)
+                break
+    return found
+
+
+def layer_name(g: nx.DiGraph, name: str) -> str:
+    """The module qualname / ONNX node name for messages."""
+    return g.nodes[name]["location"].node or name
+
+
+def fmt_size(size: tuple[int, ...] | list[int]) -> str:
+    return "x".join(str(s) for s in size)
+
+
+def fmt_axes(values: tuple[int, ...] | list[int]) -> str:
+    """One number when every axis agrees (``3``), else a tuple (``(3, 5)``), as PyTorch takes it."""
+    values = tuple(values)
+    if len(set(values)) == 1:
+        return str(values[0])
+    return "(" + ", ".join(str(v) for v in values) + ")"
+
+
+def windows(attrs) -> list[tuple[int, int, int, tuple[int, int]]]:
+    """Per spatial axis (kernel, stride, dilation, (pad_begin, pad_end)); [] when the frontend
+    gave no kernel. Missing stride/dilation/padding entries mean 1/1/(0, 0)."""
+    axes = len(attrs.kernel)
+    if axes == 0:
+        return []
+    stride = attrs.stride or (1,) * axes
+    dilation = attrs.dilation or (1,) * axes
+    padding = attrs.padding or ((0, 0),) * axes
+    return list(zip(attrs.kernel, stride, dilation, padding))
+
+
+def size_sweep(g: nx.DiGraph):
+    """The input-size sweep the sizes pass wrote (``g.graph["sizes"]``), or None."""
+    return g.graph.get("sizes")
+
+
+def example_size(g: nx.DiGraph) -> tuple[int, ...] | None:
+    """Spatial size of the (first) model input at the example."""
+    shapes = g.graph.get("input_shapes") or []
+    return spatial(tuple(shapes[0])) if shapes else None
+
+
+def smallest_where(sweep, mask) -> int | None:
+    """The smallest swept square side n where ``mask`` holds."""
+    import numpy as np
+
+    hits = np.flatnonzero(np.asarray(mask))
+    return int(np.asarray(sweep.sizes)[hits[0]]) if hits.size else None
+
+
+def nearest_where(sweep, mask, n: int) -> int | None:
+    """The swept side closest to ``n`` where ``mask`` holds (the smaller one on a tie)."""
+    import numpy as np
+
+    sides = np.asarray(sweep.sizes)[np.asarray(mask, dtype=bool)]
+    if sides.size == 0:
+        return None
+    order = np.lexsort((sides, np.abs(sides - n)))
+    return int(sides[order[0]])
+
+
+def producer_name(g: nx.DiGraph, name: str) -> str:
+    """A readable name for the tensor ``name`` outputs: the layer that made it, looking past
+    activations and norms applied in ``forward`` (``relu_1`` -> ``enc2``)."""
+    node = name
+    while g.nodes[node]["op"] in SIZE_NEUTRAL and g.nodes[node]["inputs"]:
+        before = g.nodes[node]["inputs"][0]
+        if g.nodes[before]["op"] == "input":
+            break
+        node = before
+    return layer_name(g, node)
+
+
+def merge_name(g: nx.DiGraph, merge: str) -> str:
+    """``torch.cat (line 25)`` for a merge written in forward."""
+    node = g.nodes[merge]
+    where = f" (line {node['location'].line})" if node["location"].line else ""
+    return f"{node['origin'] or node['op']}{where}"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

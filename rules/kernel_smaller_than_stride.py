@@ -1,0 +1,163 @@
+"""
+## What it does
+Flags a convolution or pooling layer whose window leaves input pixels unread: its kernel extent
+(`dilation * (kernel_size - 1) + 1`) is smaller than its stride, or its dilated taps skip whole
+rows of every stride period. A 1x1 strided conv that is one branch of a residual block (ResNet's projection shortcut, or the
+first conv of a ResNet v1 bottleneck) is reported at info level only: it is a known, deliberate
+design, and the finding says whether the other branch reads the skipped pixels.
+
+## Why is this bad?
+A `kernel_size=1, stride=2` layer reads one pixel in four and throws the other three away; the
+signal it passes on is aliased, and features that fall between the sampled pixels never reach the
+next layer. It is rarely what the author meant when choosing "downsample by 2".
+
+## Example
+```python
+self.down = nn.Conv2d(64, 128, kernel_size=1, stride=2)   # reads 25% of the pixels
+```
+
+## Use instead
+```python
+self.down = nn.Conv2d(64, 128, kernel_size=3, stride=2, padding=1)
+# or, keeping a 1x1 projection, pool first (ResNet-D):
+self.down = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(64, 128, kernel_size=1))
+```
+
+## References
+- He et al., "Bag of Tricks for Image Classification with Convolutional Neural Networks", 2019
+  (ResNet-D: the 1x1 stride-2 shortcut ignores three quarters of the input).
+- Zhang, "Making Convolutional Networks Shift-Invariant Again", ICML 2019.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import networkx as nx
+
+from archlint.graph import ELEMENTWISE_MERGES
+from archlint.rule import rule
+from archlint_rules._topology import fmt_axes, fmt_size, layer_name, spatial_out, windows
+
+WINDOW_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
+
+
+@rule(
+    id="kernel-smaller-than-stride",
+    code="AL203",
+    severity="warning",
+    summary="strided conv/pool whose window never reads some input pixels",
+)
+def kernel_smaller_than_stride(ctx):
+    g = ctx.graph
+    for name in ctx.nodes(*WINDOW_OPS):
+        axes = windows(ctx.node(name)["attrs"])
+        if not axes or all(s == 1 for _, s, _, _ in axes):
+            continue
+        read = [read_fraction(k, s, d) for k, s, d, _ in axes]
+        if all(f == 1 for f in read):
+            continue
+        skipped = 1 - _product(read)
+        kernel = fmt_size([k for k, *_ in axes])
+        stride = fmt_axes([s for _, s, _, _ in axes])
+        dilation = [d for _, _, d, _ in axes]
+        dilated = "" if all(d == 1 for d in dilation) else f", dilation {fmt_axes(dilation)}"
+        per_axis = " and ".join(
+            f"{f.numerator} of every {f.denominator} {axis}"
+            for f, axis in zip(read, _axis_names(len(read)))
+            if f != 1
+        )
+        op = ctx.node(name)["op"].replace("_", " ")
+        message = (
+            f"{kernel} {op} with stride {stride}{dilated} reads only {per_axis}: "
+            f"{_percent(skipped)} of the input pixels never reach the output"
+        )
+        residual = _residual_block_of(g, name)
+        if residual is not None:
+            reader = _full_reader(g, residual)
+            beside = (
+                f"the other branch reads them ({layer_name(g, reader)})"
+                if reader is not None
+                else "no branch of the block reads them (ResNet v1 downsampling; v1.5 puts "
+                "the stride on the 3x3 conv instead)"
+            )
+            yield ctx.finding(
+                name,
+                f"{message}; it is a branch of a residual block, and {beside}",
+                fix="if it matters, pool before the 1x1 conv (ResNet-D): "
+                f"nn.AvgPool2d({stride}), then a stride-1 1x1 conv"
+                + ("" if reader is not None else "; or move the stride to the 3x3 conv"),
+                severity="info",
+                related=[g.nodes[residual[1]]["location"]],
+            )
+            continue
+        strides = [s for _, s, _, _ in axes]
+        yield ctx.finding(name, message, fix=_fix(ctx.node(name)["op"], strides))
+
+
+def read_fraction(kernel: int, stride: int, dilation: int) -> Fraction:
+    """Share of input rows a strided window reads in the steady state: the taps' offsets
+    ``t * dilation`` cover that many of the ``stride`` residues."""
+    residues = {(t * dilation) % stride for t in range(kernel)}
+    return Fraction(len(residues), stride)
+
+
+def _residual_block_of(g, name: str) -> tuple[str, str, str] | None:
+    """(fork, add, other operand) when the 1x1 conv ``name`` is one branch of a residual block:
+    its output reaches an elementwise add whose other operand comes from the same input
+    (``fork``) by a path that avoids ``name`` (a projection shortcut, or ResNet v1's main branch)."""
+    node = g.nodes[name]
+    if node["op"] != "conv" or any(k != 1 for k in node["attrs"].kernel) or not node["inputs"]:
+        return None
+    fork = node["inputs"][0]
+    after = nx.descendants(g, name)
+    for add in (m for m in after if g.nodes[m]["op"] in ELEMENTWISE_MERGES):
+        operands = g.nodes[add]["inputs"]
+        for other in operands:
+            if other == name or other in after:
+                continue
+            if other == fork or fork in nx.ancestors(g, other):
+                if spatial_out(g, other) == spatial_out(g, add):
+                    return fork, add, other
+    return None
+
+
+def _full_reader(g, residual: tuple[str, str, str]) -> str | None:
+    """On the other branch (fork -> other operand), a strided window that reads every pixel."""
+    fork, _, other = residual
+    branch = (nx.ancestors(g, other) | {other}) - nx.ancestors(g, fork) - {fork}
+    for node in sorted(branch, key=list(g.nodes).index):
+        if g.nodes[node]["op"] not in WINDOW_OPS:
+            continue
+        axes = windows(g.nodes[node]["attrs"])
+        if any(s > 1 for _, s, _, _ in axes) and all(read_fraction(k, s, d) == 1 for k, s, d, _ in axes):
+            return node
+    return None
+
+
+def _fix(op: str, strides: list[int]) -> str:
+    stride = fmt_axes(strides)
+    if op == "conv":
+        kernel = fmt_axes([s + 1 if s % 2 == 0 else s for s in strides])
+        padding = fmt_axes([(s + 1) // 2 if s % 2 == 0 else (s - 1) // 2 for s in strides])
+        return (
+            f"use kernel_size >= stride, e.g. kernel_size={kernel}, stride={stride}, "
+            f"padding={padding}; or pool first (nn.AvgPool2d({stride})) and use a stride-1 conv"
+        )
+    return f"use kernel_size >= stride (kernel_size={stride}, stride={stride} reads every pixel once)"
+
+
+def _axis_names(count: int) -> list[str]:
+    names = {1: ["samples"], 2: ["rows", "columns"], 3: ["slices", "rows", "columns"]}
+    return names.get(count, [f"axis-{i} positions" for i in range(count)])
+
+
+def _product(values) -> Fraction:
+    out = Fraction(1)
+    for v in values:
+        out *= v
+    return out
+
+
+def _percent(value: Fraction) -> str:
+    return f"{float(value) * 100:.0f}%"

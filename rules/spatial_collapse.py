@@ -1,0 +1,124 @@
+"""
+## What it does
+Reports a convolution or pooling layer whose window is larger than its (padded) input at the
+example size, so the map would shrink to nothing there, with the smallest input size the model
+accepts.
+
+## Why is this bad?
+Each stride-2 stage halves the map; after enough of them a 3x3 (or 7x7) window no longer fits and
+PyTorch raises ("Kernel size can't be greater than actual input size", "Output size is too
+small"). The model was designed for larger inputs than it is being given, or has one stage too
+many for this resolution.
+
+## Example
+```python
+# 32x32 input: five 2x2 pools leave 1x1, then
+self.head = nn.Conv2d(512, 512, 3)          # 3x3 window on a 1x1 map
+```
+
+## Use instead
+Feed at least the smallest input the model accepts (the finding gives it), drop a downsampling
+stage, or pad the layer (`padding=1`) so the window fits.
+
+## References
+- PyTorch docs, `nn.Conv2d` / `nn.MaxPool2d`: output size `floor((H + 2p - d(k-1) - 1)/s) + 1`
+  must be at least 1.
+"""
+
+from __future__ import annotations
+
+from archlint.rule import rule
+from archlint_rules._topology import (
+    fmt_size,
+    kernel_extent,
+    size_sweep,
+    smallest_where,
+    spatial_in,
+    windows,
+)
+
+COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
+
+
+def collapsed_axes(g, name: str) -> list[tuple[int, int, int]]:
+    """(axis, padded input size, kernel extent) for each spatial axis on which ``name``'s
+    output would be empty at the example size; [] when it is not a collapsing window.
+
+    Only ops that failed at the example input (``error`` set) or produced an empty map count:
+    a ceil-mode pool whose window hangs off a tiny map still yields one output.
+    ``shape-propagation-error`` skips nodes for which this is non-empty.
+    """
+    node = g.nodes[name]
+    if node["op"] not in COLLAPSING_OPS:
+        return []
+    size_out = node["shapes"][0][2:] if node["shapes"] else None
+    if node["error"] is None and not (size_out and min(size_out) <= 0):
+        return []
+    size_in = spatial_in(g, name)
+    axes = windows(node["attrs"])
+    if size_in is None or len(axes) != len(size_in):
+        return []
+    found = []
+    for axis, (n, (k, s, d, (pb, pe))) in enumerate(zip(size_in, axes)):
+        extent = kernel_extent(k, d)
+        if node["op"] == "conv_transpose":
+            out_pad = node["attrs"].output_padding[axis] if node["attrs"].output_padding else 0
+            if (n - 1) * s - pb - pe + extent + out_pad <= 0:
+                found.append((axis, n, extent))
+        elif n + pb + pe < extent:
+            found.append((axis, n + pb + pe, extent))
+    return found
+
+
+@rule(
+    id="spatial-collapse",
+    code="AL204",
+    severity="error",
+    summary="a window larger than its padded input: the map shrinks to nothing",
+)
+def spatial_collapse(ctx):
+    g = ctx.graph
+    for name in ctx.nodes(*COLLAPSING_OPS):
+        axes = collapsed_axes(g, name)
+        if not axes:
+            continue
+        node = ctx.node(name)
+        size_in = spatial_in(g, name)
+        attrs = node["attrs"]
+        padded = [
+            n + pb + pe for n, (pb, pe) in zip(size_in, attrs.padding or ((0, 0),) * len(size_in))
+        ]
+        extents = [kernel_extent(k, d) for k, _, d, _ in windows(attrs)]
+        op = node["op"].replace("_", " ")
+        if node["op"] == "conv_transpose":
+            message = f"{fmt_size(attrs.kernel)} {op} on a {fmt_size(size_in)} map gives an empty output"
+        else:
+            message = (
+                f"{fmt_size(extents)} {op} window on a {fmt_size(size_in)} map "
+                f"({fmt_size(padded)} padded): the map has shrunk to nothing at the example input"
+            )
+        smallest, sizes = _smallest_inputs(g, name)
+        if smallest is not None:
+            fix = (
+                f"feed at least {smallest}x{smallest} (the smallest square input this model "
+                "accepts), or remove a downsampling stage before this layer"
+            )
+        else:
+            fix = "feed a larger input, remove a downsampling stage before this layer, or pad it"
+        yield ctx.finding(name, message, fix=fix, sizes=sizes)
+
+
+def _smallest_inputs(g, name: str) -> tuple[int | None, str | None]:
+    """The smallest admissible square side and the sweep's description of the admissible set."""
+    sweep = size_sweep(g)
+    if sweep is None:
+        return None, None
+    try:
+        admissible = sweep.admissible
+        smallest = smallest_where(sweep, admissible)
+        if smallest is None:
+            valid_here = ~sweep.invalid_at(name)
+            return None, f"no swept input size works; this layer alone needs {sweep.describe(valid_here)}"
+        return smallest, f"works for {sweep.describe(admissible)}"
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None, None

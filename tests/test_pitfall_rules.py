@@ -1,0 +1,488 @@
+"""Edge cases of the pitfall rules (AL2xx) and the model-level size facts (AL3xx).
+
+The unit tests build small IR graphs by hand; every shape in them comes from PyTorch itself (the
+layer is run on meta tensors), so a graph can never claim a size PyTorch would not produce.
+The fixture files are checked by tests/test_rule_fixtures.py; the zoo checks at the end run the
+real pipeline on the reference architectures.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from archlint.graph import Attrs, Location, add_op, new_graph  # noqa: E402
+from archlint.rule import RuleContext  # noqa: E402
+from archlint_rules.avgpool_count_include_pad import (  # noqa: E402
+    avgpool_count_include_pad,
+    first_window_share,
+)
+from archlint_rules.conv_bias_before_norm import conv_bias_before_norm  # noqa: E402
+from archlint_rules.dilation_padding_mismatch import dilation_padding_mismatch  # noqa: E402
+from archlint_rules.even_kernel_same_padding import (  # noqa: E402
+    even_kernel_same_padding,
+    size_change,
+)
+from archlint_rules.kernel_smaller_than_stride import (  # noqa: E402
+    kernel_smaller_than_stride,
+    read_fraction,
+)
+from archlint_rules.large_dense_head import large_dense_head, layer_params  # noqa: E402
+from archlint_rules.pool_drops_border import dropped_trailing, pool_drops_border  # noqa: E402
+from archlint_rules.spatial_collapse import collapsed_axes, spatial_collapse  # noqa: E402
+from archlint_rules.transposed_conv_output_ambiguity import (  # noqa: E402
+    transposed_conv_output_ambiguity,
+)
+
+
+# -- a tiny graph builder whose shapes come from PyTorch -------------------------------------
+
+
+class Net:
+    """Builds an IR graph op by op; each op's output shape is what PyTorch computes on meta
+    tensors (and an op PyTorch rejects gets ``error`` set, as the torch frontend does)."""
+
+    def __init__(self, shape=(1, 8, 32, 32), frontend="torch"):
+        self.g = new_graph("net", "net.py", frontend)
+        self.g.graph["input_shapes"] = [tuple(shape)]
+        self.line = 0
+        self.tensors = {}
+        self._add("x", "input", [], Attrs(), torch.empty(shape, device="meta"))
+
+    def _add(self, name, op, inputs, attrs, value, origin="", error=None):
+        self.line += 1
+        shapes = None if value is None else (tuple(value.shape),)
+        add_op(self.g, name, op, inputs=inputs, attrs=attrs, shapes=shapes,
+               location=Location("net.py", self.line, name), origin=origin, error=error)
+        self.tensors[name] = value
+        return name
+
+    def _run(self, name, op, inputs, attrs, fn, origin=""):
+        values = [self.tensors[i] for i in inputs]
+        if any(v is None for v in values):
+            return self._add(name, op, inputs, attrs, None, origin)
+        try:
+            value = fn(*values)
+        except RuntimeError as exc:
+            return self._add(name, op, inputs, attrs, None, origin, error=str(exc).splitlines()[0])
+        return self._add(name, op, inputs, attrs, value, origin)
+
+    def conv(self, name, src, cout, k, s=1, p=0, d=1, bias=True, groups=1, pads=None):
+        """pads: explicit (begin, end) per axis (asymmetric, applied with F.pad first)."""
+        cin = self.tensors[src].shape[1] if self.tensors[src] is not None else None
+        pairs = pads or ((p, p), (p, p))
+        attrs = Attrs(kernel=(k, k), stride=(s, s), dilation=(d, d), padding=pairs, groups=groups,
+                      in_channels=cin, out_channels=cout, bias=bias)
+        weight = torch.empty(cout, (cin or 1) // groups, k, k, device="meta")
+
+        def fn(x):
+            (hb, he), (wb, we) = pairs
+            return F.conv2d(F.pad(x, (wb, we, hb, he)), weight, stride=s, dilation=d, groups=groups)
+
+        return self._run(name, "conv", [src], attrs, fn, "nn.Conv2d")
+
+    def conv_t(self, name, src, cout, k, s, p=0, op=0):
+        cin = self.tensors[src].shape[1]
+        attrs = Attrs(kernel=(k, k), stride=(s, s), dilation=(1, 1), padding=((p, p), (p, p)),
+                      output_padding=(op, op), in_channels=cin, out_channels=cout, bias=True)
+        weight = torch.empty(cin, cout, k, k, device="meta")
+        return self._run(name, "conv_transpose", [src], attrs,
+                         lambda x: F.conv_transpose2d(x, weight, stride=s, padding=p, output_padding=op),
+                         "nn.ConvTranspose2d")
+
+    def pool(self, name, src, k, s, p=0, kind="max", ceil=False, include_pad=True):
+        attrs = Attrs(kernel=(k, k), stride=(s, s), dilation=(1, 1), padding=((p, p), (p, p)),
+                      ceil_mode=ceil, count_include_pad=include_pad)
+        if kind == "max":
+            fn = lambda x: F.max_pool2d(x, k, s, p, ceil_mode=ceil)  # noqa: E731
+        else:
+            fn = lambda x: F.avg_pool2d(x, k, s, p, ceil_mode=ceil, count_include_pad=include_pad)  # noqa: E731
+        return self._run(name, f"{kind}_pool", [src], attrs, fn, f"nn.{kind.title()}Pool2d")
+
+    def relu(self, name, src):
+        return self._run(name, "pointwise", [src], Attrs(), F.relu, "relu")
+
+    def bn(self, name, src):
+        return self._run(name, "norm", [src], Attrs(), lambda x: x, "nn.BatchNorm2d")
+
+    def add(self, name, a, b):
+        return self._run(name, "add", [a, b], Attrs(), lambda x, y: x + y, "operator.add")
+
+    def cat(self, name, *srcs):
+        return self._run(name, "concat", list(srcs), Attrs(axis=1),
+                         lambda *xs: torch.cat(xs, 1), "torch.cat")
+
+    def flatten(self, name, src):
+        return self._run(name, "flatten", [src], Attrs(axis=1, end_axis=-1),
+                         lambda x: x.flatten(1), "nn.Flatten")
+
+    def linear(self, name, src, out):
+        cin = self.tensors[src].shape[1]
+        weight = torch.empty(out, cin, device="meta")
+        return self._run(name, "linear", [src], Attrs(in_features=cin, out_features=out, bias=True),
+                         lambda x: F.linear(x, weight), "nn.Linear")
+
+
+def run(rule, g):
+    ctx = RuleContext(graph=g, frontend=g.graph["frontend"], target="net.py")
+    ctx.rule = rule
+    return list(rule.check(ctx))
+
+
+def at(findings):
+    return sorted(f.location.node for f in findings)
+
+
+# -- dilation-padding-mismatch (AL201) --------------------------------------------------------
+
+
+def test_dilated_conv_among_same_padded_convs_reports_exact_shrink():
+    n = Net()
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 3, p=1, d=2)
+    n.conv("c3", "c2", 8, 3, p=1)
+    (f,) = run(dilation_padding_mismatch, n.g)
+    assert f.location.node == "c2"
+    assert "shrinks the map by 2 pixels per axis" in f.message and "32x32 -> 30x30" in f.message
+    assert "padding=2" in f.fix
+
+
+@pytest.mark.parametrize("d,p,shrink", [(3, 1, 4), (4, 2, 4), (2, 0, 4)])
+def test_dilation_shrink_is_d_times_k_minus_1_minus_padding(d, p, shrink):
+    n = Net()
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 3, p=p, d=d)
+    (f,) = run(dilation_padding_mismatch, n.g)
+    out = 32 - shrink
+    assert f"32x32 -> {out}x{out}" in f.message
+    assert f"padding={d}" in f.fix
+
+
+def test_dilated_conv_with_matching_padding_is_quiet():
+    n = Net()
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 3, p=4, d=4)
+    n.conv("c3", "c2", 8, 3, p=1)
+    assert run(dilation_padding_mismatch, n.g) == []
+
+
+def test_dilated_conv_in_a_valid_stack_is_quiet():
+    # Every conv shrinks on purpose: nothing next to it keeps the size.
+    n = Net()
+    n.conv("c1", "x", 8, 3)
+    n.conv("c2", "c1", 8, 3, d=2)
+    n.conv("c3", "c2", 8, 3)
+    assert run(dilation_padding_mismatch, n.g) == []
+
+
+def test_dilated_branch_merged_with_input_size_branch_fires():
+    n = Net()
+    n.conv("a", "x", 8, 1)
+    n.conv("b", "x", 8, 3, p=1, d=3)
+    n.relu("b_act", "b")
+    n.cat("merge", "a", "b_act")
+    assert n.g.nodes["merge"]["error"] is not None  # PyTorch rejects 32 vs 28
+    (f,) = run(dilation_padding_mismatch, n.g)
+    assert f.location.node == "b" and "merge" in f.message
+    assert "padding=3" in f.fix
+
+
+# -- kernel-smaller-than-stride (AL203) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "k,s,d,share",
+    [(1, 2, 1, Fraction(1, 2)), (2, 2, 1, 1), (1, 3, 1, Fraction(1, 3)), (2, 3, 1, Fraction(2, 3)),
+     (2, 2, 2, Fraction(1, 2)), (2, 2, 3, 1), (3, 2, 1, 1)],
+)
+def test_read_fraction_matches_pixels_pytorch_reads(k, s, d, share):
+    # Count the input rows whose gradient is nonzero in a long 1-D conv (steady state).
+    x = torch.zeros(1, 1, 120, requires_grad=True)
+    F.conv1d(x, torch.ones(1, 1, k), stride=s, dilation=d).sum().backward()
+    read = int((x.grad[0, 0, 12:108] != 0).sum())  # away from both borders
+    assert Fraction(read, 96) == share == read_fraction(k, s, d)
+
+
+def test_strided_1x1_conv_warns_with_fraction_skipped():
+    n = Net()
+    n.conv("down", "x", 16, 1, s=2)
+    n.conv("c", "down", 16, 3, p=1)
+    (f,) = run(kernel_smaller_than_stride, n.g)
+    assert f.severity == "warning" and "75%" in f.message
+    assert "kernel_size=3, stride=2, padding=1" in f.fix
+
+
+def test_projection_shortcut_is_info():
+    n = Net()
+    n.conv("conv1", "x", 16, 3, s=2, p=1)
+    n.bn("bn1", "conv1")
+    n.conv("proj", "x", 16, 1, s=2)
+    n.bn("proj_bn", "proj")
+    n.add("sum", "bn1", "proj_bn")
+    (f,) = run(kernel_smaller_than_stride, n.g)
+    assert f.location.node == "proj" and f.severity == "info"
+    assert "the other branch reads them (conv1)" in f.message
+
+
+def test_resnet_v1_bottleneck_downsampling_is_info_and_says_no_branch_reads():
+    n = Net()
+    n.conv("conv1", "x", 16, 1, s=2)  # v1: the stride on the first 1x1 of the main branch
+    n.relu("act", "conv1")
+    n.conv("conv2", "act", 16, 3, p=1)
+    n.conv("proj", "x", 16, 1, s=2)
+    n.add("sum", "conv2", "proj")
+    found = run(kernel_smaller_than_stride, n.g)
+    assert at(found) == ["conv1", "proj"]
+    assert all(f.severity == "info" and "no branch of the block reads them" in f.message for f in found)
+
+
+def test_strided_1x1_conv_feeding_a_concat_still_warns():
+    n = Net()
+    n.conv("a", "x", 16, 3, s=2, p=1)
+    n.conv("b", "x", 16, 1, s=2)
+    n.cat("merge", "a", "b")
+    (f,) = run(kernel_smaller_than_stride, n.g)
+    assert f.location.node == "b" and f.severity == "warning"
+
+
+def test_pool_with_window_equal_to_stride_is_quiet():
+    n = Net()
+    n.pool("p", "x", 2, 2)
+    n.pool("q", "p", 3, 2, p=1)
+    assert run(kernel_smaller_than_stride, n.g) == []
+
+
+# -- spatial-collapse (AL204) -----------------------------------------------------------------
+
+
+def test_window_larger_than_padded_input_is_reported_once():
+    n = Net((1, 8, 8, 8))
+    n.pool("p1", "x", 2, 2)
+    n.pool("p2", "p1", 2, 2)
+    n.pool("p3", "p2", 2, 2)
+    n.conv("head", "p3", 8, 3)  # 1x1 map, 3x3 window
+    n.relu("act", "head")
+    assert n.g.nodes["head"]["error"] is not None
+    (f,) = run(spatial_collapse, n.g)
+    assert f.location.node == "head" and f.severity == "error"
+    assert "3x3" in f.message and "1x1 map" in f.message
+    assert collapsed_axes(n.g, "head") == [(0, 1, 3), (1, 1, 3)]
+
+
+def test_ceil_mode_pool_on_tiny_map_is_not_a_collapse():
+    n = Net((1, 8, 1, 1))
+    n.pool("p", "x", 2, 2, ceil=True)  # PyTorch gives 1x1
+    assert n.g.nodes["p"]["error"] is None
+    assert run(spatial_collapse, n.g) == []
+
+
+def test_padding_that_makes_the_window_fit_is_quiet():
+    n = Net((1, 8, 1, 1))
+    n.conv("c", "x", 8, 3, p=1)
+    assert run(spatial_collapse, n.g) == []
+
+
+def test_merge_failure_is_not_a_collapse():
+    n = Net()
+    n.conv("a", "x", 8, 3)
+    n.add("sum", "a", "x")
+    assert n.g.nodes["sum"]["error"] is not None
+    assert run(spatial_collapse, n.g) == []
+
+
+# -- even-kernel-same-padding (AL205) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("k,p", [(2, 1), (4, 2), (4, 1), (6, 3), (6, 2)])
+def test_size_change_matches_pytorch(k, p):
+    out = F.conv2d(torch.empty(1, 1, 32, 32, device="meta"), torch.empty(1, 1, k, k, device="meta"),
+                   padding=p).shape[-1]
+    assert size_change(k, 1, p, p) == out - 32
+
+
+def test_even_kernel_growing_the_map_fires():
+    n = Net()
+    n.conv("c", "x", 8, 4, p=2)
+    (f,) = run(even_kernel_same_padding, n.g)
+    assert "32x32 -> 33x33" in f.message and "grows" in f.message
+    assert "kernel_size=5, padding=2" in f.fix and "F.pad(x, (1, 2, 1, 2))" in f.fix
+
+
+def test_even_kernel_shrinking_among_same_convs_fires():
+    n = Net()
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 4, p=1)
+    (f,) = run(even_kernel_same_padding, n.g)
+    assert f.location.node == "c2" and "32x32 -> 31x31" in f.message and "c1" in f.message
+    assert "kernel_size=3, padding=1" in f.fix
+
+
+def test_patchgan_style_shrinking_head_is_quiet():
+    n = Net()
+    n.conv("c1", "x", 8, 4, s=2, p=1)
+    n.conv("c2", "c1", 8, 4, p=1)
+    n.conv("c3", "c2", 1, 4, p=1)
+    assert run(even_kernel_same_padding, n.g) == []
+
+
+def test_asymmetric_same_padding_is_quiet():
+    n = Net()
+    n.conv("c", "x", 8, 4, pads=((1, 2), (1, 2)))
+    assert n.g.nodes["c"]["shapes"][0][2:] == (32, 32)
+    assert run(even_kernel_same_padding, n.g) == []
+
+
+def test_transposed_conv_is_not_checked():
+    n = Net()
+    n.conv_t("up", "x", 8, 4, 2, p=1)
+    assert run(even_kernel_same_padding, n.g) == []
+
+
+# -- pool-drops-border (AL206) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_in,k,s,p", [(7, 2, 2, 0), (64, 3, 2, 0), (10, 3, 3, 0), (9, 3, 2, 1),
+                                         (112, 3, 2, 1), (13, 5, 4, 2)])
+def test_dropped_trailing_matches_pixels_pytorch_pools(n_in, k, s, p):
+    x = torch.ones(1, 1, n_in, requires_grad=True)
+    F.avg_pool1d(x, k, s, p).sum().backward()
+    visited = torch.nonzero(x.grad[0, 0]).max().item() + 1
+    assert dropped_trailing(n_in, k, s, 1, p, p) == n_in - visited
+
+
+def test_pool_drops_border_counts_rows():
+    n = Net((1, 8, 64, 64))
+    n.pool("p", "x", 3, 2)
+    (f,) = run(pool_drops_border, n.g)
+    assert f.severity == "info" and "never visits the last row and the last column" in f.message
+
+
+def test_ceil_mode_and_tiling_pools_are_quiet():
+    n = Net((1, 8, 64, 64))
+    n.pool("p", "x", 3, 2, ceil=True)
+    n.pool("q", "p", 2, 2)
+    assert run(pool_drops_border, n.g) == []
+
+
+# -- avgpool-count-include-pad (AL207) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("k,p", [(3, 1), (5, 2), (2, 1)])
+def test_corner_share_matches_pytorch(k, p):
+    out = F.avg_pool2d(torch.ones(1, 1, 16, 16), k, 1, p, count_include_pad=True)
+    corner = first_window_share(16, k, p) ** 2
+    assert out[0, 0, 0, 0].item() == pytest.approx(float(corner))
+
+
+def test_padded_avgpool_reports_corner_attenuation():
+    n = Net()
+    n.pool("p", "x", 3, 1, p=1, kind="avg")
+    (f,) = run(avgpool_count_include_pad, n.g)
+    assert "4 real pixels over 9" in f.message and "count_include_pad=False" in f.fix
+
+
+def test_avgpool_without_padding_or_counting_pad_is_quiet():
+    n = Net()
+    n.pool("p", "x", 3, 1, p=1, kind="avg", include_pad=False)
+    n.pool("q", "p", 2, 2, kind="avg")
+    assert run(avgpool_count_include_pad, n.g) == []
+
+
+# -- transposed-conv-output-ambiguity (AL208) -------------------------------------------------
+
+
+def test_transposed_conv_missing_odd_skip_fires():
+    n = Net((1, 8, 50, 50))
+    n.conv("enc", "x", 8, 3, p=1)
+    n.pool("down", "enc", 2, 2, ceil=True)  # 25
+    n.pool("down2", "down", 2, 2)  # 12
+    n.conv_t("up", "down2", 8, 2, 2)  # 24
+    n.cat("merge", "up", "down")
+    (f,) = run(transposed_conv_output_ambiguity, n.g)
+    assert f.location.node == "up" and "24x24" in f.message and "25x25" in f.message
+    assert "output_padding=1" in f.fix and "output_size=skip.shape[2:]" in f.fix
+
+
+def test_transposed_conv_with_output_padding_is_quiet():
+    n = Net((1, 8, 50, 50))
+    n.pool("down", "x", 2, 2, ceil=True)  # 25
+    n.pool("down2", "down", 2, 2)  # 12
+    n.conv_t("up", "down2", 8, 2, 2, op=1)  # 25
+    n.cat("merge", "up", "down")
+    assert n.g.nodes["merge"]["error"] is None
+    assert run(transposed_conv_output_ambiguity, n.g) == []
+
+
+def test_transposed_conv_gap_larger_than_stride_is_not_this_rule():
+    n = Net((1, 8, 50, 50))
+    n.pool("down2", "x", 4, 4)  # 12
+    n.conv_t("up", "down2", 8, 2, 2)  # 24
+    n.cat("merge", "up", "x")  # 50: no output_padding closes 26
+    assert run(transposed_conv_output_ambiguity, n.g) == []
+
+
+# -- conv-bias-before-norm (AL209) ------------------------------------------------------------
+
+
+def test_conv_bias_before_batchnorm_is_info():
+    n = Net()
+    n.conv("c", "x", 8, 3, p=1, bias=True)
+    n.bn("bn", "c")
+    n.conv("c2", "bn", 8, 3, p=1, bias=False)
+    n.bn("bn2", "c2")
+    (f,) = run(conv_bias_before_norm, n.g)
+    assert f.location.node == "c" and f.severity == "info" and "bias=False" in f.fix
+
+
+def test_conv_bias_used_elsewhere_is_quiet():
+    n = Net()
+    n.conv("c", "x", 8, 3, p=1, bias=True)
+    n.bn("bn", "c")
+    n.add("sum", "bn", "c")  # the raw conv output (bias included) is used too
+    assert run(conv_bias_before_norm, n.g) == []
+
+
+# -- large-dense-head (AL210) -----------------------------------------------------------------
+
+
+def test_layer_params_match_pytorch():
+    conv = torch.nn.Conv2d(32, 64, 3, groups=4)
+    linear = torch.nn.Linear(100, 7, bias=False)
+    n = Net((1, 32, 8, 8))
+    n.conv("c", "x", 64, 3, groups=4)
+    n.flatten("f", "c")
+    n.g.nodes["f"]["shapes"] = ((1, 100),)
+    add_op(n.g, "fc", "linear", inputs=["f"], attrs=Attrs(in_features=100, out_features=7, bias=False))
+    assert layer_params(n.g.nodes["c"]) == sum(p.numel() for p in conv.parameters())
+    assert layer_params(n.g.nodes["fc"]) == sum(p.numel() for p in linear.parameters())
+
+
+def test_dominant_dense_head_fires_with_counts():
+    n = Net((1, 3, 32, 32))
+    n.conv("c", "x", 64, 3, p=1)
+    n.flatten("flat", "c")
+    n.linear("fc", "flat", 16)  # 65536*16 + 16 = 1,048,592
+    n.linear("out", "fc", 10)
+    (f,) = run(large_dense_head, n.g)
+    assert f.location.node == "fc"
+    assert "Linear(65536, 16)" in f.message and "1,048,592 of the model's 1,050,554" in f.message
+    assert "(99.8%)" in f.message
+    assert "nn.Linear(64, 16)" in f.fix
+
+
+def test_small_or_minor_dense_heads_are_quiet():
+    n = Net((1, 3, 8, 8))
+    n.conv("c", "x", 64, 3, p=1)
+    n.flatten("flat", "c")
+    n.linear("fc", "flat", 10)  # 40970 parameters: dominant but small
+    assert run(large_dense_head, n.g) == []
+
+
+def test_pool_rounding_on_indivisible_size_is_left_to_odd_size_stride2():
+    n = Net((1, 8, 7, 7))
+    n.pool("p", "x", 2, 2)  # drops row 6, but 7 % 2 != 0: odd-size-stride2 reports it
+    assert run(pool_drops_border, n.g) == []

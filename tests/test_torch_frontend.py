@@ -1,0 +1,871 @@
+"""The PyTorch frontend: discovery, example inputs, locations, shapes, failures, fallbacks.
+
+Shapes are checked against a real CPU forward of the same model at small sizes.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.fx as fx  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils import _pytree as pytree  # noqa: E402
+
+from archlint.config import Options, load_config  # noqa: E402
+from archlint.frontends import TargetError  # noqa: E402
+from archlint.frontends import torch as frontend  # noqa: E402
+from archlint.frontends.source import defines_models  # noqa: E402
+from archlint.graph import OP_KINDS, ops  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "torch_frontend"
+MANY_OPS = DATA / "many_ops.py"
+
+HEADER = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
+
+
+def write(tmp_path: Path, body: str, name: str = "model.py") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def capture(path: Path, **options) -> list:
+    return frontend.capture_file(path, Options(**options))
+
+
+def only(path: Path, **options):
+    captures = capture(path, **options)
+    assert len(captures) == 1, [c.name for c in captures]
+    return captures[0]
+
+
+def line_of(path: Path, marker: str) -> int:
+    """1-based line of the unique source line containing ``marker``."""
+    hits = [i for i, text in enumerate(path.read_text().splitlines(), 1) if marker in text]
+    assert len(hits) == 1, (marker, hits)
+    return hits[0]
+
+
+def node_by_origin(g, origin: str) -> str:
+    names = [n for n in g if g.nodes[n]["origin"] == origin]
+    assert len(names) == 1, (origin, names)
+    return names[0]
+
+
+def real_fx_shapes(module: nn.Module, inputs: list) -> dict[str, tuple]:
+    """Every fx node's output shapes from a real CPU run (the reference for the meta engine)."""
+    gm = fx.GraphModule(module, frontend._ArchlintTracer().trace(module))
+    shapes: dict[str, tuple] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            shapes[n.name] = tuple(
+                tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
+            )
+            return out
+
+    with torch.no_grad():
+        Recorder(gm).run(*inputs)
+    return shapes
+
+
+def real_module_shapes(module: nn.Module, inputs: list) -> dict[str, tuple]:
+    """Output shape of every leaf module call from forward hooks (independent of fx)."""
+    seen: dict[str, tuple] = {}
+    handles = []
+    for name, m in module.named_modules():
+        if name and not list(m.children()):
+            def hook(mod, args, out, name=name):
+                seen.setdefault(name, tuple(
+                    tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)))
+            handles.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        module(*inputs)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+# ---------------------------------------------------------------------------------------------
+
+TWO_CLASSES = """
+class Block(nn.Module):
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class NeedsArgs(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.block = Block()
+
+    def forward(self, x):
+        return self.block(self.stem(x))
+
+
+class Other(nn.Module):
+    def __init__(self, scale=2):
+        super().__init__()
+        self.fc = nn.Linear(8, scale)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def make_wide():
+    return NeedsArgs(16)
+
+
+def needs_width(width):
+    return NeedsArgs(width)
+
+
+NOT_A_MODEL = 3
+"""
+
+
+def test_classes_mode_builds_zero_arg_classes_and_drops_parts(tmp_path):
+    path = write(tmp_path, TWO_CLASSES)
+    captures = capture(path)
+    # Block is a part of Net (linted in place); NeedsArgs needs arguments.
+    assert [c.name for c in captures] == ["Net", "Other"]
+    assert all(c.error is None for c in captures)
+    net = captures[0].graph
+    assert net.graph["module_factory"] is not None
+    assert net.graph["module"] is None
+
+
+def test_instances_mode_wins_over_classes_and_skips_nested_instances(tmp_path):
+    path = write(tmp_path, TWO_CLASSES + """
+backbone = Block(3)
+model = nn.Sequential(backbone, nn.ReLU())
+other = Other()
+""")
+    captures = capture(path)
+    assert [c.name for c in captures] == ["model", "other"]
+    model = captures[0].graph
+    assert model.graph["module"] is not None and model.graph["module_factory"] is None
+
+
+@pytest.mark.parametrize(
+    "name, expected_out",
+    [("make_wide", 16), ("Net", 4), ("block_instance", 3)],
+)
+def test_model_option_accepts_factory_class_and_instance(tmp_path, name, expected_out):
+    path = write(tmp_path, TWO_CLASSES + "\nblock_instance = Block(3)\n")
+    c = only(path, model=name, input_shapes=((1, 3, 16, 16),))
+    assert c.name == name
+    assert c.error is None
+    out = [n for n in c.graph if c.graph.nodes[n]["op"] == "output"][0]
+    assert c.graph.nodes[out]["shapes"][0][1] == expected_out
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("missing", "has no attribute 'missing'"),
+        ("NeedsArgs", "needs constructor arguments (width)"),
+        ("needs_width", "needs arguments (width)"),
+        ("NOT_A_MODEL", "is a int, not an nn.Module"),
+    ],
+)
+def test_model_option_errors_are_one_line_target_errors(tmp_path, name, fragment):
+    path = write(tmp_path, TWO_CLASSES)
+    with pytest.raises(TargetError) as info:
+        capture(path, model=name)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_no_model_found_names_the_classes_that_need_arguments(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self, width, depth=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+""")
+    with pytest.raises(TargetError, match=r"Net needs width.*--model"):
+        capture(path)
+
+
+def test_file_without_models_is_a_target_error(tmp_path):
+    path = write(tmp_path, "x = torch.zeros(3)\n")
+    with pytest.raises(TargetError, match="no model found"):
+        capture(path)
+
+
+def test_factory_returning_non_module_is_a_capture_error(tmp_path):
+    path = write(tmp_path, "def build():\n    return 3\n")
+    c = only(path, model="build")
+    assert c.graph is None and "returned int, not an nn.Module" in c.error
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-target failures
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, fragments",
+    [
+        ("def f(:\n    pass\n", ["syntax error at", "model.py:4"]),
+        ("import no_such_module_for_archlint\n", ["ModuleNotFoundError", "no_such_module_for_archlint",
+                                                   "model.py:4"]),
+        ("raise ValueError('bad\\nsecond line')\n", ["raised ValueError: bad", "model.py:4"]),
+        ("import sys\nsys.exit(3)\n", ["sys.exit(3)"]),
+        ("raise SystemExit\n", ["sys.exit(None)"]),
+    ],
+)
+def test_import_failures_are_one_line_target_errors(tmp_path, body, fragments):
+    path = write(tmp_path, body)
+    with pytest.raises(TargetError) as info:
+        capture(path)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_sibling_imports_work_and_sys_path_is_restored(tmp_path):
+    (tmp_path / "layers_for_archlint_test.py").write_text(
+        HEADER + "def block(c):\n    return nn.Conv2d(c, c, 3, padding=1)  # sibling\n"
+    )
+    path = write(tmp_path, """
+from layers_for_archlint_test import block
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = block(3)
+
+    def forward(self, x):
+        return self.b(x)
+""")
+    before = list(sys.path)
+    c = only(path)
+    assert sys.path == before
+    loc = c.graph.nodes["b"]["location"]
+    # built inside the sibling's factory: that file's line, as an absolute path
+    assert Path(loc.file) == (tmp_path / "layers_for_archlint_test.py").resolve()
+    assert loc.line == line_of(tmp_path / "layers_for_archlint_test.py", "# sibling")
+
+
+def test_construction_error_is_a_capture_error_not_a_target_error(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding="same")  # bad
+
+    def forward(self, x):
+        return self.conv(x)
+""")
+    c = only(path)
+    assert c.graph is None
+    assert c.error.startswith("could not build Net: ValueError: padding='same' is not supported")
+    assert f"model.py:{line_of(path, '# bad')}" in c.error
+
+
+# ---------------------------------------------------------------------------------------------
+# Example inputs
+# ---------------------------------------------------------------------------------------------
+
+CONV_NET = """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(x)
+"""
+
+
+def test_module_level_example_input_is_used(tmp_path):
+    path = write(tmp_path, CONV_NET + "\nexample_input = torch.randn(2, 3, 33, 17)\n")
+    g = only(path).graph
+    assert g.graph["input_shapes"] == [(2, 3, 33, 17)]
+    assert g.graph["input_assumed"] is False
+    assert g.nodes["conv"]["shapes"] == ((2, 8, 16, 8),)
+
+
+def test_assumed_input_is_flagged_with_a_note(tmp_path):
+    path = write(tmp_path, CONV_NET)
+    c = only(path)
+    assert c.graph.graph["input_assumed"] is True
+    assert c.graph.graph["input_shapes"] == [(1, 3, 224, 224)]
+    assert any("1,3,224,224 assumed" in n and "--input-shape" in n for n in c.notes)
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [
+        ("nn.Conv1d(5, 8, 3)", (1, 5, 1024)),
+        ("nn.Conv3d(2, 8, 3)", (1, 2, 16, 112, 112)),
+        ("nn.Linear(7, 3)", (1, 7)),
+    ],
+)
+def test_inferred_input_follows_the_first_layer(tmp_path, layer, expected):
+    path = write(tmp_path, f"""
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = {layer}
+
+    def forward(self, x):
+        return self.first(x)
+""")
+    assert only(path).graph.graph["input_shapes"] == [expected]
+
+
+def test_embedding_first_model_gets_integer_input(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 16)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, tokens):
+        return self.fc(self.emb(tokens))
+""")
+    g = only(path).graph
+    assert g.graph["input_dtypes"] == ["int64"]
+    assert g.nodes["fc"]["shapes"] == ((1, 128, 2),)
+
+
+def test_input_precedence_cli_then_file_then_config(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.archlint]\ninput-shape = [1, 3, 40, 40]\n")
+    with_var = write(tmp_path, CONV_NET + "\nexample_input = torch.randn(1, 3, 20, 20)\n", "a.py")
+    without = write(tmp_path, CONV_NET, "b.py")
+    config = load_config(tmp_path)
+    assert frontend.capture_file(with_var, config)[0].graph.graph["input_shapes"] == [(1, 3, 20, 20)]
+    assert frontend.capture_file(without, config)[0].graph.graph["input_shapes"] == [(1, 3, 40, 40)]
+    cli = config.merged(input_shapes=((1, 3, 10, 10),))
+    assert frontend.capture_file(with_var, cli)[0].graph.graph["input_shapes"] == [(1, 3, 10, 10)]
+    # the API's example_inputs beats the file's variable too
+    api = frontend.capture_file(with_var, config, example_inputs=(1, 3, 12, 12))
+    assert api[0].graph.graph["input_shapes"] == [(1, 3, 12, 12)]
+
+
+def test_several_inputs_from_a_tuple(tmp_path):
+    path = write(tmp_path, """
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(5, 4, 1)
+
+    def forward(self, x, y, scale=None):
+        if scale is not None:
+            x = x * scale
+        return self.a(x) + self.b(y)
+
+example_input = (torch.randn(1, 3, 8, 8), torch.randn(1, 5, 8, 8))
+""")
+    g = only(path).graph
+    assert [g.nodes[n]["op"] for n in g if g.nodes[n]["op"] == "input"] == ["input", "input"]
+    add = node_by_origin(g, "operator.add")
+    assert g.nodes[add]["op"] == "add" and g.nodes[add]["shapes"] == ((1, 4, 8, 8),)
+
+
+def test_too_few_inputs_is_a_clean_capture_error(tmp_path):
+    path = write(tmp_path, """
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, y):
+        return self.a(x) + y
+""")
+    c = only(path)
+    assert c.graph is None and "takes 2 inputs (x, y)" in c.error
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations
+# ---------------------------------------------------------------------------------------------
+
+LOCATED = """
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)  # block conv
+
+    def forward(self, x):
+        return self.conv(x) + x  # block add
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3,
+                      padding=1),  # not this line
+            nn.ReLU(),  # relu line
+            Block(8),  # block line
+        )
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)  # up line
+
+    def forward(self, x):
+        y = self.body(x)
+        z = self.up(y)
+        return torch.cat([z, F.interpolate(y, scale_factor=2)], 1)  # cat line
+"""
+
+
+def test_layer_locations_are_construction_lines(tmp_path):
+    path = write(tmp_path, LOCATED)
+    g = only(path, input_shapes=((1, 3, 8, 8),)).graph
+    first_conv = g.nodes["body_0"]["location"]
+    assert first_conv.file == str(path)
+    assert first_conv.line == line_of(path, "nn.Conv2d(3, 8, 3,")
+    assert first_conv.node == "body.0"
+    assert g.nodes["body_1"]["location"].line == line_of(path, "# relu line")
+    assert g.nodes["up"]["location"].line == line_of(path, "# up line")
+    assert g.nodes["body_2_conv"]["location"].line == line_of(path, "# block conv")
+    assert g.nodes["body_2_conv"]["location"].node == "body.2.conv"
+
+
+def test_merge_locations_are_forward_lines(tmp_path):
+    path = write(tmp_path, LOCATED)
+    g = only(path, input_shapes=((1, 3, 8, 8),)).graph
+    cat = g.nodes[node_by_origin(g, "torch.cat")]
+    assert (cat["location"].file, cat["location"].line) == (str(path), line_of(path, "# cat line"))
+    add = g.nodes[node_by_origin(g, "operator.add")]
+    assert add["location"].line == line_of(path, "# block add")
+    interp = g.nodes[node_by_origin(g, "F.interpolate")]
+    assert interp["location"].line == line_of(path, "# cat line")
+    assert interp["location"].node == "interpolate"
+
+
+def test_capture_module_locates_layers_from_the_class_source():
+    net = _LocatedNet()
+    c = frontend.capture_module(net, torch.randn(1, 3, 8, 8), Options())
+    assert c.error is None
+    loc = c.graph.nodes["convs_1"]["location"]
+    assert loc.file == str(Path(__file__).resolve())
+    assert loc.line == line_of(Path(__file__), "# second conv of " + "_LocatedNet")
+    assert c.graph.graph["module"] is net
+
+
+class _LocatedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.Conv2d(4, 4, 3, padding=1),  # second conv of _LocatedNet
+        )
+
+    def forward(self, x):
+        return self.convs(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes match a real forward, node by node
+# ---------------------------------------------------------------------------------------------
+
+REAL_SIZES = {
+    "Windows": (1, 3, 37, 41),
+    "Resizing": (1, 3, 16, 16),
+    "Head": (2, 3, 9, 7),
+    "Sequence": (1, 4, 33),
+}
+
+
+@pytest.fixture(scope="module")
+def many_ops_captures():
+    return {
+        name: frontend.capture_file(MANY_OPS, Options(model=name, input_shapes=(shape,)))[0]
+        for name, shape in REAL_SIZES.items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SIZES))
+def test_shapes_match_a_real_forward_at_every_node(many_ops_captures, name):
+    c = many_ops_captures[name]
+    assert c.error is None, c.error
+    g = c.graph
+    model = g.graph["module_factory"]().eval()
+    x = torch.randn(REAL_SIZES[name])
+    real = real_fx_shapes(model, [x])
+    for fx_name, ir_name in g.graph["fx_names"].items():
+        node = g.nodes[ir_name]
+        if fx_name == ir_name:
+            assert node["shapes"] == real[fx_name], fx_name
+        else:  # an alias (element 0 of a tuple output) has the producer's main shape
+            assert node["shapes"][0] == real[fx_name][0], fx_name
+    ir_ops = {n for n in g if g.nodes[n]["op"] not in ("input", "output")}
+    assert set(g.graph["fx_names"].values()) == ir_ops
+    by_module = real_module_shapes(model, [x])
+    for n in g:
+        qualname = g.nodes[n]["location"].node
+        if qualname in by_module:
+            assert g.nodes[n]["shapes"] == by_module[qualname], qualname
+    out = next(n for n in g if g.nodes[n]["op"] == "output")
+    real_out = model(x)
+    leaves = [t for t in pytree.tree_leaves(real_out) if isinstance(t, torch.Tensor)]
+    assert g.nodes[out]["shapes"] == tuple(tuple(t.shape) for t in leaves)
+
+
+def test_every_op_kind_is_valid_and_nothing_is_dropped(many_ops_captures):
+    for c in many_ops_captures.values():
+        g = c.graph
+        assert all(g.nodes[n]["op"] in OP_KINDS for n in g)
+        assert list(ops(g))  # a DAG
+    kinds = {c.graph.nodes[n]["op"] for c in many_ops_captures.values() for n in c.graph}
+    assert kinds >= {"conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool", "adaptive_pool",
+                     "global_pool", "upsample", "pad", "slice", "add", "sub", "mul", "concat",
+                     "flatten", "reshape", "linear", "norm", "pointwise", "pixel_shuffle",
+                     "pixel_unshuffle", "unknown", "input", "output"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Attributes, normalized exactly as PyTorch computes them
+# ---------------------------------------------------------------------------------------------
+
+
+def _attrs(captures, model: str, node: str):
+    return captures[model].graph.nodes[node]["attrs"]
+
+
+def test_same_padding_is_explicit_and_matches_pytorch(many_ops_captures):
+    a = _attrs(many_ops_captures, "Windows", "same_even")
+    assert a.auto_pad == "same" and a.padding == ((1, 2), (1, 2))
+    # the explicit pads reproduce PyTorch's own 'same' output exactly
+    conv = nn.Conv2d(3, 4, 4, padding="same")
+    x = torch.randn(1, 3, 9, 10)
+    explicit = F.conv2d(F.pad(x, (a.padding[1][0], a.padding[1][1], a.padding[0][0],
+                                  a.padding[0][1])), conv.weight, conv.bias)
+    assert torch.allclose(explicit, conv(x), atol=1e-6)
+    valid = _attrs(many_ops_captures, "Windows", "valid")
+    assert valid.auto_pad == "valid" and valid.padding == ((0, 0), (0, 0))
+    assert valid.kernel == (3, 5)
+
+
+def test_window_attrs(many_ops_captures):
+    d = _attrs(many_ops_captures, "Windows", "dilated")
+    assert (d.kernel, d.stride, d.dilation, d.padding) == ((3, 3), (2, 2), (2, 2), ((2, 2), (2, 2)))
+    p = _attrs(many_ops_captures, "Windows", "pool")
+    assert (p.kernel, p.stride, p.ceil_mode) == ((3, 3), (2, 2), True)
+    avg = _attrs(many_ops_captures, "Windows", "avg")
+    assert avg.count_include_pad is False and avg.padding == ((1, 1), (1, 1))
+    up = _attrs(many_ops_captures, "Windows", "up")
+    assert (up.kernel, up.stride, up.padding, up.output_padding) == (
+        (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
+    fn_pool = _attrs(many_ops_captures, "Windows", "max_pool2d")
+    assert (fn_pool.kernel, fn_pool.stride, fn_pool.ceil_mode) == ((2, 2), (2, 2), True)
+    refl = _attrs(many_ops_captures, "Windows", "reflect")
+    assert refl.padding_mode == "reflect"
+    conv1d = _attrs(many_ops_captures, "Sequence", "conv")
+    assert (conv1d.kernel, conv1d.stride, conv1d.padding) == ((5,), (2,), ((2, 2),))
+
+
+def test_pad_lists_last_dim_first(many_ops_captures):
+    g = many_ops_captures["Resizing"].graph
+    # nn.ZeroPad2d((left=1, right=0, top=2, bottom=0)) -> H (2, 0), W (1, 0)
+    assert g.nodes["pad"]["attrs"].padding == ((2, 0), (1, 0))
+    # F.pad(y, (1, 2, 3, 4)) -> H (3, 4), W (1, 2)
+    assert g.nodes["pad_1"]["attrs"].padding == ((3, 4), (1, 2))
+    assert g.nodes["reflect"]["attrs"].padding_mode == "reflect"
+
+
+def test_slices_upsample_and_shuffle_attrs(many_ops_captures):
+    g = many_ops_captures["Resizing"].graph
+    assert g.nodes["getitem_1"]["attrs"].slices == ((2, None, 1), (1, None, 1))
+    assert g.nodes["getitem_2"]["attrs"].slices == ((3, -4, 1), (1, -2, 1))
+    up = g.nodes["up"]["attrs"]
+    assert (up.scale, up.mode, up.align_corners) == ((2.0, 2.0), "bilinear", False)
+    interp = g.nodes["interpolate"]["attrs"]
+    assert interp.size == (16, 16) and interp.size_from == "x" and interp.mode == "nearest"
+    assert g.nodes["shuffle"]["attrs"].factor == 2
+    assert g.nodes["unshuffle"]["attrs"].factor == 2
+    assert g.nodes["adaptive"]["attrs"].size == (5, None)
+    assert g.nodes["cat"]["attrs"].axis == 1
+
+
+def test_merges_need_two_activations(many_ops_captures):
+    g = many_ops_captures["Resizing"].graph
+    assert [g.nodes[n]["op"] for n in ("mul", "add", "sub")] == ["mul", "add", "sub"]
+    assert g.nodes["mul"]["inputs"] == ("chunk", "getitem_5")
+
+
+def test_head_attrs(many_ops_captures):
+    g = many_ops_captures["Head"].graph
+    assert g.nodes["mean"]["op"] == "global_pool"
+    assert g.nodes["amax"]["op"] == "global_pool"
+    assert g.nodes["amax"]["attrs"].extra == {"kind": "max", "keepdim": True}
+    assert g.nodes["view"]["attrs"].target_shape == (None, -1)
+    assert (g.nodes["flatten"]["attrs"].axis, g.nodes["flatten"]["attrs"].end_axis) == (1, -1)
+    assert (g.nodes["fc"]["attrs"].in_features, g.nodes["fc"]["attrs"].out_features) == (16, 10)
+    assert g.nodes["dropout"]["op"] == "pointwise"
+
+
+def test_scalar_arithmetic_and_unknown_ops(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        y = self.conv(x) * 0.5 + 1
+        y = y * self.scale
+        return torch.einsum("nchw->nhwc", y)
+""")
+    g = only(path, input_shapes=((1, 3, 8, 8),)).graph
+    assert [g.nodes[n]["op"] for n in ("mul", "add", "mul_1")] == ["pointwise"] * 3
+    unknown = g.nodes[node_by_origin(g, "torch.einsum")]
+    assert unknown["op"] == "unknown" and unknown["shapes"] == ((1, 6, 6, 4),)
+
+
+def test_dict_and_none_returns_do_not_crash(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return {"out": self.conv(x), "aux": None, "pair": (x, 3)}
+""")
+    g = only(path, input_shapes=((1, 3, 8, 8),)).graph
+    out = g.nodes["output"]
+    assert set(out["inputs"]) == {"conv", "x"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mismatched_cat_fails_at_that_node_and_later_nodes_are_unknown(tmp_path):
+    path = write(tmp_path, """
+class UNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 3, stride=2)
+        self.head = nn.Conv2d(7, 2, 1)
+
+    def forward(self, x):
+        y = self.up(self.down(x))
+        y = torch.cat([y, x], dim=1)  # cat here
+        y = self.head(y)
+        return F.relu(y)
+""")
+    g = only(path, input_shapes=((1, 3, 56, 56),)).graph
+    cat = g.nodes["cat"]
+    assert cat["shapes"] is None
+    assert cat["error"].startswith("Sizes of tensors must match except in dimension 1")
+    assert "57" in cat["error"] and "56" in cat["error"] and "\n" not in cat["error"]
+    assert cat["location"].line == line_of(path, "# cat here")
+    assert g.nodes["up"]["shapes"] == ((1, 4, 57, 57),)
+    for later in ("head", "relu", "output"):
+        assert g.nodes[later]["shapes"] is None and g.nodes[later]["error"] is None
+
+
+def test_kernel_larger_than_input_and_linear_mismatch_errors(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.big = nn.Conv2d(3, 4, 7)
+        self.fc = nn.Linear(100, 2)
+
+    def forward(self, x):
+        a = self.big(x)
+        b = self.fc(x.flatten(1))
+        return a, b
+""")
+    g = only(path, input_shapes=((1, 3, 5, 5),)).graph
+    assert "Kernel size can't be greater than actual input size" in g.nodes["big"]["error"]
+    assert g.nodes["fc"]["error"] == (
+        "input of shape (1, 75) has 75 features but Linear expects in_features=100")
+    assert g.nodes["flatten"]["shapes"] == ((1, 75),)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost: meta construction, huge inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_large_model_is_built_on_meta_without_storage(tmp_path):
+    path = write(tmp_path, """
+class Big(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8192, 8192)  # 67M parameters
+
+    def forward(self, x):
+        return self.fc(x)
+""")
+    start = time.perf_counter()
+    g = only(path).graph
+    assert time.perf_counter() - start < 5
+    module = g.graph["traced_module"]
+    assert all(p.is_meta for p in module.parameters())
+    assert g.nodes["fc"]["shapes"] == ((1, 8192),)
+
+
+def test_huge_input_costs_the_same_as_a_small_one(tmp_path):
+    path = write(tmp_path, LOCATED)
+    start = time.perf_counter()
+    g = only(path, input_shapes=((1, 3, 100000, 100000),)).graph
+    assert time.perf_counter() - start < 10
+    cat = g.nodes[node_by_origin(g, "torch.cat")]
+    assert cat["shapes"] == ((1, 16, 200000, 200000),)
+
+
+def test_user_instance_keeps_its_weights_and_training_mode():
+    net = _LocatedNet()
+    net.train()
+    before = net.convs[0].weight.detach().clone()
+    c = frontend.capture_module(net, (1, 3, 8, 8), Options())
+    assert c.graph.nodes["convs_1"]["shapes"] == ((1, 4, 8, 8),)
+    assert net.training and all(m.training for m in net.modules())
+    assert not net.convs[0].weight.is_meta
+    assert torch.equal(net.convs[0].weight, before)
+
+
+def test_capture_module_rejects_non_modules():
+    with pytest.raises(TargetError, match="got int"):
+        frontend.capture_module(3, None, Options())
+
+
+# ---------------------------------------------------------------------------------------------
+# Models fx cannot trace
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shape_dependent_control_flow_is_captured_eagerly(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.shape[-1] % 2:
+            y = F.pad(y, (0, 1, 0, 1))  # pad line
+        return torch.cat([self.conv2(y), y], 1)  # cat line
+""")
+    c = only(path, input_shapes=((1, 3, 64, 64),))
+    g = c.graph
+    assert any("torch.fx could not trace" in n for n in c.notes)
+    assert g.graph["capture_note"] is None
+    pad = g.nodes[node_by_origin(g, "F.pad")]
+    assert pad["op"] == "pad" and pad["shapes"] == ((1, 8, 32, 32),)
+    assert pad["attrs"].padding == ((0, 1), (0, 1))
+    assert pad["location"].line == line_of(path, "# pad line")
+    cat = g.nodes[node_by_origin(g, "torch.cat")]
+    assert cat["op"] == "concat" and cat["shapes"] == ((1, 16, 32, 32),)
+    assert cat["location"].line == line_of(path, "# cat line")
+    assert g.nodes["conv2"]["location"].line == line_of(path, "self.conv2 = ")
+    model = g.graph["module_factory"]().eval()
+    assert tuple(model(torch.randn(1, 3, 64, 64)).shape) == cat["shapes"][0]
+    assert list(ops(g))[-1] == "output" and g.nodes["output"]["inputs"] == (g.nodes["output"]["inputs"][0],)
+
+
+def test_value_dependent_control_flow_stops_with_a_note(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.sum() > 0:  # data dependent
+            y = y * 2
+        return y
+""")
+    c = only(path, input_shapes=((1, 3, 16, 16),))
+    assert c.error is None
+    note = c.graph.graph["capture_note"]
+    assert f"capture stopped at {path}:{line_of(path, '# data dependent')}" in note
+    assert note in c.notes
+    assert c.graph.nodes["conv"]["shapes"] == ((1, 8, 14, 14),)
+
+
+def test_shape_error_in_eager_capture_is_located(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        for _ in range(int(y.shape[-1] > 0)):
+            y = torch.cat([y, x], 1)  # bad cat
+        return y
+""")
+    c = only(path, input_shapes=((1, 3, 16, 16),))
+    g = c.graph
+    cat = g.nodes[node_by_origin(g, "torch.cat")]
+    assert cat["error"].startswith("Sizes of tensors must match")
+    assert cat["location"].line == line_of(path, "# bad cat")
+    assert "capture stopped at" in g.graph["capture_note"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The AST pre-filter
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("import torch.nn as nn\nclass Net(nn.Module):\n    pass\n", True),
+        ("from torch import nn\nmodel = nn.Sequential(nn.Linear(2, 2))\n", True),
+        ("from lightning import LightningModule\nclass M(LightningModule): pass\n", True),
+        ("import torch\nx = torch.zeros(3)\n", True),
+        ("from .layers import Block\nmodel = Block()  # a torch model\n", True),
+        ("def f(:\n  torch\n", True),
+        ("import os\nprint(os.getcwd())\n", False),
+        ("class Foo(Exception):\n    pass\n", False),
+        ("import numpy as np\nclass Config(dict):\n    '''not a Module'''\n", False),
+    ],
+)
+def test_defines_models(text, expected):
+    assert defines_models(text) is expected
+
+
+def test_defines_models_is_fast():
+    text = "import os\n" + "def f(x):\n    return x + 1\n" * 20
+    start = time.perf_counter()
+    for _ in range(200):
+        defines_models(text)
+    assert (time.perf_counter() - start) / 200 < 1e-3

@@ -130,13 +130,14 @@ class ArchlintFixture:
 
     def __call__(self, model_or_path: Any, example_inputs: Any = None, **options: Any) -> "Report":
         __tracebackhide__ = True
-        from archlint.config import ConfigError, load_config
+        from archlint.config import ConfigError
         from archlint.testing import lint_with_config
 
         try:
             return lint_with_config(model_or_path, example_inputs, **self.options(**options))
         except ConfigError as exc:
-            pytest.fail(f"archlint: {exc}", pytrace=False)
+            problem = str(exc)
+        pytest.fail(f"archlint: {problem}", pytrace=False)  # outside except: no chained trace
 
     def assert_clean(self, model_or_path: Any, example_inputs: Any = None,
                      fail_on: str | None = None, **options: Any) -> "Report":

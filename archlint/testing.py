@@ -22,7 +22,8 @@ def assert_clean(model_or_path: Any, example_inputs: Any = None, fail_on: str = 
     """Lint and raise AssertionError listing every finding at or above ``fail_on``.
 
     Each listed finding shows its location, rule id, severity, message and fix. A target that
-    could not be analyzed fails too. Returns the report when it is clean.
+    could not be analyzed fails too. Returns the report when it is clean. Unlike the pytest
+    fixture, it reads only ``[tool.archlint]`` and its arguments, not pytest's options or markers.
     """
     __tracebackhide__ = True
     report = lint_with_config(model_or_path, example_inputs, **options)

@@ -144,25 +144,6 @@ def example_size(g: nx.DiGraph) -> tuple[int, ...] | None:
     return spatial(tuple(shapes[0])) if shapes else None
 
 
-def smallest_where(sweep, mask) -> int | None:
-    """The smallest swept square side n where ``mask`` holds."""
-    import numpy as np
-
-    hits = np.flatnonzero(np.asarray(mask))
-    return int(np.asarray(sweep.sizes)[hits[0]]) if hits.size else None
-
-
-def nearest_where(sweep, mask, n: int) -> int | None:
-    """The swept side closest to ``n`` where ``mask`` holds (the smaller one on a tie)."""
-    import numpy as np
-
-    sides = np.asarray(sweep.sizes)[np.asarray(mask, dtype=bool)]
-    if sides.size == 0:
-        return None
-    order = np.lexsort((sides, np.abs(sides - n)))
-    return int(sides[order[0]])
-
-
 def producer_name(g: nx.DiGraph, name: str) -> str:
     """A readable name for the tensor ``name`` outputs: the layer that made it, looking past
     activations and norms applied in ``forward`` (``relu_1`` -> ``enc2``)."""
@@ -172,6 +153,10 @@ def producer_name(g: nx.DiGraph, name: str) -> str:
         if g.nodes[before]["op"] == "input":
             break
         node = before
+    data = g.nodes[node]
+    origin = data["origin"] or ""
+    if origin.startswith(("operator.", "torch.", "F.", "Tensor.")) and data["location"].line:
+        return f"{origin} (line {data['location'].line})"  # a call in forward: no layer name
     return layer_name(g, node)
 
 

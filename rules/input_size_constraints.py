@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from archlint.graph import input_nodes, ops
+from archlint.graph import input_nodes
 from archlint.rule import rule
 from archlint_rules._topology import example_size, fmt_size, size_sweep
 
@@ -57,21 +57,23 @@ def input_size_constraints(ctx):
     at_example = np.flatnonzero(sides == n)
     if len(set(size)) != 1 or at_example.size == 0 or not admissible[at_example[0]]:
         return  # the sweep is square; a failing example size is reported where it fails
-    allowed = g.graph.get("sizes_summary") or sweep.describe(admissible)
-    message = f"fine at {fmt_size(size)}; square inputs must be: {allowed}"
+    allowed = sweep.describe(admissible)
+    message = f"fine at {fmt_size(size)}; square inputs (H = W = n) that work: {allowed}"
+    if not getattr(sweep, "complete", True):
+        message += " (as far as the sweep can tell: some sizes past an unknown op are unchecked)"
     broken = _nearest_failure(sides, admissible, n)
-    first = _first_failing_op(g, sweep, broken) if broken is not None else None
+    first = sweep.first_failure(broken) if broken is not None else None
     related = []
     if first is not None:
         message += f"; {broken}x{broken} fails first at {_where(g, first)}"
         detail = _operand_sizes(g, sweep, first, broken)
         if detail:
-            message += f" ({detail})"
+            message += f": {detail}"
         related.append(g.nodes[first]["location"])
     nearest_ok = _nearest_admissible(sides, admissible, broken if broken is not None else n)
     fix = (
-        f"resize or pad inputs to an admissible size (e.g. {nearest_ok}x{nearest_ok}), or make "
-        "the failing op follow its partner's size (output_size=skip.shape[2:], "
+        f"resize or pad inputs to a size that works (nearest to {broken}: {nearest_ok}), or "
+        "make the failing op follow its partner's size (output_size=skip.shape[2:], "
         "F.interpolate(x, size=skip.shape[2:]), adaptive pooling)"
     )
     yield ctx.finding(inputs[0], message, fix=fix, sizes=allowed, related=related)
@@ -91,23 +93,12 @@ def _nearest_admissible(sides: np.ndarray, admissible: np.ndarray, n: int) -> in
     return int(ok[order[0]])
 
 
-def _first_failing_op(g, sweep, side: int) -> str | None:
-    index = int(np.flatnonzero(np.asarray(sweep.sizes) == side)[0])
-    for name in ops(g):
-        try:
-            if bool(np.asarray(sweep.invalid_at(name))[index]):
-                return name
-        except (KeyError, IndexError, TypeError, ValueError):
-            continue
-    return None
-
-
 def _where(g, name: str) -> str:
     node = g.nodes[name]
     label = node["location"].node or name
     origin = node["origin"] or node["op"]
     line = f", line {node['location'].line}" if node["location"].line else ""
-    return f"{label} ({origin}{line})"
+    return f"{label} ({origin}{line})" if label != origin else f"{origin}{line}"
 
 
 def _operand_sizes(g, sweep, name: str, side: int) -> str | None:

@@ -135,7 +135,7 @@ def _fix(g, name: str, axes) -> str:
     if any(out_pad):
         text += f", output_padding={_fmt(out_pad, sep=', ')}"
     if size_out is not None:
-        text += f" (same {_fmt(size_out)} output)"
+        text += f" (same {'x'.join(map(str, size_out))} output)"
     return f"{text}, {resize}"
 
 

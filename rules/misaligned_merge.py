@@ -6,9 +6,12 @@ on input points at least one input pixel apart, or drift apart across the map be
 branches have different effective strides. The offsets come from the receptive-field pass
 (Araujo et al.) in input pixels.
 
-Sub-pixel offsets (< 1 input pixel everywhere on the map) are not reported: a half-pixel shift is
-what standard even-window resampling pairs give (a 2x2 pool next to a 3x3 stride-2 conv, the
-ResNet-D average-pool shortcut), and flagging them would flag most reference networks.
+Offsets smaller than one pixel of the coarser grid involved are not reported: one input pixel
+for maps that were never upsampled, and `stride * period` of the receptive field for upsampled
+ones (4 input pixels after a x2 upsample of a stride-4 map). Below that the shift is the
+resampling's own phase, not a wiring bug: a 2x2 pool beside a 3x3 stride-2 conv (half a pixel,
+as in the ResNet-D shortcut), nearest or bilinear upsampling in an FPN top-down path, a 2x2/2
+transposed conv in U-Net. Flagging those would flag most reference networks.
 Branches through global or adaptive pooling (SE gates, ASPP image pooling) have no position to
 align and are skipped, as are broadcast operands of size 1.
 
@@ -39,8 +42,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import networkx as nx
-
 from archlint.graph import MERGES
 from archlint.rule import rule
 from archlint_rules._topology import fmt_size, merge_name, producer_name, spatial_out
@@ -48,23 +49,35 @@ from archlint_rules._topology import fmt_size, merge_name, producer_name, spatia
 #: Offsets below this many input pixels are half-pixel conventions, not bugs (see the docs).
 MIN_OFFSET = 1
 
-#: Ops after which a branch carries no position (one value for the whole map).
-POSITIONLESS = frozenset({"global_pool", "adaptive_pool"})
+
+def coarse_pixel(rf) -> Fraction:
+    """Input pixels per pixel of the grid a field was last resampled from: ``stride * period``.
+    Without upsampling that is the stride; after a x2 upsample of a stride-4 map, 4."""
+    return Fraction(rf.stride) * getattr(rf, "period", 1)
 
 
-def centre(rf) -> Fraction:
-    """Centre of output pixel 0's receptive field, in input pixels (Araujo: (r-1)/2 - P)."""
-    offset = getattr(rf, "center_offset", None)
-    if offset is not None:
-        return Fraction(offset)
-    return Fraction(rf.size - 1, 2) - Fraction(rf.padding)
+def tolerance(rf_a, rf_b) -> Fraction:
+    """Offsets below one pixel of the coarser grid are the resampling's phase, not a bug."""
+    return max(Fraction(MIN_OFFSET), coarse_pixel(rf_a), coarse_pixel(rf_b))
 
 
-def max_offset(rf_a, rf_b, size: int) -> Fraction:
-    """Largest distance, over the map's pixels 0..size-1, between the two branches' centres."""
-    start = centre(rf_b) - centre(rf_a)
-    drift = Fraction(rf_b.stride) - Fraction(rf_a.stride)
-    return max(abs(start), abs(start + (size - 1) * drift))
+def unit_centre(rf, j: int) -> Fraction | None:
+    """Centre of output unit j's receptive field, in input pixels (exact, phases included)."""
+    bounds = rf.bounds(j) if hasattr(rf, "bounds") else None
+    if bounds is None:
+        return None
+    return Fraction(bounds[0] + bounds[1], 2)
+
+
+def max_offset(rf_a, rf_b, size: int) -> Fraction | None:
+    """Largest distance, over the map's units 0..size-1, between the two branches' centres."""
+    gaps = []
+    for j in range(size):
+        a, b = unit_centre(rf_a, j), unit_centre(rf_b, j)
+        if a is None or b is None:
+            return None
+        gaps.append(abs(b - a))
+    return max(gaps, default=Fraction(0))
 
 
 @rule(
@@ -91,12 +104,15 @@ def misaligned_merge(ctx):
         reference, ref_rf = branches[0], rfs[0]
         for other, rf in zip(branches[1:], rfs[1:]):
             gaps = [max_offset(a, b, n) for a, b, n in zip(ref_rf, rf, size)]
-            if max(gaps) < MIN_OFFSET:
+            if any(gap is None for gap in gaps):
+                continue
+            if all(gap < tolerance(a, b) for gap, a, b in zip(gaps, ref_rf, rf)):
                 continue
             yield ctx.finding(
                 merge,
                 _message(g, merge, size, reference, ref_rf, other, rf, gaps),
-                fix="keep pixel centres on both branches: crop the centre ((a - b) / 2 from each "
+                fix=_crop_fix(g, reference, ref_rf, rf) or _crop_fix(g, other, rf, ref_rf)
+                or "keep pixel centres on both branches: crop the centre ((a - b) / 2 from each "
                 "side) rather than a corner, pad symmetrically ((k - 1) / 2 with odd kernels), "
                 "and give both branches the same overall stride",
                 related=[g.nodes[reference]["location"], g.nodes[other]["location"]],
@@ -105,45 +121,57 @@ def misaligned_merge(ctx):
 
 
 def _positional_branches(g, merge: str) -> list[str]:
-    """The merge's operands that carry a map with positions (not broadcast, not pooled away)."""
-    operands = list(dict.fromkeys(g.nodes[merge]["inputs"]))
+    """The merge's operands that carry a map with positions: not a size-1 broadcast, not
+    computed from globally pooled data only (``rf_global``: SE gates, ASPP image pooling)."""
     found = []
-    for operand in operands:
+    for operand in dict.fromkeys(g.nodes[merge]["inputs"]):
         size = spatial_out(g, operand)
-        if size is None or all(s == 1 for s in size):
-            continue
-        private = _private_part(g, operand, [o for o in operands if o != operand])
-        if any(g.nodes[n]["op"] in POSITIONLESS for n in private):
+        if size is None or all(s == 1 for s in size) or g.nodes[operand].get("rf_global"):
             continue
         found.append(operand)
     return found
 
 
-def _private_part(g, operand: str, others: list[str]) -> set[str]:
-    """Nodes on ``operand``'s branch only: its ancestors that no other operand shares."""
-    mine = nx.ancestors(g, operand) | {operand}
-    shared = set()
-    for other in others:
-        shared |= nx.ancestors(g, other) | {other}
-    return mine - shared
+def _crop_fix(g, branch: str, own_rf, target_rf) -> str | None:
+    """For a branch that is a crop (slice), the crop that puts its centres on the other's."""
+    node = g.nodes[branch]
+    slices = node["attrs"].slices
+    if node["op"] != "slice" or not slices or len(slices) != len(own_rf):
+        return None
+    bounds = []
+    for (start, stop, step), own, target in zip(slices, own_rf, target_rf):
+        if own.stride != target.stride or step != 1:
+            return None
+        shift = (Fraction(target.center_offset) - Fraction(own.center_offset)) / Fraction(own.stride)
+        if shift.denominator != 1:
+            return None
+        start = (start or 0) + int(shift)
+        stop = None if stop is None else stop + int(shift)
+        bounds.append(f"{start}:{'' if stop is None else stop}")
+    return (
+        f"crop the centre, not a corner: [..., {', '.join(bounds)}] (shifted by the offset) "
+        "puts both branches over the same input pixels"
+    )
 
 
 def _message(g, merge, size, reference, ref_rf, other, rf, gaps) -> str:
     def place(r) -> str:
-        stride, start = Fraction(r.stride), centre(r)
+        stride, start = Fraction(r.stride), Fraction(r.center_offset)
         term = f"{_num(stride)}i" if stride != 1 else "i"
         return f"{term} + {_num(start)}" if start >= 0 else f"{term} - {_num(-start)}"
 
     axes = ["H", "W"] if len(size) == 2 else [f"axis {i}" for i in range(len(size))]
-    detail = "; ".join(
-        f"{axis}: {producer_name(g, reference)} at {place(a)}, {producer_name(g, other)} at "
-        f"{place(b)} (up to {_num(gap)} px apart)"
-        for axis, a, b, gap in zip(axes, ref_rf, rf, gaps)
-        if gap > 0
-    )
+    per_axis: dict[str, list[str]] = {}
+    for axis, a, b, gap in zip(axes, ref_rf, rf, gaps):
+        if gap > 0:
+            text = (f"{producer_name(g, reference)} at {place(a)}, {producer_name(g, other)} at "
+                    f"{place(b)}, up to {_num(gap)} px apart")
+            per_axis.setdefault(text, []).append(axis)
+    detail = "; ".join(f"{' and '.join(names)}: {text}" for text, names in per_axis.items())
     return (
         f"the branches merged at {merge_name(g, merge)} are both {fmt_size(size)}, but pixel i "
-        f"of each is centred on different input points ({detail})"
+        f"of each is centred over different input pixels ({detail}; positions in input pixels, "
+        "averaged over the upsampling phase)"
     )
 
 

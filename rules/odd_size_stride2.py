@@ -88,7 +88,7 @@ class Window:
             out = out - ((out - 1) * self.stride >= n + self.pad_begin)
         else:
             out = span // self.stride + 1
-        return np.where((span >= 0) & (n > 0), out, 0)
+        return np.where((out >= 1) & (n > 0), out, 0)
 
     def rounds(self, n):
         """The documented criterion (see the rule docs), element-wise over input sizes n."""
@@ -168,17 +168,25 @@ def sweep_of(g):
     return sweep if sweep is not None and hasattr(sweep, "spatial") else None
 
 
-def sizes_note(sweep, fires, *, what: str = "fires") -> str | None:
-    """'fires at H = W in ...; avoided at ...' over the admissible swept sizes."""
+def sizes_note(sweep, fires, defined=None) -> str | None:
+    """'fires at H = W in ...; avoided at H = W in ...' from the input-size sweep.
+
+    ``fires`` and ``defined`` (where the sizes involved exist at all) are masks over the swept
+    sides; the sizes that avoid the finding are the admissible ones where it does not fire.
+    """
     if sweep is None or fires is None:
         return None
     fires = np.asarray(fires, dtype=bool)
+    if defined is not None:
+        fires = fires & np.asarray(defined, dtype=bool)
+    if not fires.any():
+        return None
     admissible = getattr(sweep, "admissible", None)
-    ok = np.ones_like(fires) if admissible is None else np.asarray(admissible, dtype=bool)
-    hit, avoid = fires & ok, ~fires & ok
-    text = f"{what} at H = W in {sweep.describe(hit)}" if hit.any() else None
-    avoided = f"avoided at H = W in {sweep.describe(avoid)}" if avoid.any() else "no admissible size avoids it"
-    return f"{text}; {avoided}" if text else None
+    avoid = ~fires if admissible is None else ~fires & np.asarray(admissible, dtype=bool)
+    avoided = (
+        f"avoided at H = W in {sweep.describe(avoid)}" if avoid.any() else "no working input size avoids it"
+    )
+    return f"fires at H = W in {sweep.describe(fires)}; {avoided}"
 
 
 def _decimal(value: Fraction) -> str:
@@ -226,14 +234,15 @@ def odd_size_stride2(ctx):
             )
         else:
             message += "; the last row/column is treated differently from the first"
-        fires = None
+        fires = defined = None
         arrays = _input_arrays(sweep, node["inputs"][0]) if sweep is not None else None
         if arrays is not None and len(arrays) == len(found.windows):
             fires = np.zeros_like(arrays[0], dtype=bool)
             for w, n in zip(found.windows, arrays):
                 if w.stride > 1:
                     fires |= w.rounds(n)
-        note = sizes_note(sweep, fires)
+            defined = np.all([a > 0 for a in arrays], axis=0)
+        note = sizes_note(sweep, fires, defined)
         yield ctx.finding(
             name,
             message,

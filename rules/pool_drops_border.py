@@ -32,7 +32,17 @@ self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 from __future__ import annotations
 
 from archlint.rule import rule
-from archlint_rules._topology import fmt_axes, fmt_size, kernel_extent, plural, spatial_in, windows
+import numpy as np
+
+from archlint_rules._topology import (
+    fmt_axes,
+    fmt_size,
+    kernel_extent,
+    plural,
+    size_sweep,
+    spatial_in,
+    windows,
+)
 from archlint_rules.kernel_smaller_than_stride import read_fraction
 
 POOLS = ("max_pool", "avg_pool", "lp_pool")
@@ -83,4 +93,23 @@ def pool_drops_border(ctx):
             f"{fmt_size(size_in)} map never visits {lost}",
             fix="use ceil_mode=True, or padding so the windows reach the edge, or an input size at "
             "which the windows tile the map",
+            sizes=_sizes(g, name, axes),
         )
+
+
+def _sizes(g, name: str, axes) -> str | None:
+    """Over the square sweep: the input sides at which the windows tile the map exactly."""
+    sweep = size_sweep(g)
+    source = g.nodes[name]["inputs"][0]
+    maps = sweep.spatial(source) if sweep is not None else None
+    if maps is None or len(maps) != len(axes):
+        return None
+    drops = np.zeros(len(sweep.sizes), dtype=bool)
+    for n, (k, s, d, (pb, pe)) in zip(maps, axes):
+        n = np.asarray(n, dtype=np.int64)
+        padded = n + pb + pe
+        extent = kernel_extent(k, d)
+        left_over = np.where(padded >= extent, (padded - extent) % s, 0)
+        drops |= (n > 0) & (left_over - pe > 0)
+    works = np.asarray(sweep.admissible, dtype=bool)
+    return f"every row and column is pooled at input sides {sweep.describe(works & ~drops)}"

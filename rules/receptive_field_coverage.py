@@ -39,30 +39,21 @@ from archlint_rules._topology import (
     upstream,
 )
 
-#: Ops after which a map is no longer spatial (its pixels are mixed or gone).
-LEAVES_SPATIAL = frozenset({"flatten", "reshape", "linear", "global_pool", "adaptive_pool"})
-
-
 def last_spatial_map(g) -> str | None:
-    """The map the head reads: the input of the first op that leaves the spatial domain, else
-    the last node (in topological order) that has a spatial output."""
+    """The map the head reads: the last node (in topological order) whose output has spatial
+    axes with a known receptive field. Globally pooled data (``rf_global``: a global pool, an
+    SE gate) has no local field and is passed over; so is everything after a flatten."""
     from archlint.graph import ops
 
     last = None
     for name in ops(g):
         node = g.nodes[name]
-        if node["op"] in LEAVES_SPATIAL and node["inputs"]:
-            source = node["inputs"][0]
-            if _is_map(g, source):
-                return source
-        if node["op"] not in ("input", "output") and _is_map(g, name):
+        rf = node.get("rf")
+        if node["op"] in ("input", "output") or node.get("rf_global") or not rf:
+            continue
+        if spatial_out(g, name) is not None and all(r is not None for r in rf):
             last = name
     return last
-
-
-def _is_map(g, name: str) -> bool:
-    size = spatial_out(g, name)
-    return size is not None and any(s > 1 for s in size)
 
 
 @rule(

@@ -91,7 +91,6 @@ def strided_same_calls(tree: ast.Module) -> list[StridedSame]:
     """Every torch conv call in ``tree`` with padding='same' and a stride > 1."""
     bound = _torch_names(tree)
     constants = _module_constants(tree)
-    functions = _functions(tree)
     found = []
     for scope, func, call in _calls_with_scope(tree):
         callee = _torch_callee(call.func, bound)
@@ -104,7 +103,7 @@ def strided_same_calls(tree: ast.Module) -> list[StridedSame]:
         stride_node = _argument(call, "stride", signature)
         if stride_node is None:
             continue
-        stride, via = _resolve_stride(stride_node, func, functions, constants)
+        stride, via = _resolve_stride(stride_node, func, tree, constants)
         if stride is None or all(s <= 1 for s in stride):
             continue
         kernel = _ints(_argument(call, "kernel_size", signature), constants) if "kernel_size" in signature else None
@@ -186,14 +185,6 @@ def _module_constants(tree: ast.Module) -> dict[str, object]:
     return out
 
 
-def _functions(tree: ast.Module) -> dict[str, list[ast.FunctionDef]]:
-    out: dict[str, list[ast.FunctionDef]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            out.setdefault(node.name, []).append(node)
-    return out
-
-
 def _ints(node: ast.expr | None, constants: dict[str, object]) -> tuple[int, ...] | None:
     if node is None:
         return None
@@ -213,7 +204,7 @@ def _ints(node: ast.expr | None, constants: dict[str, object]) -> tuple[int, ...
     return None
 
 
-def _resolve_stride(node, func, functions, constants) -> tuple[tuple[int, ...] | None, str | None]:
+def _resolve_stride(node, func, tree, constants) -> tuple[tuple[int, ...] | None, str | None]:
     """The stride's value: a literal, a module constant, or a parameter of the enclosing helper
     whose default or some call site in the file passes a stride > 1."""
     value = _ints(node, constants)
@@ -225,7 +216,7 @@ def _resolve_stride(node, func, functions, constants) -> tuple[tuple[int, ...] |
     default = _parameter_default(func, node.id, constants)
     if default is not None and any(s > 1 for s in default):
         return default, f"the default {node.id}={_fmt(default)} of {func.name}()"
-    for call in _calls_to(functions, func.name):
+    for call in _calls_to(tree, func.name):
         passed = _passed_value(call, func, node.id, constants)
         if passed is not None and any(s > 1 for s in passed):
             return passed, f"{func.name}(..., {node.id}={_fmt(passed)}) at line {call.lineno}"
@@ -245,13 +236,11 @@ def _parameter_default(func, name, constants) -> tuple[int, ...] | None:
     return None
 
 
-def _calls_to(functions, name: str):
-    for defs in functions.values():
-        for fn in defs:
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Call) and _called_name(node.func) == name:
-                    yield node
-    # module-level calls too (model = helper(stride=2) at import time is rare but cheap to see)
+def _calls_to(tree: ast.Module, name: str):
+    """Calls of a helper by name anywhere in the file (``block(...)``, ``self.block(...)``)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _called_name(node.func) == name:
+            yield node
 
 
 def _called_name(func: ast.expr) -> str | None:

@@ -13,8 +13,9 @@ maps with different sizes, a kernel larger than its (padded) input, or a linear 
 x = torch.cat([self.up(x), skip], dim=1)   # 57x57 vs 56x56
 ```
 
-A merge whose branches disagree on a spatial size is reported by `skip-connection-mismatch`
-instead (with its root cause), so this rule stays quiet there.
+Where a specific rule explains the failure, that rule reports it and this one stays quiet: a
+merge whose branches disagree on a spatial size (`skip-connection-mismatch`, with its root
+cause), a window larger than its padded input (`spatial-collapse`).
 
 ## Use instead
 Make the branch sizes agree (pad or crop, or pick the padding that keeps the size), or choose an
@@ -26,8 +27,31 @@ input size the model accepts (`archlint sizes model.py`).
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
+
 from archlint.rule import rule
-from archlint_rules.skip_connection_mismatch import explains_failure
+
+#: Specific rules that explain a failing node better than this one: (module, predicate(g, node)).
+EXPLAINED_BY = (
+    ("archlint_rules.skip_connection_mismatch", "explains_failure"),
+    ("archlint_rules.spatial_collapse", "collapsed_axes"),
+)
+
+
+@cache
+def _explainers() -> tuple:
+    found = []
+    for module, predicate in EXPLAINED_BY:
+        try:
+            found.append(getattr(importlib.import_module(module), predicate))
+        except (ImportError, AttributeError):
+            continue  # that rule is not installed: nothing to defer to
+    return tuple(found)
+
+
+def explained_elsewhere(g, name: str) -> bool:
+    return any(explains(g, name) for explains in _explainers())
 
 
 @rule(
@@ -39,7 +63,7 @@ from archlint_rules.skip_connection_mismatch import explains_failure
 def shape_propagation_error(ctx):
     for name in ctx.nodes():
         error = ctx.node(name)["error"]
-        if error is None or explains_failure(ctx.graph, name):
+        if error is None or explained_elsewhere(ctx.graph, name):
             continue
         yield ctx.finding(
             name,

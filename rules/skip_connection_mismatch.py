@@ -99,7 +99,8 @@ class Step:
 
 
 def disagreements(g: nx.DiGraph, merge: str) -> list[Disagreement]:
-    """Operand pairs (first operand vs each other one) of a merge that disagree on a size."""
+    """Operand pairs of a merge that disagree on a size: for a concat the first operand against
+    each other one, for an elementwise merge the widest operand against each other one."""
     node = g.nodes[merge]
     if node["op"] not in MERGES:
         return []
@@ -498,7 +499,9 @@ def _step_fix(g, d: Disagreement, cause: Cause, step: Step) -> str | None:
             if ups
             else f"resize the branch to {_label(g, skip)}: F.interpolate(x, size=skip.shape[2:])"
         )
-        return f"{follow}, so the decoder follows the skip at every input size; or feed sizes the strides divide"
+        stride = _cumulative_stride(g, step.node)
+        sizes = f"input sizes divisible by {stride}" if stride else "input sizes the strides divide"
+        return f"{follow}, so the decoder follows the skip at every input size; or feed {sizes}"
     if node["op"] in WINDOWED:
         return _padding_fix(g, step)
     if node["op"] == "conv_transpose":
@@ -506,6 +509,16 @@ def _step_fix(g, d: Disagreement, cause: Cause, step: Step) -> str | None:
     if node["op"] == "upsample":
         return f"resize to the other branch's size: F.interpolate(x, size=skip.shape[2:]) with skip = {_label(g, skip)}'s output"
     return None
+
+
+def _cumulative_stride(g, node: str) -> int | None:
+    """The effective stride at a node's output (receptive-field facts), when whole and equal."""
+    rf = g.nodes[node].get("rf")
+    strides = {Fraction(axis.stride) for axis in rf or () if axis is not None}
+    if len(strides) != 1:
+        return None
+    stride = strides.pop()
+    return int(stride) if stride.denominator == 1 and stride > 1 else None
 
 
 def _padding_fix(g, step: Step) -> str | None:
@@ -571,9 +584,9 @@ def _fires_over_sweep(sweep, found: list[Disagreement]):
             return None
         if ref is None or other is None or len(ref) != len(other):
             return None
+        defined = np.all([np.asarray(a) > 0 for a in (*ref, *other)], axis=0)
         for a, b in zip(ref, other):
-            a, b = np.asarray(a), np.asarray(b)
-            differ = (a != b) & (a > 0) & (b > 0)
+            differ = (np.asarray(a) != np.asarray(b)) & defined
             fires = differ if fires is None else fires | differ
     return fires
 
@@ -620,7 +633,7 @@ def _where(g, node: str) -> str:
     """'line 25' (the model file is the finding's file), or file:line for another file."""
     location = g.nodes[node]["location"]
     if location.line is None:
-        return location.node or node
+        return "ONNX node" if g.graph.get("frontend") == "onnx" else (location.node or node)
     if location.file is not None and location.file != g.graph.get("target"):
         return f"{location.file}:{location.line}"
     return f"line {location.line}"

@@ -28,14 +28,7 @@ stage, or pad the layer (`padding=1`) so the window fits.
 from __future__ import annotations
 
 from archlint.rule import rule
-from archlint_rules._topology import (
-    fmt_size,
-    kernel_extent,
-    size_sweep,
-    smallest_where,
-    spatial_in,
-    windows,
-)
+from archlint_rules._topology import fmt_size, kernel_extent, size_sweep, spatial_in, windows
 
 COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
 
@@ -109,16 +102,13 @@ def spatial_collapse(ctx):
 
 
 def _smallest_inputs(g, name: str) -> tuple[int | None, str | None]:
-    """The smallest admissible square side and the sweep's description of the admissible set."""
+    """The smallest admissible square side, and the sweep's description of the sides that work
+    (for the model, or for this layer alone when no side works for the whole model)."""
     sweep = size_sweep(g)
     if sweep is None:
         return None, None
-    try:
-        admissible = sweep.admissible
-        smallest = smallest_where(sweep, admissible)
-        if smallest is None:
-            valid_here = ~sweep.invalid_at(name)
-            return None, f"no swept input size works; this layer alone needs {sweep.describe(valid_here)}"
-        return smallest, f"works for {sweep.describe(admissible)}"
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return None, None
+    admissible = sweep.admissible
+    smallest = sweep.smallest()
+    if smallest is None:
+        return None, f"no square input works; this layer alone needs {sweep.describe(~sweep.invalid_at(name))}"
+    return smallest, f"square inputs that work: {sweep.describe(admissible)}"

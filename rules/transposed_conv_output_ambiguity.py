@@ -30,6 +30,8 @@ up = self.up(x, output_size=skip.shape[2:])   # works at every input size
 
 from __future__ import annotations
 
+import numpy as np
+
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_axes,
@@ -39,6 +41,7 @@ from archlint_rules._topology import (
     merges_fed,
     other_branches,
     producer_name,
+    size_sweep,
     spatial_out,
     windows,
 )
@@ -91,11 +94,28 @@ def transposed_conv_output_ambiguity(ctx):
                     "several sizes to one, and without output_padding the smallest comes back",
                     fix=_fix(g, name, pads),
                     related=[g.nodes[merge]["location"], g.nodes[skip]["location"]],
+                    sizes=_sizes(g, name, skip, strides, dilations),
                 )
                 break
             else:
                 continue
             break
+
+
+def _sizes(g, name: str, skip: str, strides, dilations) -> str | None:
+    """Over the square sweep: the input sides at which the output misses the skip this way."""
+    sweep = size_sweep(g)
+    outs = sweep.spatial(name) if sweep is not None else None
+    skips = sweep.spatial(skip) if sweep is not None else None
+    if outs is None or skips is None or len(outs) != len(skips):
+        return None
+    misses = np.zeros(len(sweep.sizes), dtype=bool)
+    for out, size, s, d in zip(outs, skips, strides, dilations):
+        gap = np.asarray(size) - np.asarray(out)
+        misses |= (np.asarray(out) > 0) & (gap > 0) & (gap < max(s, d))
+    if not misses.any():
+        return None
+    return f"misses the skip at input sides {sweep.describe(misses)}"
 
 
 def _fix(g, name: str, pads: list[int]) -> str:

@@ -88,7 +88,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_clean_model_exits_0_and_says_so(project, capsys):
     code, out, err = run(capsys, "models/clean.onnx")
     assert (code, err) == (0, "")
-    assert out.splitlines()[-1] == "All checks passed"
+    last = out.splitlines()[-1]  # info findings (facts about the model) may be listed
+    assert last == "All checks passed" or (last.startswith("Found ") and last.endswith(" info in 1 model"))
+    code, out, _ = run(capsys, "models/clean.onnx", "--select", "AL1")
+    assert (code, out) == (0, "All checks passed\n")
 
 
 def test_findings_exit_1_with_location_and_fix(project, capsys):
@@ -317,7 +320,8 @@ def test_a_folder_named_rules_is_linted_with_a_path_prefix(project, capsys):
     (project / "rules").mkdir()
     clean_net(project / "rules" / "net.onnx")
     assert run(capsys, "rules")[1].startswith("code")  # the subcommand wins
-    assert run(capsys, "./rules")[1].splitlines()[-1] == "All checks passed"
+    code, out, _ = run(capsys, "./rules", "--format", "json")
+    assert code == 0 and [m["target"] for m in json.loads(out)["models"]] == ["rules/net.onnx"]
 
 
 def test_sizes_subcommand(project, capsys):
@@ -437,3 +441,27 @@ def test_parallel_jobs_match_sequential(project):
     par = _archlint("models", "--format", "json", "-j", "2", cwd=project)
     assert seq.returncode == par.returncode == 1, par.stderr
     assert json.loads(par.stdout) == json.loads(seq.stdout)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_progress_bar_only_on_a_terminal(project):
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "archlint", "models", "--format", "json"],
+                          cwd=project, stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert b"linting" in shown and b"/2" in shown  # the bar counts the two targets
+    assert json.loads(proc.stdout)["summary"]["targets"] == 2  # stdout stays plain JSON
+    piped = _archlint("models", "--format", "json", cwd=project)
+    assert piped.stderr == ""

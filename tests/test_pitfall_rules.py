@@ -116,6 +116,26 @@ class Net:
         return self._run(name, "concat", list(srcs), Attrs(axis=1),
                          lambda *xs: torch.cat(xs, 1), "torch.cat")
 
+    def crop(self, name, src, rows, cols):
+        """x[:, :, rows[0]:rows[1], cols[0]:cols[1]]"""
+        attrs = Attrs(slices=((rows[0], rows[1], 1), (cols[0], cols[1], 1)))
+        return self._run(name, "slice", [src], attrs,
+                         lambda x: x[:, :, rows[0]:rows[1], cols[0]:cols[1]], "operator.getitem")
+
+    def upsample(self, name, src, factor, mode="nearest"):
+        attrs = Attrs(scale=(float(factor),) * 2, mode=mode, align_corners=None if mode == "nearest" else False)
+        kwargs = {} if mode == "nearest" else {"align_corners": False}
+        return self._run(name, "upsample", [src], attrs,
+                         lambda x: F.interpolate(x, scale_factor=factor, mode=mode, **kwargs),
+                         "F.interpolate")
+
+    def global_pool(self, name, src):
+        return self._run(name, "global_pool", [src], Attrs(mode="average"),
+                         lambda x: x.mean((2, 3), keepdim=True), "nn.AdaptiveAvgPool2d")
+
+    def mul(self, name, a, b):
+        return self._run(name, "mul", [a, b], Attrs(), lambda x, y: x * y, "operator.mul")
+
     def flatten(self, name, src):
         return self._run(name, "flatten", [src], Attrs(axis=1, end_axis=-1),
                          lambda x: x.flatten(1), "nn.Flatten")
@@ -127,7 +147,11 @@ class Net:
                          lambda x: F.linear(x, weight), "nn.Linear")
 
 
-def run(rule, g):
+def run(rule, g, passes=False):
+    if passes:
+        from archlint.passes import run_passes
+
+        run_passes(g, sizes_range=(1, 512))
     ctx = RuleContext(graph=g, frontend=g.graph["frontend"], target="net.py")
     ctx.rule = rule
     return list(rule.check(ctx))
@@ -357,8 +381,9 @@ def test_dropped_trailing_matches_pixels_pytorch_pools(n_in, k, s, p):
 def test_pool_drops_border_counts_rows():
     n = Net((1, 8, 64, 64))
     n.pool("p", "x", 3, 2)
-    (f,) = run(pool_drops_border, n.g)
+    (f,) = run(pool_drops_border, n.g, passes=True)
     assert f.severity == "info" and "never visits the last row and the last column" in f.message
+    assert f.sizes == "every row and column is pooled at input sides n >= 3 with n % 2 == 1"
 
 
 def test_ceil_mode_and_tiling_pools_are_quiet():
@@ -402,9 +427,11 @@ def test_transposed_conv_missing_odd_skip_fires():
     n.pool("down2", "down", 2, 2)  # 12
     n.conv_t("up", "down2", 8, 2, 2)  # 24
     n.cat("merge", "up", "down")
-    (f,) = run(transposed_conv_output_ambiguity, n.g)
+    (f,) = run(transposed_conv_output_ambiguity, n.g, passes=True)
     assert f.location.node == "up" and "24x24" in f.message and "25x25" in f.message
     assert "output_padding=1" in f.fix and "output_size=skip.shape[2:]" in f.fix
+    # skip = ceil(n/2) is missed exactly when it is odd: n % 4 in {1, 2}
+    assert f.sizes == "misses the skip at input sides n >= 5 with n % 4 in {1, 2}"
 
 
 def test_transposed_conv_with_output_padding_is_quiet():
@@ -486,3 +513,253 @@ def test_pool_rounding_on_indivisible_size_is_left_to_odd_size_stride2():
     n = Net((1, 8, 7, 7))
     n.pool("p", "x", 2, 2)  # drops row 6, but 7 % 2 != 0: odd-size-stride2 reports it
     assert run(pool_drops_border, n.g) == []
+
+
+# -- misaligned-merge (AL202): on the real receptive-field pass -------------------------------
+
+from archlint_rules.misaligned_merge import misaligned_merge  # noqa: E402
+
+
+def _valid_unet_level(crop_rows, crop_cols):
+    n = Net((1, 3, 64, 64))
+    n.conv("enc", "x", 8, 3, p=1)
+    n.pool("down", "enc", 2, 2)
+    n.conv("mid1", "down", 8, 3)
+    n.conv("mid2", "mid1", 8, 3)
+    n.conv_t("up", "mid2", 8, 2, 2)  # 56x56
+    n.crop("skip", "enc", crop_rows, crop_cols)
+    n.cat("merge", "skip", "up")
+    return n
+
+
+def test_corner_cropped_skip_is_misaligned_with_offsets_and_centre_crop_fix():
+    n = _valid_unet_level((0, 56), (0, 56))
+    (f,) = run(misaligned_merge, n.g, passes=True)
+    assert f.location.node == "merge" and f.severity == "warning"
+    assert "up at i + 4" in f.message and "up to 4.5 px apart" in f.message
+    assert "[..., 4:60, 4:60]" in f.fix
+
+
+def test_centre_cropped_skip_is_quiet_despite_the_half_pixel_phase():
+    n = _valid_unet_level((4, 60), (4, 60))
+    assert run(misaligned_merge, n.g, passes=True) == []
+    assert n.g.nodes["merge"]["rf_aligned"] is True  # equal centres, averaged over the phase
+
+
+def test_one_pixel_shift_between_stride_1_branches_fires():
+    n = Net((1, 3, 32, 32))
+    n.conv("a", "x", 8, 3, p=1)
+    n.conv("b", "x", 8, 3, pads=((2, 0), (1, 1)))  # shifted down one row, same size
+    n.add("sum", "a", "b")
+    (f,) = run(misaligned_merge, n.g, passes=True)
+    assert "H:" in f.message and "up to 1 px apart" in f.message and "W" not in f.message.split("(")[1][:3]
+
+
+def test_projection_shortcut_and_se_gate_are_aligned():
+    n = Net((1, 8, 32, 32))
+    n.conv("c1", "x", 16, 3, s=2, p=1)
+    n.conv("c2", "c1", 16, 3, p=1)
+    n.global_pool("squeeze", "c2")
+    n.conv("excite", "squeeze", 16, 1)
+    n.mul("gated", "c2", "excite")
+    n.conv("proj", "x", 16, 1, s=2)
+    n.add("sum", "gated", "proj")
+    assert run(misaligned_merge, n.g, passes=True) == []
+    assert n.g.nodes["sum"]["rf_aligned"] is True
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_fpn_top_down_upsampling_phase_is_quiet(mode):
+    n = Net((1, 3, 64, 64))
+    n.conv("c2", "x", 8, 3, s=2, p=1)
+    n.conv("c3", "c2", 8, 3, s=2, p=1)
+    n.upsample("up", "c3", 2, mode)
+    n.conv("lateral", "c2", 8, 1)
+    n.add("p2", "lateral", "up")
+    assert run(misaligned_merge, n.g, passes=True) == []
+
+
+# -- receptive-field-coverage (AL211), input-size-constraints (AL301), sizes in AL204 ----------
+
+from archlint_rules.input_size_constraints import input_size_constraints  # noqa: E402
+from archlint_rules.receptive_field_coverage import receptive_field_coverage  # noqa: E402
+
+
+def test_shallow_net_reports_its_receptive_field_share():
+    n = Net((1, 3, 100, 100))
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 5, p=2)
+    n.relu("act", "c2")
+    (f,) = run(receptive_field_coverage, n.g, passes=True)
+    assert f.location.node == "c2" and f.severity == "info"
+    assert "sees at most 7x7 input pixels: 7% x 7% of the 100x100 input" in f.message
+
+
+def test_classifier_head_is_measured_before_global_pooling():
+    n = Net((1, 3, 16, 16))
+    n.conv("c1", "x", 8, 3, s=2, p=1)
+    n.conv("c2", "c1", 8, 3, s=2, p=1)
+    n.global_pool("gap", "c2")
+    n.flatten("flat", "gap")
+    n.linear("fc", "flat", 10)
+    (f,) = run(receptive_field_coverage, n.g, passes=True)
+    assert f.location.node == "c2" and "7x7" in f.message  # 3 + 2*2 = 7 of 16
+    n2 = Net((1, 3, 8, 8))
+    n2.conv("c1", "x", 8, 3, s=2, p=1)
+    n2.conv("c2", "c1", 8, 3, s=2, p=1)
+    (partial,) = run(receptive_field_coverage, n2.g, passes=True)  # 7 of 8 pixels
+    assert "88% x 88% of the 8x8 input" in partial.message
+    n3 = Net((1, 3, 7, 7))
+    n3.conv("c1", "x", 8, 3, s=2, p=1)
+    n3.conv("c2", "c1", 8, 3, s=2, p=1)
+    assert run(receptive_field_coverage, n3.g, passes=True) == []
+
+
+def _residual_pyramid(side):
+    n = Net((1, 3, side, side))
+    n.conv("enc1", "x", 8, 3, s=2, p=1)
+    n.conv("enc2", "enc1", 8, 3, s=2, p=1)
+    n.upsample("up", "enc2", 2)
+    n.add("sum", "up", "enc1")
+    return n
+
+
+def test_input_size_constraints_summarise_the_sweep_once():
+    n = _residual_pyramid(64)
+    (f,) = run(input_size_constraints, n.g, passes=True)
+    assert f.location.node == "x" and f.severity == "info"
+    assert "fine at 64x64" in f.message and "n % 4 in {0, 3}" in f.message
+    # 65 is the nearest failing side: 65 -> 33 -> 17 -> 34 vs 33, as PyTorch computes
+    assert "65x65 fails first at sum" in f.message and "34x34 vs 33x33" in f.message
+    x = torch.empty(1, 3, 65, 65, device="meta")
+    e1 = F.conv2d(x, torch.empty(8, 3, 3, 3, device="meta"), stride=2, padding=1)
+    e2 = F.conv2d(e1, torch.empty(8, 8, 3, 3, device="meta"), stride=2, padding=1)
+    assert F.interpolate(e2, scale_factor=2).shape[-1] == 34 and e1.shape[-1] == 33
+
+
+def test_input_size_constraints_quiet_when_all_sizes_work_or_example_fails():
+    n = Net((1, 3, 20, 20))
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 3, s=2, p=1)
+    assert run(input_size_constraints, n.g, passes=True) == []
+    failing = _residual_pyramid(62)
+    assert failing.g.nodes["sum"]["error"] is not None
+    assert run(input_size_constraints, failing.g, passes=True) == []
+
+
+def test_spatial_collapse_gives_the_smallest_input_that_works():
+    n = Net((1, 8, 8, 8))
+    n.pool("p1", "x", 2, 2)
+    n.pool("p2", "p1", 2, 2)
+    n.pool("p3", "p2", 2, 2)
+    n.conv("head", "p3", 8, 3)
+    (f,) = run(spatial_collapse, n.g, passes=True)
+    assert "feed at least 24x24" in f.fix  # 3 * 2**3
+    assert f.sizes == "square inputs that work: all n >= 24"
+
+
+# -- the real pipeline: fixtures through the frontends, and the reference zoo -----------------
+
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PITFALL_RULES = (
+    "dilation-padding-mismatch", "misaligned-merge", "kernel-smaller-than-stride",
+    "spatial-collapse", "even-kernel-same-padding", "pool-drops-border",
+    "avgpool-count-include-pad", "transposed-conv-output-ambiguity", "conv-bias-before-norm",
+    "large-dense-head", "receptive-field-coverage", "input-size-constraints",
+)
+
+
+def test_output_size_in_forward_keeps_the_transposed_conv_quiet_at_odd_sizes():
+    from archlint.api import lint
+
+    path = ROOT / "fixtures" / "models" / "transposed_conv_output_ambiguity_good.py"
+    report = lint(path, example_inputs=(1, 3, 50, 50), select=["transposed-conv-output-ambiguity"])
+    assert [m.error for m in report.models] == [None]
+    assert report.models[0].graph.nodes["up"]["shapes"][0][2:] == (25, 25)
+    assert report.findings == []
+
+
+@pytest.mark.parametrize(
+    "stem,expected",
+    [
+        ("dilation_padding_mismatch_bad", {"dilation-padding-mismatch"}),
+        ("conv_bias_before_norm_bad", {"conv-bias-before-norm"}),
+        ("kernel_smaller_than_stride_bad", {"kernel-smaller-than-stride"}),
+        ("large_dense_head_bad", {"large-dense-head"}),
+        ("misaligned_merge_bad", {"misaligned-merge", "input-size-constraints"}),
+    ],
+)
+@pytest.mark.filterwarnings("ignore")
+def test_onnx_export_of_a_bad_fixture_gets_the_same_findings(stem, expected, tmp_path):
+    import importlib.util
+
+    from archlint.api import lint
+
+    spec = importlib.util.spec_from_file_location(f"pitfall_{stem}", ROOT / "fixtures" / "models" / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model_cls = [v for v in vars(module).values()
+                 if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__]
+    onnx_path = tmp_path / f"{stem}.onnx"
+    try:
+        torch.onnx.export(model_cls[-1]().eval(), (module.example_input,), str(onnx_path), dynamo=False,
+                          do_constant_folding=False, training=torch.onnx.TrainingMode.TRAINING)
+    except Exception as exc:  # the exporter, not archlint: nothing to compare
+        pytest.skip(f"torch.onnx.export failed: {exc}")
+    torch_ids = {f.rule for f in lint(ROOT / "fixtures" / "models" / f"{stem}.py", select=list(PITFALL_RULES)).findings
+                 if f.severity != "info" or f.rule in expected}
+    onnx_ids = {f.rule for f in lint(onnx_path, select=list(PITFALL_RULES)).findings
+                if f.severity != "info" or f.rule in expected}
+    assert expected <= torch_ids
+    assert onnx_ids == torch_ids
+
+
+ZOO_FILES = sorted((ROOT / "fixtures" / "zoo").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def zoo_reports():
+    from archlint.api import lint
+    from archlint.config import Options
+
+    return {p.stem: lint(p, config=Options(), select=list(PITFALL_RULES)) for p in ZOO_FILES}
+
+
+def test_zoo_is_quiet_at_warning_except_the_dense_heads(zoo_reports):
+    loud = []
+    for stem, report in zoo_reports.items():
+        for m in report.models:
+            assert m.error is None, f"{stem}: {m.error}"
+            loud += [(m.model, f.rule, f.location.node) for f in m.findings if f.severity.rank >= 1]
+    assert sorted(loud) == [("AlexNet", "large-dense-head", "classifier.fc6"),
+                            ("VGG16", "large-dense-head", "classifier.fc6")]
+
+
+def test_dense_head_counts_match_pytorch(zoo_reports):
+    import importlib.util
+
+    for stem, cls, fc in (("vgg", "VGG16", "fc6"), ("alexnet", "AlexNet", "fc6")):
+        spec = importlib.util.spec_from_file_location(f"pitfall_zoo_{stem}", ROOT / "fixtures" / "zoo" / f"{stem}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with torch.device("meta"):
+            model = getattr(module, cls)()
+        total = sum(p.numel() for p in model.parameters())
+        head = sum(p.numel() for p in getattr(model.classifier, fc).parameters())
+        (f,) = [f for f in zoo_reports[stem].findings if f.rule == "large-dense-head"]
+        assert f"holds {head:,} of the model's {total:,}" in f.message
+
+
+def test_zoo_facts_at_info(zoo_reports):
+    def findings(stem, rule):
+        return [f for m in zoo_reports[stem].models for f in m.findings if f.rule == rule]
+
+    # ResNet-18/50/50-v1.5 projection shortcuts, and v1's main-branch 1x1/2 convs: info only.
+    projections = findings("resnet", "kernel-smaller-than-stride")
+    assert len(projections) == 3 + 3 + 6 and all(f.severity == "info" for f in projections)
+    (unet_sizes,) = findings("unet", "input-size-constraints")
+    assert "n >= 16 with n % 16 == 0" in unet_sizes.message
+    assert findings("resnet", "receptive-field-coverage") == []  # 400+ px fields on 224
+    assert findings("deeplab", "misaligned-merge") == [] and findings("senet", "misaligned-merge") == []

@@ -274,3 +274,15 @@ def test_github_escapes_data_and_properties():
         "::warning file=dir%2Cwith%3Aodd%25/m.py,line=7,title=archlint AL9 r"
         "::100%25 bad%0Asecond line%0D\n"
     )
+
+
+def test_text_shows_confirm_results(workdir):
+    report = _report(workdir)
+    model = report.models[0]
+    model.findings[0].confirmation = {"status": "confirmed", "detail": "torch.cat raised at 33x33"}
+    model.confirm = {"device": "cpu", "shape_mismatches": 0, "seconds": 0.5, "shape_errors": []}
+    lines = _render(report, "text").splitlines()
+    i = lines.index("  models/unet.py:42: AL001 error torch.cat fails: 57x57 vs 56x56")
+    assert lines[i + 3] == "      confirm: confirmed (torch.cat raised at 33x33)"
+    assert "  confirm: on cpu: shape_mismatches 0, seconds 0.5" in lines
+    assert json.loads(_render(report, "json"))["models"][0]["confirm"]["shape_mismatches"] == 0

@@ -1,9 +1,9 @@
 """A cheap AST pre-filter: could this ``.py`` file define or create an ``nn.Module``?
 
-The CLI runs it on every ``.py`` file it is given (or finds in a directory) before importing
-anything, so that a folder of plain scripts never costs a ``torch`` import. It never imports
-torch and errs on the side of ``True``: a false ``True`` costs one import, a false ``False``
-hides a model.
+The CLI runs it on the ``.py`` files it finds in a directory before importing anything, so that
+a folder of plain scripts and helpers never costs a ``torch`` import. It never imports torch
+and errs on the side of ``True``: a false ``True`` costs one import, a false ``False`` hides a
+model. (A file named explicitly, or with ``--model``, should be captured regardless.)
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ import re
 
 __all__ = ["defines_models"]
 
-#: Cheap textual gate: no mention of torch, Module or Sequential means no model.
-_MENTIONS = re.compile(r"torch|Module|Sequential")
+#: Cheap textual gate: a file that mentions none of these cannot hold a model.
+_MENTIONS = re.compile(r"torch|Module|Sequential|from\s+\.")
 #: Base-class names that make a class a model (``nn.Module``, ``LightningModule``, ...).
 _MODEL_BASE = re.compile(r"(Module|Sequential|ModuleList|ModuleDict)$")
+#: Bases that certainly do not make an nn.Module.
+_PLAIN_BASES = frozenset(
+    {"object", "Exception", "ValueError", "RuntimeError", "TypeError", "Enum", "IntEnum",
+     "StrEnum", "Flag", "NamedTuple", "TypedDict", "Protocol", "ABC", "dict", "list", "tuple",
+     "str", "int", "float", "Generic", "Dataset", "IterableDataset", "Sampler", "Function"}
+)
 
 
 def defines_models(text: str) -> bool:
@@ -24,6 +30,8 @@ def defines_models(text: str) -> bool:
 
     >>> defines_models("import torch.nn as nn\\nclass Net(nn.Module): pass")
     True
+    >>> defines_models("import torch\\ndef helper(x):\\n    return x * 2")
+    False
     >>> defines_models("print('hello')")
     False
     """
@@ -33,37 +41,57 @@ def defines_models(text: str) -> bool:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return True  # let the frontend report the syntax error
-    imports_torch = False
+    uses_torch = any(
+        isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_torch_or_sibling(node)
+        for node in ast.walk(tree)
+    )
     for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and any(_is_model_base(b) for b in node.bases):
+        if isinstance(node, ast.ClassDef) and _could_be_model_class(node, uses_torch):
             return True
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_torch(node):
-            imports_torch = True
-    # A file that imports torch may build models from library classes or factories
-    # (``model = nn.Sequential(...)``, ``model = resnet18()``): only the import can tell.
-    return imports_torch
+    # ``model = nn.Sequential(...)`` / ``model = resnet18()``: a module-level call may build one.
+    return uses_torch and any(_assigns_a_call(stmt) for stmt in _module_level(tree.body))
 
 
-def _is_model_base(base: ast.expr) -> bool:
-    name = _dotted_name(base)
-    if name is None:
-        return True  # ``class Net(make_base())``: cannot tell, assume a model
-    return bool(_MODEL_BASE.search(name.rsplit(".", 1)[-1]))
+def _could_be_model_class(node: ast.ClassDef, uses_torch: bool) -> bool:
+    for base in node.bases:
+        name = _base_name(base)
+        if name is None or _MODEL_BASE.search(name):
+            return True  # ``class Net(make_base())`` cannot be told apart: assume a model
+        if uses_torch and name not in _PLAIN_BASES:
+            return True  # ``class Net(BaseNet)`` in a torch file: BaseNet may be a Module
+    return False
 
 
-def _dotted_name(expr: ast.expr) -> str | None:
-    if isinstance(expr, ast.Name):
-        return expr.id
-    if isinstance(expr, ast.Attribute):
-        return expr.attr
-    if isinstance(expr, ast.Subscript):  # Generic[...] style bases
-        return _dotted_name(expr.value)
+def _base_name(base: ast.expr) -> str | None:
+    if isinstance(base, ast.Name):
+        return base.id
+    if isinstance(base, ast.Attribute):
+        return base.attr
+    if isinstance(base, ast.Subscript):  # Generic[T]-style bases
+        return _base_name(base.value)
     return None
 
 
-def _imports_torch(node: ast.Import | ast.ImportFrom) -> bool:
+def _module_level(body: list[ast.stmt]):
+    """Statements run at import: the top level and the blocks of top-level if/try/with."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, (ast.If, ast.With, ast.Try)):
+            for field in ("body", "orelse", "finalbody"):
+                yield from _module_level(getattr(stmt, field, []))
+            for handler in getattr(stmt, "handlers", []):
+                yield from _module_level(handler.body)
+
+
+def _assigns_a_call(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+        return any(isinstance(n, ast.Call) for n in ast.walk(stmt.value))
+    return False
+
+
+def _imports_torch_or_sibling(node: ast.Import | ast.ImportFrom) -> bool:
     if isinstance(node, ast.ImportFrom):
-        if node.level:  # relative import of a sibling file: it may hold the model
+        if node.level:  # a relative import may bring the model classes
             return True
         return (node.module or "").split(".")[0] == "torch"
     return any(alias.name.split(".")[0] == "torch" for alias in node.names)

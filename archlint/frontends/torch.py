@@ -25,8 +25,10 @@ import itertools
 import operator
 import os
 import re
+import signal
 import sys
 import textwrap
+import threading
 import traceback
 import types
 import warnings
@@ -46,7 +48,7 @@ from archlint.config import Options, load_config
 from archlint.frontends import Capture, TargetError
 from archlint.graph import Attrs, Location, add_op, new_graph
 
-__all__ = ["capture_file", "capture_module"]
+__all__ = ["capture_file", "capture_module", "trace"]
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _ARCHLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -65,6 +67,16 @@ def capture_file(path: Path, options: Options, example_inputs: Any = None) -> li
     raised or exited, no model found, ``--model`` not found).
     """
     path = Path(path)
+    try:
+        with _deadline(options.timeout):
+            return _capture_file(path, options, example_inputs)
+    except _TimedOut:
+        raise TargetError(
+            f"{path}: import and capture took longer than the {options.timeout:g} s timeout"
+        ) from None
+
+
+def _capture_file(path: Path, options: Options, example_inputs: Any) -> list[Capture]:
     files = _FileNames(path)
     sites = ConstructionSites(files)
     with _quiet_user_code(), _on_sys_path(path.resolve().parent):
@@ -79,16 +91,8 @@ def capture_file(path: Path, options: Options, example_inputs: Any = None) -> li
             if error is not None:
                 captures.append(Capture(name=candidate.name, graph=None, error=error))
                 continue
-            specs, assumed_ok = _chosen_inputs(options, example_inputs, file_input)
-            capture = _capture(
-                module,
-                candidate.name,
-                specs,
-                target=str(path),
-                files=files,
-                sites=sites,
-                allow_inference=assumed_ok,
-            )
+            specs = _chosen_inputs(options, example_inputs, file_input)
+            capture = _capture(module, candidate.name, specs, str(path), files, sites)
             g = capture.graph
             if g is not None:
                 factory = candidate.obj if candidate.kind in ("class", "factory") else None
@@ -101,7 +105,7 @@ def capture_file(path: Path, options: Options, example_inputs: Any = None) -> li
 def capture_module(
     module: Any, example_inputs: Any, options: Options, name: str | None = None
 ) -> Capture:
-    """Capture an ``nn.Module`` object given through the Python API (its weights stay as they are)."""
+    """Capture an ``nn.Module`` given through the Python API (its weights stay as they are)."""
     if not isinstance(module, nn.Module):
         raise TargetError(
             f"expected a path, an nn.Module or an onnx.ModelProto, got {type(module).__name__}"
@@ -109,11 +113,13 @@ def capture_module(
     name = name or type(module).__name__
     files = _FileNames(None)
     sites = ConstructionSites(files)
-    specs, assumed_ok = _chosen_inputs(options, example_inputs, None)
-    with _quiet_user_code():
-        capture = _capture(
-            module, name, specs, target=None, files=files, sites=sites, allow_inference=assumed_ok
-        )
+    specs = _chosen_inputs(options, example_inputs, None)
+    try:
+        with _deadline(options.timeout), _quiet_user_code():
+            capture = _capture(module, name, specs, None, files, sites)
+    except _TimedOut:
+        reason = f"capture of {name} took longer than the {options.timeout:g} s timeout"
+        return Capture(name=name, graph=None, error=reason)
     if capture.graph is not None:
         capture.graph.graph["module"] = module
         capture.graph.graph["module_factory"] = None
@@ -203,14 +209,51 @@ def _is_own_constructor(frame: types.FrameType, module: nn.Module) -> bool:
     return frame.f_locals.get("self") is module
 
 
+class _TimedOut(BaseException):
+    """The ``timeout`` option ran out (a BaseException: user code's ``except Exception``
+    must not swallow it)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (main thread on POSIX only; elsewhere no limit)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _TimedOut()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @contextlib.contextmanager
 def _on_sys_path(folder: Path) -> Iterator[None]:
+    """``folder`` first on sys.path; afterwards, forget the sibling modules imported from it, so
+    that another target's ``layers.py`` is not mistaken for this one's."""
     saved = list(sys.path)
+    before = set(sys.modules)
     sys.path.insert(0, str(folder))
     try:
         yield
     finally:
         sys.path[:] = saved
+        prefix = str(folder) + os.sep
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules.get(name), "__file__", None) or ""
+            if os.path.abspath(file).startswith(prefix) and not name.startswith("_archlint_model_"):
+                del sys.modules[name]
 
 
 @contextlib.contextmanager
@@ -287,6 +330,7 @@ def _discover(namespace: types.ModuleType, path: Path, model: str | None) -> lis
         and issubclass(obj, nn.Module)
         and obj.__module__ == namespace.__name__
         and _defines_forward(obj)
+        and not _is_loss(obj)
     ]
     if not classes:
         raise TargetError(
@@ -335,7 +379,9 @@ def _module_level_instances(namespace: types.ModuleType) -> list[_Candidate]:
     found: list[_Candidate] = []
     seen: set[int] = set()
     for name, obj in vars(namespace).items():
-        if isinstance(obj, nn.Module) and not name.startswith("__") and id(obj) not in seen:
+        if not isinstance(obj, nn.Module) or _is_loss(type(obj)) or _is_stateless_layer(obj):
+            continue
+        if not name.startswith("__") and id(obj) not in seen:
             seen.add(id(obj))
             found.append(_Candidate(name, "instance", obj))
     # A module-level instance that is part of another one is linted as part of it.
@@ -345,8 +391,50 @@ def _module_level_instances(namespace: types.ModuleType) -> list[_Candidate]:
     return [c for c in found if id(c.obj) not in inside]
 
 
+def _is_loss(cls: type) -> bool:
+    """Loss modules (``nn.MSELoss``, ``class DiceLoss(nn.Module)``) are not models to lint."""
+    return issubclass(cls, nn.modules.loss._Loss) or cls.__name__.endswith("Loss")
+
+
+def _is_stateless_layer(module: nn.Module) -> bool:
+    """A lone torch layer without weights (``act = nn.ReLU()``): a helper, not a model."""
+    return (
+        type(module).__module__.startswith("torch.nn.")
+        and not any(True for _ in module.children())
+        and not any(True for _ in module.parameters())
+    )
+
+
 def _defines_forward(cls: type) -> bool:
-    return getattr(cls, "forward", None) is not getattr(nn.Module, "forward", None)
+    """A concrete forward: not nn.Module's, and not a stub (``raise NotImplementedError``)."""
+    forward = getattr(cls, "forward", None)
+    if forward is getattr(nn.Module, "forward", None):
+        return False
+    return not _is_stub(forward)
+
+
+def _is_stub(fn: Any) -> bool:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    func = tree.body[0] if tree.body else None
+    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    # a docstring or ``...`` alone counts as no body
+    body = [s for s in func.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    if not body:
+        return True
+    if len(body) != 1:
+        return False
+    stmt = body[0]
+    if isinstance(stmt, ast.Pass):
+        return True
+    if isinstance(stmt, ast.Raise) and stmt.exc is not None:
+        exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+        return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+    return False
 
 
 def _required_params(fn: Callable[..., Any]) -> list[str]:
@@ -369,7 +457,7 @@ def _build(candidate: _Candidate, sites: ConstructionSites) -> tuple[nn.Module |
     try:
         with sites.recording(), torch.device("meta"):
             module = candidate.obj()
-    except Exception as meta_exc:
+    except Exception:
         # Some constructors need real values (``.item()``, numpy); retry on CPU, and report the
         # CPU error if that fails too, since that is the one the user would see.
         try:
@@ -377,7 +465,6 @@ def _build(candidate: _Candidate, sites: ConstructionSites) -> tuple[nn.Module |
                 module = candidate.obj()
         except Exception as exc:
             return None, _build_error(candidate.name, exc, sites.files)
-        del meta_exc
     if not isinstance(module, nn.Module):
         return None, (
             f"could not build {candidate.name}: {candidate.name}() returned "
@@ -392,7 +479,10 @@ def _build_error(name: str, exc: BaseException, files: _FileNames) -> str:
     return f"could not build {name}: {type(exc).__name__}: {_one_line(exc)}{at}"
 
 
-def _drop_nested_classes(built: list[tuple[_Candidate, Any, Any]]) -> list[tuple[_Candidate, Any, Any]]:
+_Built = tuple[_Candidate, "nn.Module | None", "str | None"]
+
+
+def _drop_nested_classes(built: list[_Built]) -> list[_Built]:
     """Drop classes that other discovered models use as parts: they are linted in place."""
     used: set[type] = set()
     for _, module, _ in built:
@@ -425,22 +515,21 @@ def _file_example_input(namespace: types.ModuleType) -> Any:
 
 def _chosen_inputs(
     options: Options, example_inputs: Any, file_input: Any
-) -> tuple[list[InputSpec] | str | None, bool]:
-    """The example input by precedence; ``None`` means infer it from the first layer.
-
-    Returns ``(specs or an error string or None, inference allowed)``.
-    """
+) -> list[InputSpec] | str | None:
+    """The example input by precedence: ``--input-shape``, the API's ``example_inputs``, the
+    file's ``example_input``, ``[tool.archlint]``; ``None`` means infer it from the first layer,
+    and a string says why the given input is unusable."""
     config_shapes = _config_input_shapes(options)
     cli_shapes = options.input_shapes if options.input_shapes != config_shapes else None
     if cli_shapes:
-        return [InputSpec(tuple(s)) for s in cli_shapes], False
+        return [InputSpec(tuple(s)) for s in cli_shapes]
     if example_inputs is not None:
-        return _specs_from_value(example_inputs, "example_inputs"), False
+        return _specs_from_value(example_inputs, "example_inputs")
     if file_input is not _NO_FILE_INPUT and file_input is not None:
-        return _specs_from_value(file_input, "example_input"), False
+        return _specs_from_value(file_input, "example_input")
     if config_shapes:
-        return [InputSpec(tuple(s)) for s in config_shapes], False
-    return None, True
+        return [InputSpec(tuple(s)) for s in config_shapes]
+    return None
 
 
 def _config_input_shapes(options: Options) -> tuple[tuple[int, ...], ...] | None:
@@ -557,18 +646,16 @@ def _capture(
     module: nn.Module,
     name: str,
     specs: list[InputSpec] | str | None,
-    *,
     target: str | None,
     files: _FileNames,
     sites: ConstructionSites,
-    allow_inference: bool,
 ) -> Capture:
     if isinstance(specs, str):
         return Capture(name=name, graph=None, error=f"bad example input for {name}: {specs}")
     training = [(m, m.training) for m in module.modules()]
     module.eval()  # batch-1 inputs are legal in eval mode; BatchNorm refuses them in training
     try:
-        return _capture_eval(module, name, specs, target, files, sites, allow_inference)
+        return _capture_eval(module, name, specs, target, files, sites)
     except Exception as exc:  # never an unexplained crash
         where = _user_frame_of(exc, files)
         at = f" (at {where})" if where else ""
@@ -589,49 +676,32 @@ def _capture_eval(
     target: str | None,
     files: _FileNames,
     sites: ConstructionSites,
-    allow_inference: bool,
 ) -> Capture:
     notes: list[str] = []
-    n_given = len(specs) if specs else 1
-    gm, trace_error = _fx_trace(module, _forward_params(module), n_given, files)
-    assumed = False
+    gm, trace_error = _fx_trace(module, len(specs) if specs else 1, files)
+    assumed = specs is None
     if specs is None:
-        first = _first_layer(gm, module)
-        hint = _shape_hint(first[1]) if first else None
-        if hint is None:
-            return Capture(
-                name=name,
-                graph=None,
-                error=f"cannot infer an input shape for {name}: set --input-shape, a module-level "
-                "example_input, or input-shape in [tool.archlint]",
-            )
-        specs = [hint]
-        assumed = True
-        layer = f"{first[0]} ({_module_origin(first[1])})"
-        notes.append(
-            f"input shape {_fmt_shape(hint.shape)} assumed from the first layer {layer}; set it with "
-            "--input-shape, a module-level example_input, or input-shape in [tool.archlint]"
-        )
-        if gm is None or len(specs) != n_given:
-            gm, trace_error = _fx_trace(module, _forward_params(module), len(specs), files)
-    required = [p for p in _forward_params(module) if p.default is inspect.Parameter.empty]
-    if len(specs) < len(required):
-        names = ", ".join(p.name for p in required)
-        return Capture(
-            name=name,
-            graph=None,
-            error=f"{name}.forward takes {len(required)} inputs ({names}) but "
-            f"{len(specs)} example input(s) were given: set example_input = (t1, t2, ...) or "
-            "pass --input-shape once per input",
-        )
+        inferred = _inferred_input(gm, module)
+        if inferred is None:
+            return Capture(name=name, graph=None, error=(
+                f"cannot infer an input shape for {name}: set --input-shape, a module-level "
+                "example_input, or input-shape in [tool.archlint]"))
+        specs = [inferred[0]]
+        notes.append(inferred[1])
+    missing = _missing_inputs(module, name, len(specs))
+    if missing is not None:
+        return Capture(name=name, graph=None, error=missing)
     default_dtype = _default_input_dtype(module, gm)
     inputs = [s.meta_tensor(default_dtype) for s in specs]
     g = new_graph(name, target, "torch")
-    g.graph["input_shapes"] = [tuple(s.shape) for s in specs]
-    g.graph["input_dtypes"] = [str(t.dtype).replace("torch.", "") for t in inputs]
-    g.graph["input_assumed"] = assumed
-    g.graph["fx_names"] = {}
-    g.graph["traced_module"] = module  # the object traced: meta-built unless the user gave it
+    g.graph.update(
+        input_shapes=[tuple(s.shape) for s in specs],
+        input_dtypes=[str(t.dtype).replace("torch.", "") for t in inputs],
+        input_assumed=assumed,
+        fx_names={},
+        traced_module=module,  # the object traced: meta-built unless the user gave it
+        graph_module=gm,  # the fx graph (on the traced module), None after an eager capture
+    )
     builder = _GraphBuilder(g, module, files, sites)
     if gm is not None:
         builder.from_fx(gm, inputs)
@@ -639,10 +709,34 @@ def _capture_eval(
         notes.append(f"torch.fx could not trace {name} ({trace_error}); captured by running "
                      "forward on meta tensors instead")
         builder.from_eager(inputs)
-    if g.graph.get("capture_note"):
+    if g.graph["capture_note"]:
         notes.append(g.graph["capture_note"])
-    notes.extend(builder.notes)
     return Capture(name=name, graph=g, notes=notes)
+
+
+def _inferred_input(gm: fx.GraphModule | None, module: nn.Module) -> tuple[InputSpec, str] | None:
+    """An input shape guessed from the first layer, and the note that says so."""
+    first = _first_layer(gm, module)
+    hint = _shape_hint(first[1]) if first else None
+    if hint is None:
+        return None
+    note = (
+        f"input shape {_fmt_shape(hint.shape)} assumed from the first layer {first[0]} "
+        f"({_module_origin(first[1])}); set it with --input-shape, a module-level "
+        "example_input, or input-shape in [tool.archlint]"
+    )
+    return hint, note
+
+
+def _missing_inputs(module: nn.Module, name: str, given: int) -> str | None:
+    required = [p.name for p in _forward_params(module) if p.default is inspect.Parameter.empty]
+    if given >= len(required):
+        return None
+    return (
+        f"{name}.forward takes {len(required)} inputs ({', '.join(required)}) but {given} "
+        "example input(s) were given: set example_input = (t1, t2, ...) or pass --input-shape "
+        "once per input"
+    )
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -660,18 +754,25 @@ def _forward_params(module: nn.Module) -> list[inspect.Parameter]:
     ]
 
 
-def _fx_trace(
-    module: nn.Module, params: list[inspect.Parameter], n_inputs: int, files: _FileNames
-) -> tuple[fx.GraphModule | None, str | None]:
-    """fx-trace ``module``; parameters past the given inputs keep their default values."""
+def trace(module: nn.Module, n_inputs: int = 1) -> fx.GraphModule:
+    """fx-trace ``module`` exactly as capture does, so its node names are the keys of
+    ``g.graph["fx_names"]`` (for running the same graph on a real device). Raises on failure;
+    parameters of ``forward`` past the first ``n_inputs`` keep their defaults."""
     concrete = {
         p.name: p.default
-        for p in params[n_inputs:]
+        for p in _forward_params(module)[n_inputs:]
         if p.default is not inspect.Parameter.empty
     }
+    graph = _ArchlintTracer().trace(module, concrete_args=concrete or None)
+    return fx.GraphModule(module, graph, class_name=type(module).__name__)
+
+
+def _fx_trace(
+    module: nn.Module, n_inputs: int, files: _FileNames
+) -> tuple[fx.GraphModule | None, str | None]:
+    """:func:`trace`, or ``(None, one-line reason)`` when fx cannot trace it."""
     try:
-        graph = _ArchlintTracer().trace(module, concrete_args=concrete or None)
-        return fx.GraphModule(module, graph, class_name=type(module).__name__), None
+        return trace(module, n_inputs), None
     except Exception as exc:
         where = _user_frame_of(exc, files)
         at = f" at {where}" if where else ""
@@ -764,16 +865,20 @@ class _ShapeInterpreter(fx.Interpreter):
 
 
 def _friendly_error(interp: _ShapeInterpreter, n: fx.Node, exc: BaseException) -> str:
-    """The exception's one-line reason; for Linear, in the user's terms (the meta message is not)."""
-    if n.op == "call_module":
-        module = interp.fetch_attr(n.target)
-        arg = interp.env.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
-        if isinstance(module, nn.Linear) and isinstance(arg, torch.Tensor) and arg.dim() >= 1:
-            if arg.shape[-1] != module.in_features:
-                return (
-                    f"input of shape {tuple(arg.shape)} has {arg.shape[-1]} features but "
-                    f"Linear expects in_features={module.in_features}"
-                )
+    if n.op == "call_module" and n.args and isinstance(n.args[0], fx.Node):
+        return _module_error(interp.fetch_attr(n.target), interp.env.get(n.args[0]), exc)
+    return _one_line(exc)
+
+
+def _module_error(module: nn.Module, arg: Any, exc: BaseException) -> str:
+    """The exception's one-line reason; for Linear, in the user's terms (the meta message is
+    about matrix reduction dims)."""
+    if isinstance(module, nn.Linear) and isinstance(arg, torch.Tensor) and arg.dim() >= 1 \
+            and arg.shape[-1] != module.in_features:
+        return (
+            f"input of shape {tuple(arg.shape)} has {arg.shape[-1]} features but "
+            f"Linear expects in_features={module.in_features}"
+        )
     return _one_line(exc)
 
 
@@ -788,7 +893,6 @@ class _GraphBuilder:
         self.root = root
         self.files = files
         self.sites = sites
-        self.notes: list[str] = []
         self._forward_loc = _forward_location(root, files)
 
     # ---- fx path ---------------------------------------------------------------------------
@@ -805,16 +909,18 @@ class _GraphBuilder:
         for n in gm.graph.nodes:
             value = env.get(n, FAILED)
             if n.op == "placeholder":
-                if isinstance(value, torch.Tensor):
+                if _has_tensor(value):  # a tensor, or the tensors of ``*inputs``
                     loc = Location(self._forward_loc[0], self._forward_loc[1], n.name)
-                    add_op(self.g, n.name, "input", shapes=(tuple(value.shape),), location=loc,
+                    add_op(self.g, n.name, "input", shapes=_shapes_of(value), location=loc,
                            origin="input")
                     ir_of[n] = n.name
+                    fx_names[n.name] = n.name
                 continue
             if n.op == "get_attr":
                 continue
             if n.op == "output":
-                self._add_output_names([ir_of[a] for a in _fx_tensor_inputs(n, ir_of)])
+                fx_names[n.name] = self._add_output_names(
+                    [ir_of[a] for a in _fx_tensor_inputs(n, ir_of)])
                 continue
             tensor_inputs = _fx_tensor_inputs(n, ir_of)
             failed = value is FAILED
@@ -832,7 +938,7 @@ class _GraphBuilder:
                 ir_of[n] = alias
                 fx_names[n.name] = alias
                 continue
-            call = _fx_call(n, gm, env, ir_of, sources)
+            call = _fx_call(n, gm, env, ir_of, sources, self.g)
             op, attrs, origin = describe(call)
             error = interp.errors.get(n.name)
             if n.name in interp.unsupported and first_unsupported is None:
@@ -889,7 +995,7 @@ class _GraphBuilder:
             return self._forward_loc
         return self.files.display(frame[0]), frame[1]
 
-    def _add_output_names(self, names: list[str]) -> None:
+    def _add_output_names(self, names: list[str]) -> str:
         shapes: list[tuple[int, ...]] | None = []
         for name in names:
             s = self.g.nodes[name]["shapes"]
@@ -898,10 +1004,11 @@ class _GraphBuilder:
                 break
             shapes.append(s[0])
         loc = Location(self._forward_loc[0], self._forward_loc[1], "output")
-        out = next(n for n in itertools.chain(["output"], (f"output_{i}" for i in itertools.count(1)))
-                   if n not in self.g)
-        add_op(self.g, out, "output", inputs=names,
-               shapes=None if shapes is None else tuple(shapes), location=loc, origin="output")
+        candidates = itertools.chain(["output"], (f"output_{i}" for i in itertools.count(1)))
+        out = next(n for n in candidates if n not in self.g)
+        return add_op(self.g, out, "output", inputs=names,
+                      shapes=None if shapes is None else tuple(shapes), location=loc,
+                      origin="output")
 
     # ---- eager path (fx could not trace) ----------------------------------------------------
 
@@ -960,18 +1067,23 @@ def _forward_location(root: nn.Module, files: _FileNames) -> tuple[str | None, i
 
 
 def _assignment_site(root: nn.Module, qualname: str, files: _FileNames) -> tuple[str, int] | None:
-    """For a module built before archlint was watching: the ``self.<attr> = ...`` line in the
-    parent's class (or the element's line inside ``self.<attr> = nn.Sequential(...)``)."""
+    """For a module built before archlint was watching: the ``self.<attr> = ...`` line in its
+    parent's class, or, for ``<attr>.<i>``, the i-th argument of
+    ``self.<attr> = nn.Sequential(...)``.
+    """
     parts = qualname.split(".")
-    for depth in range(len(parts) - 1, -1, -1):
-        parent = root.get_submodule(".".join(parts[:depth])) if depth else root
-        attr = parts[depth]
-        index = int(parts[depth + 1]) if depth + 1 < len(parts) and parts[depth + 1].isdigit() else None
-        if depth + 1 < len(parts) and index is None:
-            continue
-        if depth + 2 < len(parts):
-            continue
-        site = _find_assignment(type(parent), attr, index if depth + 1 < len(parts) else None)
+    if len(parts) >= 2 and parts[-1].isdigit():
+        owner, attr, index = parts[:-2], parts[-2], int(parts[-1])
+    else:
+        owner, attr, index = parts[:-1], parts[-1], None
+    try:
+        parent = root.get_submodule(".".join(owner))
+    except AttributeError:
+        return None
+    for cls in type(parent).__mro__:
+        if cls.__module__.startswith("torch."):
+            break
+        site = _find_assignment(cls, attr, index)
         if site is not None:
             return files.display(site[0]), site[1]
     return None
@@ -979,24 +1091,30 @@ def _assignment_site(root: nn.Module, qualname: str, files: _FileNames) -> tuple
 
 def _find_assignment(cls: type, attr: str, index: int | None) -> tuple[str, int] | None:
     try:
-        lines, start = inspect.getsourcelines(cls)
         filename = inspect.getsourcefile(cls)
+        lines, start = inspect.getsourcelines(cls)
         tree = ast.parse(textwrap.dedent("".join(lines)))
     except (OSError, TypeError, SyntaxError):
         return None
     if filename is None or not _is_user_file(filename):
         return None
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Assign):
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)):
             continue
-        for t in node.targets:
-            if isinstance(t, ast.Attribute) and t.attr == attr and isinstance(t.value, ast.Name) \
-                    and t.value.id == "self":
-                value = node.value
-                if index is not None and isinstance(value, ast.Call) and index < len(value.args):
-                    return filename, start + value.args[index].lineno - 1
-                return filename, start + node.lineno - 1
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if not any(_is_self_attr(t, attr) for t in targets):
+            continue
+        value = node.value
+        if index is not None and isinstance(value, ast.Call) and index < len(value.args) \
+                and not any(isinstance(a, ast.Starred) for a in value.args[: index + 1]):
+            return filename, start + value.args[index].lineno - 1
+        return filename, start + node.lineno - 1
     return None
+
+
+def _is_self_attr(target: ast.expr, attr: str) -> bool:
+    return (isinstance(target, ast.Attribute) and target.attr == attr
+            and isinstance(target.value, ast.Name) and target.value.id == "self")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1025,6 +1143,8 @@ class OpCall:
     size_source: Callable[[Any], str | None] = lambda raw: None
     #: whether a raw value was computed at run time (from a tensor's size).
     is_runtime: Callable[[Any], bool] = lambda raw: False
+    #: spatial sizes of an IR node's main output, when known.
+    spatial_of: Callable[[str], tuple[int, ...] | None] = lambda name: None
     module: nn.Module | None = None
     bound: dict[str, Any] = field(default_factory=dict)
     bound_raw: dict[str, Any] = field(default_factory=dict)
@@ -1056,7 +1176,7 @@ def _bind(params: tuple[str, ...], args: tuple, kwargs: dict, defaults: dict[str
 
 def _fx_call(
     n: fx.Node, gm: fx.GraphModule, env: dict, ir_of: dict[fx.Node, str],
-    sources: dict[fx.Node, set[str]],
+    sources: dict[fx.Node, set[str]], g: Any,
 ) -> OpCall:
     def concrete(a: Any) -> Any:
         return fx.node.map_arg(a, lambda x: env.get(x, FAILED))
@@ -1072,6 +1192,10 @@ def _fx_call(
     def is_runtime(raw: Any) -> bool:
         return isinstance(raw, fx.Node)
 
+    def spatial_of(name: str) -> tuple[int, ...] | None:
+        shapes = g.nodes[name]["shapes"] if name in g else None
+        return tuple(shapes[0][2:]) if shapes else None
+
     kind = {"call_module": "module", "call_function": "function", "call_method": "method"}[n.op]
     target = gm.get_submodule(n.target) if n.op == "call_module" else n.target
     return OpCall(
@@ -1084,6 +1208,7 @@ def _fx_call(
         producer=producer,
         size_source=size_source,
         is_runtime=is_runtime,
+        spatial_of=spatial_of,
         module=target if kind == "module" else None,
     )
 
@@ -1366,7 +1491,7 @@ _MODULE_TABLE: list[tuple[Any, _Handler]] = [
     (nn.PixelShuffle, ("pixel_shuffle", None, _pixel_shuffle_module)),
     (nn.PixelUnshuffle, ("pixel_unshuffle", None, _pixel_unshuffle_module)),
     ((nn.Identity, nn.ChannelShuffle), ("pointwise", None, _no_attrs)),
-    (nn.MultiheadAttention, ("unknown", None, _no_attrs)),
+    ((nn.MultiheadAttention, nn.GLU), ("unknown", None, _no_attrs)),  # not shape-preserving
 ]
 
 
@@ -1450,6 +1575,8 @@ def _interpolate_fn(default_mode: str, default_align: bool | None) -> Callable[[
         nd = _fn_nd(call)
         size = call.get("size")
         size_from = call.size_source(call.bound_raw.get("size")) if size is not None else None
+        if size_from is not None and call.spatial_of(size_from) != tuple(_per_axis(size, nd)):
+            size_from = None  # computed from that tensor's size, but not equal to it
         align = call.get("align_corners", default_align)
         return _upsample_attrs(size, call.get("scale_factor"), call.get("mode", default_mode),
                                default_align if align is None else align, nd, size_from)
@@ -1515,10 +1642,10 @@ def _reduce_fn(kind: str) -> Callable[[OpCall], tuple[str, Attrs]]:
         if rank is None or rank < 3 or dims is None:
             return "unknown", Attrs()
         dims = {int(d) % rank for d in _per_axis(dims, 1)}
-        if dims != set(range(2, rank)) or (kind == "max" and call.kind == "method"
-                                           and not isinstance(call.get("dim"), (tuple, list))):
+        if dims != set(range(2, rank)):
             return "unknown", Attrs()
-        return "global_pool", Attrs(extra={"kind": kind, "keepdim": bool(call.get("keepdim", False))})
+        keepdim = bool(call.get("keepdim", False))
+        return "global_pool", Attrs(extra={"kind": kind, "keepdim": keepdim})
     return attrs
 
 
@@ -1627,7 +1754,8 @@ def _register_functions() -> None:
                                    _interpolate_fn("nearest", None)))
     add(g(F, "upsample_bilinear"), ("upsample", ("input", "size", "scale_factor"),
                                     _interpolate_fn("bilinear", True)))
-    add(g(F, "pad") + g(torch, "constant_pad_nd"), ("pad", ("input", "pad", "mode", "value"), _pad_fn))
+    add(g(F, "pad") + g(torch, "constant_pad_nd"),
+        ("pad", ("input", "pad", "mode", "value"), _pad_fn))
     add(g(F, "linear"), ("linear", ("input", "weight", "bias"), _linear_fn))
     add(g(F, "batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm",
           "rms_norm") + g(torch, "batch_norm", "layer_norm", "group_norm", "instance_norm"),
@@ -1654,7 +1782,8 @@ def _register_functions() -> None:
             _METHODS[form.format(dunder)] = ("?", _BINARY, _merge_fn(kind))
     for rform in ("__radd__", "__rsub__", "__rmul__", "__rtruediv__", "__rdiv__"):
         _METHODS[rform] = ("pointwise", None, _no_attrs)  # scalar on the left
-    add(g(operator, "neg", "pow", "abs", "invert", "mod", "floordiv"), ("pointwise", None, _no_attrs))
+    add(g(operator, "neg", "pow", "abs", "invert", "mod", "floordiv"),
+        ("pointwise", None, _no_attrs))
     add(g(F, *_POINTWISE_FUNCTION_NAMES) + g(torch, *_POINTWISE_TORCH_NAMES),
         ("pointwise", None, _no_attrs))
     for method in _POINTWISE_METHODS:
@@ -1759,7 +1888,8 @@ class _EagerRecorder(TorchFunctionMode):
         module.forward = forward
         return own
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if self.leaf_depth:
             return func(*args, **kwargs)
@@ -1801,11 +1931,11 @@ class _EagerRecorder(TorchFunctionMode):
         location = self._location(kind, target, name)
         error = None
         if exc is not None:
-            error = _one_line(exc)
-            if _is_unsupported(exc):
-                error = None
+            error = None if _is_unsupported(exc) else (
+                _module_error(target, args[0] if args else None, exc) if kind == "module"
+                else _one_line(exc))
             self.g.graph["capture_note"] = (
-                f"capture stopped at {location}: {origin}: {_one_line(exc)}"
+                f"capture stopped at {location}: {origin}: {error or _one_line(exc)}"
             )
         add_op(self.g, name, op, inputs=inputs, attrs=attrs,
                shapes=None if out is None else _shapes_of(out), location=location,
@@ -1831,16 +1961,16 @@ class _EagerRecorder(TorchFunctionMode):
         return name
 
     def _location(self, kind: str, target: Any, name: str) -> Location:
+        """A layer's construction line, else the forward line that made the call."""
+        node = self.qualnames.get(target, name) if kind == "module" else name
         if kind == "module":
-            qualname = self.qualnames.get(target, name)
             site = self.builder.sites.get(target) or _assignment_site(
-                self.builder.root, qualname, self.builder.files)
+                self.builder.root, node, self.builder.files)
             if site is not None:
-                return Location(site[0], site[1], qualname)
+                return Location(site[0], site[1], node)
         frame = _innermost_user_frame(sys._getframe(1))
         if frame is None:
-            return Location(None, None, name if kind != "module" else self.qualnames.get(target, name))
-        node = self.qualnames.get(target, name) if kind == "module" else name
+            return Location(None, None, node)
         return Location(self.builder.files.display(frame[0]), frame[1], node)
 
 

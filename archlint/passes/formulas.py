@@ -8,7 +8,9 @@ Public API
 ----------
 ``axis_size(op, attrs, axis, n, *, ref=None, semantics="torch") -> (out, invalid)``
     Output size of one spatial axis of a single-input spatial op, and where that op raises
-    (a bool, or a bool array for an array ``n``). ``ref`` is the reference size for an
+    (a bool, or a bool array for an array ``n``). An output that is the same at every input
+    size (adaptive/global pooling, a fixed resize target) comes back as a plain int even for
+    an array ``n``: the sweep relies on that to tell a designed 1x1 broadcast from an accident. ``ref`` is the reference size for an
     ``upsample`` with ``attrs.size_from``.
 ``always_invalid(op, attrs, semantics="torch") -> str | None``
     The reason an op raises at *every* input size (pool padding above half the kernel,
@@ -249,8 +251,13 @@ def axis_size(
             out = same_size(n, s)
             return out, out < 1
         pb, pe = _pads(attrs, axis)
+        mode_invalid = _pad_mode_invalid(attrs.padding_mode, n, pb, pe)
+        if s == 1:  # no division: the common size-keeping conv shares its input's array
+            grow = pb + pe - d * (k - 1)
+            out = n if grow == 0 else n + grow
+            return out, mode_invalid if grow >= 0 else (out < 1) | mode_invalid
         out = conv_size(n, k, s, d, pb, pe)
-        return out, (out < 1) | _pad_mode_invalid(attrs.padding_mode, n, pb, pe)
+        return out, (out < 1) | mode_invalid
     if op in _POOLS:
         k = _per_axis(attrs.kernel, axis, 1)
         s = _per_axis(attrs.stride, axis, k)
@@ -260,6 +267,10 @@ def axis_size(
             return out, out < 1
         pb, pe = _pads(attrs, axis)
         legacy = bool(attrs.extra.get("onnx_legacy_ceil", False))
+        if s == 1 and not (op == "avg_pool" and len(attrs.kernel) == 3):
+            grow = pb + pe - d * (k - 1)  # ceil_mode changes nothing at stride 1
+            out = n if grow == 0 else n + grow
+            return out, False if grow >= 0 else out < 1
         out = pool_size(n, k, s, d, pb, pe, attrs.ceil_mode, last_window_rule=not legacy)
         if op == "avg_pool" and len(attrs.kernel) == 3 and semantics == "torch":
             # avg_pool3d alone also checks the unpadded input against the kernel
@@ -270,7 +281,7 @@ def axis_size(
         s = _per_axis(attrs.stride, axis, 1)
         fixed = attrs.extra.get("output_shape")
         if fixed:
-            out = _per_axis(fixed, axis, 1) + 0 * n
+            out = int(_per_axis(fixed, axis, 1))
             return out, out < 1
         if attrs.auto_pad.upper() in _SAME:
             out = n * s
@@ -281,9 +292,9 @@ def axis_size(
         return out, out < 1
     if op == "upsample":
         if attrs.size_from is not None and ref is not None:
-            out = ref + 0 * n
+            out = ref
         elif attrs.size is not None and _per_axis(attrs.size, axis, None) is not None:
-            out = _per_axis(attrs.size, axis, None) + 0 * n
+            out = int(_per_axis(attrs.size, axis, None))
         elif attrs.scale is not None:
             out = upsample_size(n, _per_axis(attrs.scale, axis, 1.0))
         else:
@@ -291,10 +302,10 @@ def axis_size(
         return out, out < 1
     if op == "adaptive_pool":
         target = _per_axis(attrs.size, axis, None)
-        out = n if target is None else target + 0 * n
+        out = n if target is None else int(target)
         return out, (out < 1) | (n < 1)
     if op == "global_pool":
-        return 1 + 0 * n, n < 1
+        return 1, n < 1
     if op == "pad":
         pb, pe = _pads(attrs, axis)
         out = pad_size(n, pb, pe)

@@ -47,7 +47,7 @@ def display_path(file: str | os.PathLike | None, start: str | None = None) -> st
     if not path.is_absolute():
         return path.as_posix()
     try:
-        return path.relative_to(Path(start or os.getcwd()).resolve()).as_posix()
+        return path.relative_to(Path(start or os.getcwd())).as_posix()
     except ValueError:
         return str(path)
 

@@ -9,6 +9,7 @@ A target that could not be analyzed becomes an error notification of the invocat
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,7 +59,7 @@ def report_to_sarif(report: Report) -> dict[str, Any]:
         "runs": [
             {
                 "tool": {"driver": driver},
-                "originalUriBaseIds": {SRCROOT: {"uri": Path.cwd().resolve().as_uri() + "/"}},
+                "originalUriBaseIds": {SRCROOT: {"uri": Path(os.getcwd()).as_uri() + "/"}},
                 "invocations": [invocation],
                 "results": results,
             }
@@ -110,11 +111,12 @@ def _location(loc: Location, id_: int | None = None) -> dict[str, Any]:
 
 def artifact_location(file: str) -> dict[str, str]:
     """A relative URI under %SRCROOT% when the file is below the working directory."""
-    shown = display_path(file) or file
-    path = Path(shown)
-    if path.is_absolute():
-        return {"uri": path.as_uri()}
-    return {"uri": _uri_escape(path.as_posix()), "uriBaseId": SRCROOT}
+    absolute = Path(os.path.abspath(file))
+    try:
+        relative = absolute.relative_to(Path(os.getcwd()))
+    except ValueError:  # outside the working directory ("../x.onnx", another drive)
+        return {"uri": absolute.as_uri()}
+    return {"uri": _uri_escape(relative.as_posix()), "uriBaseId": SRCROOT}
 
 
 def _uri_escape(relative: str) -> str:

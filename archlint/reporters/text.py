@@ -7,6 +7,7 @@
 
     Found 1 error in 1 model
 
+A model with nothing to report prints nothing (its sizes are one 'archlint sizes' away).
 Colors only on a terminal (rich turns them off on a pipe).
 """
 
@@ -61,7 +62,9 @@ def render(
 def render_model(model: ModelReport, console: Console, *, show_layers: bool = False) -> None:
     lines = _model_lines(model)
     if not lines and not show_layers:
-        return  # a clean model with nothing to say stays quiet
+        return  # a clean model stays quiet, like ruff ('archlint sizes' prints its sizes)
+    if model.sizes_summary:
+        lines.append(f"  [dim]sizes:[/dim] {escape(model.sizes_summary)}")
     console.print(f"[bold]{escape(model_title(model))}[/bold]")
     for line in lines:
         console.print(line)
@@ -93,9 +96,16 @@ def _model_lines(model: ModelReport) -> list[str]:
         lines.append(f"  [dim]note: input shape {shapes} was assumed (pass --input-shape)[/dim]")
     for note in model.notes:
         lines.append(f"  [dim]note: {escape(note)}[/dim]")
-    if model.sizes_summary:
-        lines.append(f"  [dim]sizes:[/dim] {escape(model.sizes_summary)}")
+    if model.confirm:
+        lines.append(f"  [dim]confirm:[/dim] {escape(confirm_text(model.confirm))}")
     return lines
+
+
+def confirm_text(confirm: dict) -> str:
+    """One line from the model's --confirm summary: its device, then its scalar facts."""
+    facts = [f"{k} {v}" for k, v in confirm.items()
+             if k != "device" and isinstance(v, (str, int, float, bool)) and v is not None]
+    return f"on {confirm.get('device', '?')}" + (": " + ", ".join(facts) if facts else "")
 
 
 def finding_lines(f: Finding, target: str) -> list[str]:

@@ -119,21 +119,30 @@ def _grid_range(patterns) -> tuple[int, int] | None:
     return low, high
 
 
+RESIZE_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
 def _fix(g, name: str, axes) -> str:
-    size_in = spatial(output_shape(g, g.nodes[name]["inputs"][0])) if g.nodes[name]["inputs"] else None
+    inputs = g.nodes[name]["inputs"]
+    size_in = spatial(output_shape(g, inputs[0])) if inputs else None
     size_out = spatial(output_shape(g, name))
-    even = [_even_geometry(k, s, d, pb, op, n, out) for (k, s, d, pb, op), n, out in zip(
-        axes, size_in or [None] * len(axes), size_out or [None] * len(axes))]
+    unknown = [None] * len(axes)
+    even = [
+        _even_geometry(k, s, d, pb, op, n, out)
+        for (k, s, d, pb, op), n, out in zip(axes, size_in or unknown, size_out or unknown)
+    ]
+    strides = [s for _, s, *_ in axes]
+    mode = RESIZE_MODES.get(len(axes), "nearest")
     resize = (
-        f"or nn.Upsample(scale_factor={_fmt([s for _, s, *_ in axes], sep=', ')}, mode='bilinear') "
-        "followed by a 3x3 conv (padding=1)"
+        f"or nn.Upsample(scale_factor={_arg(strides)}, mode='{mode}') followed by a "
+        f"{'x'.join(['3'] * len(axes))} conv (padding=1)"
     )
     if any(e is None for e in even):
-        return f"use kernel_size = a multiple of the stride (e.g. kernel_size=2*stride), {resize}"
+        return f"use a kernel_size that is a multiple of the stride (e.g. 2 * stride), {resize}"
     kernel, padding, out_pad = zip(*even)
-    text = f"use kernel_size={_fmt(kernel, sep=', ')}, stride={_fmt([s for _, s, *_ in axes], sep=', ')}, padding={_fmt(padding, sep=', ')}"
+    text = f"use kernel_size={_arg(kernel)}, stride={_arg(strides)}, padding={_arg(padding)}"
     if any(out_pad):
-        text += f", output_padding={_fmt(out_pad, sep=', ')}"
+        text += f", output_padding={_arg(out_pad)}"
     if size_out is not None:
         text += f" (same {'x'.join(map(str, size_out))} output)"
     return f"{text}, {resize}"
@@ -153,10 +162,13 @@ def _even_geometry(k, s, d, pb, op, n, out):
     return None
 
 
-def _fmt(values, sep: str = "x") -> str:
+def _fmt(values) -> str:
+    """'3' when every axis agrees, else '3x5', for messages."""
     values = list(values)
-    if len(set(values)) == 1 and sep != "x":
-        return str(values[0])
-    if sep == "x":
-        return "x".join(map(str, values)) if len(set(values)) > 1 else str(values[0])
-    return "(" + sep.join(map(str, values)) + ")"
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
+def _arg(values) -> str:
+    """How PyTorch takes it: '4' when every axis agrees, else '(4, 6)'."""
+    values = list(values)
+    return str(values[0]) if len(set(values)) == 1 else "(" + ", ".join(map(str, values)) + ")"

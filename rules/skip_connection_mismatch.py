@@ -48,10 +48,9 @@ from itertools import pairwise
 import networkx as nx
 import numpy as np
 
-from archlint.graph import ELEMENTWISE_MERGES, MERGES, ops, output_shape
+from archlint.graph import MERGES, ops, output_shape
 from archlint.rule import rule
 from archlint_rules.odd_size_stride2 import (
-    AXIS_NAMES,
     Window,
     rounding_at,
     sizes_note,

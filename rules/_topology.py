@@ -76,7 +76,8 @@ def is_size_keeping_conv(g: nx.DiGraph, name: str) -> bool:
     attrs = node["attrs"]
     if any(s != 1 for s in attrs.stride):
         return False
-    extents = [kernel_extent(k, d) for k, d in zip(attrs.kernel, attrs.dilation or (1,) * len(attrs.kernel))]
+    dilation = attrs.dilation or (1,) * len(attrs.kernel)
+    extents = [kernel_extent(k, d) for k, d in zip(attrs.kernel, dilation)]
     if not extents or max(extents) <= 1:
         return False
     size_in, size_out = spatial_in(g, name), spatial_out(g, name)

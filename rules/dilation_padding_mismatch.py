@@ -82,7 +82,7 @@ def dilation_padding_mismatch(ctx):
             else f"while the branch it is merged with at {merge_name(g, merges[0])} "
             f"is {fmt_size(size_in)}"
         )
-        per_axis = f"{shrink[0]} pixels" if len(set(shrink)) == 1 else f"({', '.join(map(str, shrink))}) pixels"
+        per_axis = f"{fmt_axes(shrink)} pixels"
         message = (
             f"{kernel} conv with dilation {dilation} and padding {padding} shrinks the map by "
             f"{per_axis} per axis ({change}) {why}"

@@ -94,7 +94,8 @@ def even_kernel_same_padding(ctx):
             "no symmetric padding keeps an even kernel's size"
         )
         if context:
-            message += f"; its neighbours ({', '.join(layer_name(g, n) for n in context)}) keep the size"
+            names = ", ".join(layer_name(g, n) for n in context)
+            message += f"; its neighbours ({names}) keep the size"
         yield ctx.finding(
             name,
             message,
@@ -104,7 +105,8 @@ def even_kernel_same_padding(ctx):
 
 
 def _fix(axes, changes) -> str:
-    odd = [k + 1 if c is not None and c > 0 else (k - 1 if c is not None else k) for (k, *_), c in zip(axes, changes)]
+    # Growing by one: one tap more keeps the padding right; shrinking: one tap less.
+    odd = [k if c is None else k + 1 if c > 0 else k - 1 for (k, *_), c in zip(axes, changes)]
     odd_pad = [(kernel_extent(k, d) - 1) // 2 for k, (_, _, d, _) in zip(odd, axes)]
     pairs = []
     for k, _, d, _ in reversed(axes):  # F.pad lists the last axis first

@@ -3,8 +3,9 @@
 Once per model, reports which square input sizes the model accepts when that is not all of them:
 "fine at 256x256; needs n >= 16 with n % 16 == 0; 255 fails first at torch.cat (line 45):
 127x127 vs 128x128". It reads the input-size sweep (every size in the configured range, evaluated
-from exact per-op formulas), and is quiet when every size in the range works or when the example
-size itself fails (that is an error reported where it happens).
+from exact per-op formulas), and is quiet when every size in the range works, when the example
+size itself fails (that is an error reported where it happens), or when the example input is not
+square (the sweep varies H = W together). Located at the model's input (its `forward`).
 
 ## Why is this bad?
 It is a fact about the model, not a bug, which is why this is info: a U-Net with four 2x2 pools

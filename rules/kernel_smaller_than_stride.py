@@ -2,9 +2,10 @@
 ## What it does
 Flags a convolution or pooling layer whose window leaves input pixels unread: its kernel extent
 (`dilation * (kernel_size - 1) + 1`) is smaller than its stride, or its dilated taps skip whole
-rows of every stride period. A 1x1 strided conv that is one branch of a residual block (ResNet's projection shortcut, or the
-first conv of a ResNet v1 bottleneck) is reported at info level only: it is a known, deliberate
-design, and the finding says whether the other branch reads the skipped pixels.
+rows of every stride period. A 1x1 strided conv that is one branch of a residual block (ResNet's
+projection shortcut, or the first conv of a ResNet v1 bottleneck) is reported at info level
+only: it is a known, deliberate design, and the finding says whether the other branch reads the
+skipped pixels.
 
 ## Why is this bad?
 A `kernel_size=1, stride=2` layer reads one pixel in four and throws the other three away; the
@@ -105,7 +106,8 @@ def read_fraction(kernel: int, stride: int, dilation: int) -> Fraction:
 def _residual_block_of(g, name: str) -> tuple[str, str, str] | None:
     """(fork, add, other operand) when the 1x1 conv ``name`` is one branch of a residual block:
     its output reaches an elementwise add whose other operand comes from the same input
-    (``fork``) by a path that avoids ``name`` (a projection shortcut, or ResNet v1's main branch)."""
+    (``fork``) by a path that avoids ``name`` (a projection shortcut, or ResNet v1's main
+    branch)."""
     node = g.nodes[name]
     if node["op"] != "conv" or any(k != 1 for k in node["attrs"].kernel) or not node["inputs"]:
         return None
@@ -130,7 +132,8 @@ def _full_reader(g, residual: tuple[str, str, str]) -> str | None:
         if g.nodes[node]["op"] not in WINDOW_OPS:
             continue
         axes = windows(g.nodes[node]["attrs"])
-        if any(s > 1 for _, s, _, _ in axes) and all(read_fraction(k, s, d) == 1 for k, s, d, _ in axes):
+        strided = any(s > 1 for _, s, _, _ in axes)
+        if strided and all(read_fraction(k, s, d) == 1 for k, s, d, _ in axes):
             return node
     return None
 
@@ -144,7 +147,7 @@ def _fix(op: str, strides: list[int]) -> str:
             f"use kernel_size >= stride, e.g. kernel_size={kernel}, stride={stride}, "
             f"padding={padding}; or pool first (nn.AvgPool2d({stride})) and use a stride-1 conv"
         )
-    return f"use kernel_size >= stride (kernel_size={stride}, stride={stride} reads every pixel once)"
+    return f"use kernel_size >= stride (kernel_size={stride}, stride={stride} reads each pixel once)"
 
 
 def _axis_names(count: int) -> list[str]:

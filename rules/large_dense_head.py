@@ -95,14 +95,17 @@ def large_dense_head(ctx):
             params = layer_params(g.nodes[linear])
             if params <= MIN_PARAMS or params <= MIN_SHARE * total:
                 continue
-            yield ctx.finding(linear, _message(g, name, linear, params, total), fix=_fix(g, name, linear))
+            message = _message(g, name, linear, params, total)
+            yield ctx.finding(linear, message, fix=_fix(g, name, linear))
 
 
 def _message(g, flatten: str, linear: str, params: int, total: int) -> str:
     attrs = g.nodes[linear]["attrs"]
     source = g.nodes[flatten]["inputs"][0] if g.nodes[flatten]["inputs"] else None
     shape = g.nodes[source]["shapes"][0] if source and g.nodes[source]["shapes"] else None
-    flattened = f"a flattened {fmt_size(shape[1:])} map" if shape and len(shape) > 2 else "a flattened map"
+    flattened = "a flattened map"
+    if shape and len(shape) > 2:
+        flattened = f"a flattened {fmt_size(shape[1:])} map"
     return (
         f"Linear({attrs.in_features}, {attrs.out_features}) on {flattened} holds "
         f"{params:,} of the model's {total:,} conv/linear parameters ({params / total:.1%})"
@@ -118,7 +121,8 @@ def _fix(g, flatten: str, linear: str) -> str:
     channels = shape[1]
     pooled = channels * attrs.out_features + attrs.out_features
     return (
-        f"pool globally before the classifier: nn.AdaptiveAvgPool{len(shape) - 2}d(1), nn.Flatten(), "
+        f"pool globally before the classifier: nn.AdaptiveAvgPool{len(shape) - 2}d(1), "
+        "nn.Flatten(), "
         f"nn.Linear({channels}, {attrs.out_features}) has {_human(pooled)} parameters "
         f"instead of {_human(layer_params(g.nodes[linear]))}"
     )

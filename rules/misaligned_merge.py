@@ -2,9 +2,9 @@
 ## What it does
 Flags a merge (`torch.cat`, `+`) whose branches have the same size but whose pixels do not sit
 over the same input pixels: the receptive fields of pixel (i, j) in the two branches are centred
-on input points at least one input pixel apart, or drift apart across the map because the
-branches have different effective strides. The offsets come from the receptive-field pass
-(Araujo et al.) in input pixels.
+on different input points (a constant shift, or a drift across the map when the effective
+strides differ). The offsets come from the receptive-field pass (Araujo et al.), exactly per
+output pixel, in input pixels.
 
 Offsets smaller than one pixel of the coarser grid involved are not reported: one input pixel
 for maps that were never upsampled, and `stride * period` of the receptive field for upsampled
@@ -142,7 +142,8 @@ def _crop_fix(g, branch: str, own_rf, target_rf) -> str | None:
     for (start, stop, step), own, target in zip(slices, own_rf, target_rf):
         if own.stride != target.stride or step != 1:
             return None
-        shift = (Fraction(target.center_offset) - Fraction(own.center_offset)) / Fraction(own.stride)
+        offset = Fraction(target.center_offset) - Fraction(own.center_offset)
+        shift = offset / Fraction(own.stride)
         if shift.denominator != 1:
             return None
         start = (start or 0) + int(shift)

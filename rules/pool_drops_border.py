@@ -48,7 +48,9 @@ from archlint_rules.kernel_smaller_than_stride import read_fraction
 POOLS = ("max_pool", "avg_pool", "lp_pool")
 
 
-def dropped_trailing(n: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int) -> int:
+def dropped_trailing(
+    n: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int
+) -> int:
     """Real (non-padding) trailing pixels a floor-mode window never reaches on one axis."""
     padded = n + pad_begin + pad_end
     extent = kernel_extent(kernel, dilation)
@@ -79,7 +81,9 @@ def pool_drops_border(ctx):
             continue  # a window that skips pixels everywhere is kernel-smaller-than-stride
         if any(c and n % s for c, n, (_, s, _, _) in zip(dropped, size_in, axes)):
             continue  # rounding on a size the stride does not divide is odd-size-stride2's
-        names = ["row", "column"] if len(dropped) == 2 else [f"axis-{i} position" for i in range(len(dropped))]
+        names = ["row", "column"] if len(dropped) == 2 else [
+            f"axis-{i} position" for i in range(len(dropped))
+        ]
         lost = " and ".join(
             f"the last {axis}" if c == 1 else f"the last {plural(c, axis)}"
             for c, axis in zip(dropped, names)

@@ -1,24 +1,31 @@
 """
 ## What it does
-Reports how much of the input the last spatial feature map can see: the receptive field of one
-of its pixels against the input size, per axis ("each output sees at most 212x212 pixels: 41% x
-41% of the 512x512 input"). Reported only when the receptive field is smaller than the input.
+Reports how much of the input an image-level head can see: the receptive field of one pixel of
+the last spatial feature map (the map a global pool, flatten or linear head reads) against the
+input size, per axis ("each pixel sees at most 212x212 pixels: 41% x 41% of the 512x512
+input"). Reported only when that field is smaller than the input, and only for models that end
+in one decision per image: a dense-prediction output (segmentation, detection maps) sees a
+window by design.
 
 ## Why is this bad?
 It is not a bug in itself, which is why this is info. But a classifier whose last feature map
-sees a third of the image decides from local texture, and a segmenter whose outputs see a small
-window cannot use the context the task may need. Raising the input resolution without deepening
-the network shrinks that share further.
+sees a third of the image pools decisions made from local texture: no unit ever relates two
+distant parts of the object. Raising the input resolution without deepening the network
+shrinks that share further.
 
 ## Example
 ```python
-# A 5-layer 3x3 backbone on 512x512 images: each output sees 11x11 pixels (2% per axis).
+# Three 3x3 convs, then global pooling, on 128x128 images: each pooled unit saw 7x7 pixels.
+self.features = nn.Sequential(conv3x3(3, 16), conv3x3(16, 16), conv3x3(16, 32))
+self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 ```
 
 ## Use instead
-Deepen the backbone or add strided/dilated stages to grow the receptive field, or add global
-context (global pooling, attention, an ASPP image-pooling branch) if the task needs the whole
-image.
+Deepen the backbone or add strided/dilated stages so the last map sees the whole object:
+```python
+self.features = nn.Sequential(conv3x3(3, 16, stride=2), conv3x3(16, 32, stride=2), ...)
+```
+or add global context before the head (attention, an ASPP image-pooling branch).
 
 ## References
 - Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill,
@@ -34,7 +41,7 @@ from archlint_rules._topology import (
     SIZE_NEUTRAL,
     example_size,
     fmt_size,
-    layer_name,
+    producer_name,
     spatial_out,
     upstream,
 )
@@ -56,6 +63,17 @@ def last_spatial_map(g) -> str | None:
     return last
 
 
+def feeds_image_level_head(g, name: str) -> bool:
+    """True when the map ends in one decision per image (global pooling, a flatten, a linear
+    layer): a dense-prediction output sees a window by design and is not reported."""
+    import networkx as nx
+
+    return any(
+        g.nodes[n]["op"] in ("flatten", "linear", "reshape") or g.nodes[n].get("rf_global")
+        for n in nx.descendants(g, name)
+    )
+
+
 @rule(
     id="receptive-field-coverage",
     code="AL211",
@@ -66,7 +84,7 @@ def receptive_field_coverage(ctx):
     g = ctx.graph
     size_in = example_size(g)
     last = last_spatial_map(g)
-    if size_in is None or last is None:
+    if size_in is None or last is None or not feeds_image_level_head(g, last):
         return
     rf = ctx.node(last).get("rf")
     if not rf or any(r is None for r in rf) or len(rf) != len(size_in):
@@ -78,11 +96,12 @@ def receptive_field_coverage(ctx):
     anchor = _anchor(g, last)
     yield ctx.finding(
         anchor,
-        f"each pixel of the last feature map ({layer_name(g, last)}, "
+        f"each pixel of the map the head reads ({producer_name(g, last)}, "
         f"{fmt_size(spatial_out(g, last))}) sees at most {fmt_size(fields)} input pixels: "
         f"{shares} of the {fmt_size(size_in)} input",
-        fix="if the task needs more context: deepen the backbone, add a strided or dilated "
-        "stage, or add a global-context branch (global pooling, attention)",
+        fix=f"if the task needs whole-image context: add strided or dilated stages (or depth) "
+        f"until the field reaches {fmt_size(size_in)}, or add global context (attention) "
+        "before the head",
         sizes=f"the field covers the whole input for inputs up to {fmt_size(fields)}",
     )
 

@@ -84,7 +84,9 @@ def spatial_collapse(ctx):
         extents = [kernel_extent(k, d) for k, _, d, _ in windows(attrs)]
         op = node["op"].replace("_", " ")
         if node["op"] == "conv_transpose":
-            message = f"{fmt_size(attrs.kernel)} {op} on a {fmt_size(size_in)} map gives an empty output"
+            message = (
+                f"{fmt_size(attrs.kernel)} {op} on a {fmt_size(size_in)} map gives an empty output"
+            )
         else:
             message = (
                 f"{fmt_size(extents)} {op} window on a {fmt_size(size_in)} map "
@@ -110,5 +112,6 @@ def _smallest_inputs(g, name: str) -> tuple[int | None, str | None]:
     admissible = sweep.admissible
     smallest = sweep.smallest()
     if smallest is None:
-        return None, f"no square input works; this layer alone needs {sweep.describe(~sweep.invalid_at(name))}"
+        alone = sweep.describe(~sweep.invalid_at(name))
+        return None, f"no square input works; this layer alone needs {alone}"
     return smallest, f"square inputs that work: {sweep.describe(admissible)}"

@@ -62,7 +62,7 @@ def missing_output_padding(size_out, size_skip, strides, dilations) -> list[int]
     id="transposed-conv-output-ambiguity",
     code="AL208",
     severity="warning",
-    summary="strided transposed conv misses its skip's odd size: pass output_size or output_padding",
+    summary="strided transposed conv misses its skip's odd size (no output_size/output_padding)",
 )
 def transposed_conv_output_ambiguity(ctx):
     g = ctx.graph
@@ -71,7 +71,7 @@ def transposed_conv_output_ambiguity(ctx):
         axes = windows(attrs)
         if not axes or all(s == 1 for _, s, _, _ in axes):
             continue
-        if any(attrs.output_padding) or attrs.extra.get("output_size") is not None:
+        if any(attrs.output_padding) or attrs.extra.get("output_shape") is not None:
             continue
         size_out = spatial_out(g, name)
         if size_out is None:
@@ -88,8 +88,9 @@ def transposed_conv_output_ambiguity(ctx):
                     continue
                 yield ctx.finding(
                     name,
-                    f"stride-{fmt_axes(strides)} transposed conv gives {fmt_size(size_out)}, but the "
-                    f"skip from {producer_name(g, skip)} it is merged with at {merge_name(g, merge)} is "
+                    f"stride-{fmt_axes(strides)} transposed conv gives {fmt_size(size_out)}, but "
+                    f"the skip from {producer_name(g, skip)} it is merged with at "
+                    f"{merge_name(g, merge)} is "
                     f"{fmt_size(size_skip)}: a stride-{fmt_axes(strides)} conv maps "
                     "several sizes to one, and without output_padding the smallest comes back",
                     fix=_fix(g, name, pads),

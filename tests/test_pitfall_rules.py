@@ -585,34 +585,37 @@ from archlint_rules.input_size_constraints import input_size_constraints  # noqa
 from archlint_rules.receptive_field_coverage import receptive_field_coverage  # noqa: E402
 
 
-def test_shallow_net_reports_its_receptive_field_share():
-    n = Net((1, 3, 100, 100))
-    n.conv("c1", "x", 8, 3, p=1)
-    n.conv("c2", "c1", 8, 5, p=2)
-    n.relu("act", "c2")
-    (f,) = run(receptive_field_coverage, n.g, passes=True)
-    assert f.location.node == "c2" and f.severity == "info"
-    assert "sees at most 7x7 input pixels: 7% x 7% of the 100x100 input" in f.message
-
-
-def test_classifier_head_is_measured_before_global_pooling():
-    n = Net((1, 3, 16, 16))
-    n.conv("c1", "x", 8, 3, s=2, p=1)
-    n.conv("c2", "c1", 8, 3, s=2, p=1)
-    n.global_pool("gap", "c2")
+def _classifier(side, convs):
+    n = Net((1, 3, side, side))
+    src = "x"
+    for i, (k, stride) in enumerate(convs):
+        src = n.conv(f"c{i}", src, 8, k, s=stride, p=k // 2)
+    n.relu("act", src)
+    n.global_pool("gap", "act")
     n.flatten("flat", "gap")
     n.linear("fc", "flat", 10)
+    return n
+
+
+def test_shallow_classifier_reports_its_receptive_field_share():
+    n = _classifier(100, [(3, 1), (5, 1)])
     (f,) = run(receptive_field_coverage, n.g, passes=True)
-    assert f.location.node == "c2" and "7x7" in f.message  # 3 + 2*2 = 7 of 16
-    n2 = Net((1, 3, 8, 8))
-    n2.conv("c1", "x", 8, 3, s=2, p=1)
-    n2.conv("c2", "c1", 8, 3, s=2, p=1)
-    (partial,) = run(receptive_field_coverage, n2.g, passes=True)  # 7 of 8 pixels
-    assert "88% x 88% of the 8x8 input" in partial.message
-    n3 = Net((1, 3, 7, 7))
-    n3.conv("c1", "x", 8, 3, s=2, p=1)
-    n3.conv("c2", "c1", 8, 3, s=2, p=1)
-    assert run(receptive_field_coverage, n3.g, passes=True) == []
+    assert f.location.node == "c1" and f.severity == "info"
+    assert "(c1, 100x100) sees at most 7x7 input pixels: 7% x 7% of the 100x100 input" in f.message
+
+
+def test_receptive_field_share_per_input_size():
+    assert "7% x 7%" in run(receptive_field_coverage, _classifier(100, [(3, 2), (3, 2)]).g, passes=True)[0].message
+    (partial,) = run(receptive_field_coverage, _classifier(8, [(3, 2), (3, 2)]).g, passes=True)
+    assert "7x7 input pixels: 88% x 88% of the 8x8 input" in partial.message  # 3 + 2*2 = 7
+    assert run(receptive_field_coverage, _classifier(7, [(3, 2), (3, 2)]).g, passes=True) == []
+
+
+def test_dense_prediction_output_is_not_reported():
+    n = Net((1, 3, 100, 100))
+    n.conv("c1", "x", 8, 3, p=1)
+    n.conv("c2", "c1", 8, 3, p=1)
+    assert run(receptive_field_coverage, n.g, passes=True) == []
 
 
 def _residual_pyramid(side):

@@ -11,20 +11,36 @@ What it checks (each finding gets ``confirmation = {"status", "detail"}``; the m
 
 * shapes: one forward at the example input; every tensor's real shape against ``shapes``.
   Any mismatch is an archlint bug, and ``confirm["shape_errors"]`` lists the first few.
-* size-dependent findings: a run at a size where the finding predicts a failure (an error
-  raised, or a merge whose operand spatial sizes differ and broadcast silently, confirms it),
-  and a run at a predicted-admissible size (it should run).
+* size-dependent findings: a run at the failing size nearest the example (the sizes at which
+  the sweep's ``invalid_at`` marks the finding's op, or for a flatten the layer it feeds; a
+  flatten the sweep names no failing size for is run at twice the example, and the sweep's
+  silence is reported as an archlint bug if it raises there). An error raised there, or a merge
+  whose operand spatial sizes differ and broadcast silently, confirms it; a run at the nearest
+  predicted-admissible size (``SizeSweep.nearest``) should work.
 * ``kernel-stride-checkerboard``: the layer alone, weights 1, constant input; the periodic
   pattern of its interior output.
-* receptive field: a float64 copy with positive weights, average pools for max pools; the
-  extent of the nonzero input gradient of one central unit of the last spatial feature map
-  (or of the deepest map whose probe input fits MAX_PROBE_SIDE). Torch only: onnxruntime has
-  no backward pass, so on ONNX it is reported as not measured.
+* receptive field: a float64 copy with positive weights (1/fan-in), biases 0, max pools turned
+  into average pools of the same geometry and activations into identities; one backward pass
+  from one output unit of the deepest spatial map whose predicted field fits an input of
+  ``max_probe_pixels`` (512x512 by default). The input is the smallest square at which that
+  map exists (the sweep says which) and a unit near its centre has its whole predicted field
+  inside the input with RF_MARGIN pixels to spare; the probe runs only the ops the map depends
+  on. The extent of the nonzero input gradient along each axis must equal, exactly, the pass's
+  ``ReceptiveField.bounds(unit)`` for that unit: after transposed convs or upsampling units
+  differ by phase, and the unit's own bounds (not r, the largest over a period) are what is
+  compared. Globally pooled branches (``rf_global``: SE gates, image pooling), which the pass
+  leaves out of the local field, are detached for that comparison; a second backward checks
+  that with them the unit reads the whole input. A field the pass read off the example size
+  (adaptive pool to t > 1, a resize to a given size) is probed at the example size only.
+  Torch only: onnxruntime has no backward pass, so on ONNX it is reported as not measured.
 
 ``confirm`` keys: ``device``, ``shape_mismatches``, ``shapes_compared``, ``shape_errors`` and
 ``note`` (only when shapes differ), ``example_error`` (the example input raised),
-``receptive_field`` (``{"node", "predicted", "measured", "note"?}`` or None), ``seconds``, and
-``error`` when the model could not be run at all.
+``receptive_field`` (None without a spatial map, else ``{"node", "status", "note"?}`` and, when
+measured, ``"input"``, ``"unit"``, ``"predicted"``/``"measured"`` (the unit's span per axis) and
+``"predicted_bounds"``/``"measured_bounds"`` (first and last input pixel per axis)), ``rf`` (that
+comparison in one line, for the text report), ``seconds``, and ``error`` when the model could
+not be run at all.
 
 Torch is imported only inside the torch path, onnxruntime only inside the ONNX path.
 """
@@ -33,10 +49,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from archlint.config import ConfigError
 from archlint.graph import ELEMENTWISE_MERGES, Location, ops, spatial
@@ -59,11 +75,12 @@ SIZE_DEPENDENT_RULES = frozenset(
 CHECKERBOARD_RULE = "kernel-stride-checkerboard"
 #: How many shape mismatches the report lists.
 SHOWN_MISMATCHES = 5
-#: The receptive-field probe doubles its input size at most this many times when the field is
-#: clipped by the border.
-RF_RETRIES = 3
-#: The largest input side the receptive-field probe runs at (float64, one backward pass).
-MAX_PROBE_SIDE = 512
+#: Input pixels the probed unit's predicted field keeps from each border, so that a larger real
+#: field shows instead of being clipped.
+RF_MARGIN = 4
+#: The most input pixels (all spatial axes together) the receptive-field probe runs at: one
+#: float64 forward and backward; 512x512 holds ResNet-50's 427-pixel field.
+MAX_PROBE_PIXELS = 512 * 512
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,9 +119,11 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: no {dev.type} device is available")
 
 
-def confirm_report(model_report: "ModelReport", device: str = "cpu") -> None:
+def confirm_report(model_report: "ModelReport", device: str = "cpu", *,
+                   max_probe_pixels: int = MAX_PROBE_PIXELS) -> None:
     """Run the model on ``device`` and fill ``model_report.confirm`` and each finding's
-    ``confirmation``. Raises ConfigError when the device is not there."""
+    ``confirmation``. Raises ConfigError when the device is not there. The receptive-field
+    probe measures the deepest map whose field fits an input of ``max_probe_pixels``."""
     started = time.perf_counter()
     g = model_report.graph
     if g is None:
@@ -117,6 +136,7 @@ def confirm_report(model_report: "ModelReport", device: str = "cpu") -> None:
     summary: dict[str, Any] = {"device": "cpu (onnxruntime)" if onnx else device}
     try:
         confirmer = _OnnxConfirmer(g) if onnx else _TorchConfirmer(g, device)
+        confirmer.max_probe_pixels = max_probe_pixels
         summary.update(confirmer.confirm(model_report.findings))
     except Exception as exc:  # a model that cannot run is a result, not a crash
         summary["error"] = f"could not run the model: {_one_line(exc)}"
@@ -279,9 +299,9 @@ def block_pattern(values: Any, kernel, stride, pad, dilation, lengths) -> list[f
     return [float(v) for v in values[tuple(index)].ravel()]
 
 
-def size_candidates(sweep: Any, node: str | None) -> tuple[list, list]:
-    """(failing sizes for ``node``, admissible sizes) from a SizeSweep, each a list of sizes
-    (an int side, or a tuple per spatial axis) in the sweep's order. Empty when unknown."""
+def size_candidates(sweep: Any, nodes: str | list[str] | None) -> tuple[list, list]:
+    """(sizes at which one of ``nodes`` is invalid, admissible sizes) from a SizeSweep, each a
+    list of square sides in the sweep's order. Empty when unknown."""
     if sweep is None:
         return [], []
     try:
@@ -289,14 +309,46 @@ def size_candidates(sweep: Any, node: str | None) -> tuple[list, list]:
         admissible = [bool(a) for a in _as_list(sweep.admissible)]
     except (AttributeError, TypeError):
         return [], []
-    failing: list = []
-    if node is not None:
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    failing = [False] * len(sizes)
+    for node in nodes or ():
         try:
             mask = [bool(a) for a in _as_list(sweep.invalid_at(node))]
         except (AttributeError, KeyError, TypeError, ValueError):
-            mask = []
-        failing = [s for s, bad in zip(sizes, mask) if bad]
-    return failing, [s for s, ok in zip(sizes, admissible) if ok]
+            continue
+        failing = [f or bad for f, bad in zip(failing, mask)]
+    return ([s for s, bad in zip(sizes, failing) if bad],
+            [s for s, ok in zip(sizes, admissible) if ok])
+
+
+def swept_admissible(sweep: Any, size: Any) -> bool | None:
+    """Whether the sweep calls a square side admissible (None when it cannot say)."""
+    if sweep is None or not isinstance(size, int):
+        return None
+    try:
+        sizes = _as_list(sweep.sizes)
+        return bool(_as_list(sweep.admissible)[sizes.index(size)])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+
+
+def fed_layers(g: "nx.DiGraph", nodes: list[str]) -> list[str]:
+    """``nodes`` and what they feed through ops that keep the features (activations, dropout,
+    norms, flattens), up to and including the first linear/reshape: where a flatten's size
+    dependence fails."""
+    out, stack = list(nodes), list(nodes)
+    while stack:
+        for nxt in g.successors(stack.pop()):
+            if nxt in out:
+                continue
+            op = g.nodes[nxt]["op"]
+            if op in ("linear", "reshape"):
+                out.append(nxt)
+            elif op in ("pointwise", "norm", "flatten"):
+                out.append(nxt)
+                stack.append(nxt)
+    return out
 
 
 def _as_list(values: Any) -> list:
@@ -324,53 +376,108 @@ def nearest(sizes: list, target: tuple[int, ...]) -> Any:
     return min(sizes, key=key) if sizes else None
 
 
+def nearest_admissible(sweep: Any, admissible: list, example: tuple[int, ...]) -> Any:
+    """The admissible size nearest the example (smaller first on ties): the sweep's own
+    ``nearest`` for a square example, else the closest entry of ``admissible``."""
+    finder = getattr(sweep, "nearest", None)
+    if finder is not None and len(set(example)) == 1:
+        picks = [s for s in finder(example[0]) if s is not None]
+        if picks:
+            return min(picks, key=lambda s: (abs(s - example[0]), s))
+    return nearest(admissible, example)
+
+
+def rf_fields(g: "nx.DiGraph", node: str) -> tuple[Any, ...] | None:
+    """The node's per-axis :class:`ReceptiveField` records when every axis is known and local
+    (None for an unknown axis, a global node, or no spatial axes)."""
+    data = g.nodes[node]
+    rf = data.get("rf")
+    if not rf or data.get("rf_global") or any(axis is None for axis in rf):
+        return None
+    return tuple(rf)
+
+
 def rf_sizes(rf: Any) -> tuple[int, ...] | None:
-    """Per-axis receptive-field size from the ``rf`` fact (None when unknown)."""
-    if rf is None:
+    """Per-axis r (the largest span over a period) of an ``rf`` fact; None if any is unknown."""
+    if not rf or any(axis is None for axis in rf):
         return None
-    for attr in ("size", "sizes", "r"):
-        value = getattr(rf, attr, None)
-        if value is not None:
-            break
-    else:
-        value = rf.get("size") if isinstance(rf, dict) else rf
-    if value is None or value == "unknown":
-        return None
-    if isinstance(value, (int, Fraction)):
-        value = (value,)
-    try:
-        sizes = tuple(value)
-    except TypeError:
-        return None
-    if any(s is None for s in sizes):
-        return None
-    return tuple(int(Fraction(s)) if Fraction(s).denominator == 1 else s for s in sizes)
+    return tuple(int(axis.size) for axis in rf)
 
 
-def rf_strides(rf: Any) -> tuple[Fraction, ...] | None:
-    if rf is None:
+def size_dependent_op(g: "nx.DiGraph", node: str) -> str | None:
+    """An op upstream of ``node`` (or itself) whose geometry the receptive-field pass read off
+    the example size (an adaptive pool to t > 1, a resize to a given size, a slice from the
+    end): the predicted field holds at the example size only. None when there is none."""
+    import networkx as nx
+
+    for name in (*nx.ancestors(g, node), node):
+        data = g.nodes[name]
+        if data.get("rf_global"):
+            continue
+        a = data["attrs"]
+        if data["op"] == "adaptive_pool" and any(t not in (None, 1) for t in (a.size or ())):
+            return name
+        if data["op"] == "upsample" and (a.size is not None or a.size_from is not None):
+            return name
+        if data["op"] == "slice" and any(s[0] is not None and s[0] < 0 for s in a.slices or ()):
+            return name
+    return None
+
+
+def global_ancestors(g: "nx.DiGraph", node: str) -> list[str]:
+    """Nodes feeding ``node`` that see only globally pooled data (``rf_global``): the pass
+    leaves them out of the field, so the probe detaches them."""
+    import networkx as nx
+
+    return [n for n in ops(g.subgraph(nx.ancestors(g, node))) if g.nodes[n].get("rf_global")]
+
+
+def probe_unit(field: Any, out_len: int, in_len: int, margin: int) -> int | None:
+    """The output unit nearest the centre of the map whose exact field lies inside an input of
+    ``in_len`` pixels with ``margin`` to spare on both sides (None when none does)."""
+    centre = (out_len - 1) // 2
+    reach = field.period  # one period either side holds every phase
+    for offset in range(reach + 1):
+        for j in dict.fromkeys((centre - offset, centre + offset)):
+            if not 0 <= j < out_len:
+                continue
+            span = field.bounds(j)
+            if span is not None and span[0] >= margin and span[1] <= in_len - 1 - margin:
+                return j
+    return None
+
+
+def support_bounds(mask: Any) -> tuple[tuple[int, int], ...] | None:
+    """Per axis, the first and last index where an N-d boolean array (numpy) is True."""
+    import numpy as np
+
+    if not mask.any():
         return None
-    value = getattr(rf, "stride", None)
-    if value is None and isinstance(rf, dict):
-        value = rf.get("stride")
-    if value is None:
-        return None
-    if isinstance(value, (int, Fraction)):
-        value = (value,)
-    try:
-        return tuple(Fraction(v) for v in value)
-    except (TypeError, ValueError):
-        return None
+    out = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others) if others else mask)
+        out.append((int(hits[0]), int(hits[-1])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class RFProbe:
+    """Where the receptive-field probe runs: the input sides, and the output unit it reads
+    (None: chosen once the map's size is seen, when the sweep does not know it)."""
+
+    node: str
+    sides: tuple[int, ...]
+    unit: tuple[int, ...] | None
 
 
 def spatial_rf_nodes(g: "nx.DiGraph") -> list[str]:
-    """Ops (in topological order) whose output is a spatial map (> 1x1) with a known RF."""
+    """Ops (in topological order) whose output is a spatial map (> 1x1) with a known local RF."""
     out = []
     for name in ops(g):
         node = g.nodes[name]
-        shape = node["shapes"][0] if node.get("shapes") else None
-        sp = spatial(shape)
-        if node["op"] in ("input", "output") or sp is None or rf_sizes(node.get("rf")) is None:
+        sp = spatial(node["shapes"][0] if node.get("shapes") else None)
+        if node["op"] in ("input", "output") or sp is None or rf_fields(g, name) is None:
             continue
         if all(d == 1 for d in sp):
             continue
@@ -384,6 +491,136 @@ def last_spatial_node(g: "nx.DiGraph") -> str | None:
     return nodes[-1] if nodes else None
 
 
+def rf_probes(g: "nx.DiGraph", node: str, max_pixels: int) -> Iterator[RFProbe]:
+    """Where to probe ``node``'s field, smallest input first: square inputs (admissible, when
+    the sweep knows) at which a unit near the centre of the map has its whole predicted field
+    inside the input with RF_MARGIN pixels to spare. A probe whose unit is None is a guess
+    (the sweep does not know the map's size there): the run picks the unit, or moves on.
+
+    Where the field was read off the example size (see :func:`size_dependent_op`) only the
+    example size will do. Nothing is yielded when no input within ``max_pixels`` fits."""
+    fields = rf_fields(g, node)
+    example = spatial(tuple(g.graph["input_shapes"][0])) if g.graph.get("input_shapes") else None
+    if fields is None or not example or len(fields) != len(example):
+        return
+    need = max(int(f.size) for f in fields) + 2 * RF_MARGIN
+    if need > _largest_side(max_pixels, len(example)):
+        return
+    if size_dependent_op(g, node) is not None:
+        candidates: list[tuple[int, ...]] = [tuple(example)]
+    else:
+        sides = _square_sides(g, node, need, max_pixels, len(example))
+        candidates = [(n,) * len(example) for n in sides]
+    sweep = g.graph.get("sizes")
+    for sides in candidates:
+        if math.prod(sides) > max_pixels or any(s < need for s in sides):
+            continue
+        out = _swept_output(sweep, node, sides) if len(set(sides)) == 1 else None
+        if out is None and sides == tuple(example):
+            out = spatial(g.nodes[node]["shapes"][0]) if g.nodes[node].get("shapes") else None
+        if out is None:
+            yield RFProbe(node, sides, None)
+            continue
+        unit = tuple(probe_unit(f, m, s, RF_MARGIN) for f, m, s in zip(fields, out, sides))
+        if all(j is not None for j in unit):
+            yield RFProbe(node, sides, unit)  # type: ignore[arg-type]
+            return
+
+
+def _square_sides(g: "nx.DiGraph", node: str, least: int, max_pixels: int,
+                  n_axes: int) -> list[int]:
+    """Square sides from ``least`` up to the pixel budget at which ``node``'s output exists
+    (every op it depends on is valid; the probe runs nothing else), as the sweep says; else the
+    sweep's admissible sides; without a sweep, ``least`` and its doublings (the run checks)."""
+    import numpy as np
+
+    top = _largest_side(max_pixels, n_axes)
+    sweep = g.graph.get("sizes")
+    try:
+        sizes = np.asarray(sweep.sizes, dtype=np.int64)
+        ok = np.asarray(sweep.admissible, dtype=bool)
+    except (AttributeError, TypeError, ValueError):
+        sides, n = [], least
+        while n <= top:
+            sides.append(n)
+            n *= 2
+        return sides
+    arrays = _swept_spatial(sweep, node)
+    if arrays is not None:
+        ok = np.logical_and.reduce([np.asarray(a) > 0 for a in arrays])
+    return [int(n) for n in sizes[ok & (sizes >= least) & (sizes <= top)]]
+
+
+def _largest_side(max_pixels: int, n_axes: int) -> int:
+    top = int(round(max_pixels ** (1 / n_axes))) + 1
+    while top ** n_axes > max_pixels:
+        top -= 1
+    return top
+
+
+def _swept_spatial(sweep: Any, node: str) -> tuple | None:
+    spatial_of = getattr(sweep, "spatial", None)
+    if spatial_of is None:
+        return None
+    try:
+        return spatial_of(node)
+    except (KeyError, ValueError):
+        return None
+
+
+def _swept_output(sweep: Any, node: str, sides: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The node's output spatial sizes at a square input, from the sweep (None if unknown)."""
+    arrays = _swept_spatial(sweep, node)
+    if arrays is None:
+        return None
+    index = sides[0] - sweep.lo
+    if not 0 <= index < len(arrays[0]):
+        return None
+    out = tuple(int(a[index]) for a in arrays)
+    return out if all(v > 0 for v in out) else None
+
+
+def rf_verdict(g: "nx.DiGraph", probe: RFProbe, unit: tuple[int, ...],
+               measured: tuple[tuple[int, int], ...] | None) -> dict[str, Any]:
+    """Compare the measured span of one unit with the pass's exact bounds for that unit."""
+    fields = rf_fields(g, probe.node) or ()
+    predicted = tuple(f.bounds(j) for f, j in zip(fields, unit))
+    out: dict[str, Any] = {
+        "node": probe.node,
+        "input": "x".join(map(str, probe.sides)),
+        "unit": list(unit),
+        "predicted": [b - a + 1 for a, b in predicted],
+        "measured": None if measured is None else [b - a + 1 for a, b in measured],
+        "predicted_bounds": [list(b) for b in predicted],
+        "measured_bounds": None if measured is None else [list(b) for b in measured],
+    }
+    out["status"] = "confirmed" if measured == predicted else "refuted"
+    phased = [(axis, f) for axis, f in zip(axis_names(len(fields)), fields) if f.period > 1]
+    if phased:
+        out["note"] = "units differ by phase (" + "; ".join(
+            f"{axis}: period {f.period}, r {f.size} is the largest span" for axis, f in phased
+        ) + f"): compared unit {tuple(unit)}'s exact bounds"
+    return out
+
+
+def rf_text(rf: dict[str, Any] | None) -> str | None:
+    """One line for the text report: 'layer4: measured 435x435 = predicted (...)'."""
+    if rf is None:
+        return None
+    status = rf.get("status")
+    if status not in ("confirmed", "refuted"):
+        note = rf.get("note")
+        return f"{rf.get('node')}: not measured" + (f" ({note})" if note else "")
+    pred = "x".join(map(str, rf["predicted"]))
+    meas = "x".join(map(str, rf["measured"] or ["?"]))
+    spans = ", ".join(f"{a}..{b}" for a, b in rf["predicted_bounds"])
+    where = f"unit {tuple(rf['unit'])} at input {rf['input']}, input pixels {spans}"
+    if status == "confirmed":
+        return f"{rf['node']}: measured {meas} = predicted ({where})"
+    got = ", ".join(f"{a}..{b}" for a, b in rf["measured_bounds"] or [])
+    return f"{rf['node']}: measured {meas} ({got}) != predicted {pred} ({where}): archlint bug"
+
+
 def finding_nodes(g: "nx.DiGraph", finding: "Finding") -> list[str]:
     """IR nodes a finding points at: same Location first, then same node name."""
     loc: Location = finding.location
@@ -393,8 +630,10 @@ def finding_nodes(g: "nx.DiGraph", finding: "Finding") -> list[str]:
     return [n for n in g.nodes if n == loc.node or g.nodes[n]["location"].node == loc.node]
 
 
-def failure_reached(g: "nx.DiGraph", run: Run, nodes: list[str]) -> str | None:
-    """Evidence that the run failed at (or downstream of) ``nodes``: text, else None."""
+def failure_reached(g: "nx.DiGraph", run: Run, nodes: list[str],
+                    downstream: bool = True) -> str | None:
+    """Evidence that the run failed at ``nodes`` (or, with ``downstream``, at an op they
+    feed): text, else None."""
     import networkx as nx
 
     for n in nodes:
@@ -405,7 +644,8 @@ def failure_reached(g: "nx.DiGraph", run: Run, nodes: list[str]) -> str | None:
         return None
     where = run.error_node
     if where is None or not nodes or any(
-        where == n or (n in g and where in g and nx.has_path(g, n, where)) for n in nodes
+        where == n or (downstream and n in g and where in g and nx.has_path(g, n, where))
+        for n in nodes
     ):
         at = f" at {where}" if where else ""
         return f"at input {run.size_text} it raised{at}: {run.error}"
@@ -421,6 +661,11 @@ class _Confirmer:
     """The checks; subclasses supply how to run the model and the layer."""
 
     g: "nx.DiGraph"
+    max_probe_pixels: int = MAX_PROBE_PIXELS
+
+    @property
+    def example_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(s) for s in self.g.graph.get("input_shapes", [])]
 
     def run_at(self, input_shapes: list[tuple[int, ...]]) -> Run:
         raise NotImplementedError
@@ -444,14 +689,10 @@ class _Confirmer:
     def _transposed_ones(self, kernel, stride, padding, dilation, output_padding, lengths):
         raise NotImplementedError
 
-    def measure_rf(self, node: str, predicted: tuple[int, ...]) -> tuple[tuple[int, ...] | None, str]:
-        raise NotImplementedError
-
     # ---------------------------------------------------------------------------------------
 
     def confirm(self, findings: list["Finding"]) -> dict[str, Any]:
-        self.example_shapes = [tuple(s) for s in self.g.graph.get("input_shapes", [])]
-        self._runs: dict[tuple, Run] = {}
+        self._runs = {}
         summary: dict[str, Any] = {}
         example = self.cached_run(self.example_shapes)
         mismatched, compared, shown = shape_mismatches(self.g, example)
@@ -463,7 +704,10 @@ class _Confirmer:
                                "real ones (please report it)")
         if example.error:
             summary["example_error"] = example.error
-        summary["receptive_field"] = self.confirm_rf()
+        rf = self.confirm_rf(self.max_probe_pixels)
+        summary["receptive_field"] = rf
+        if rf is not None:
+            summary["rf"] = rf_text(rf)
         for f in findings:
             try:
                 f.confirmation = self.confirm_finding(f, example)
@@ -473,6 +717,8 @@ class _Confirmer:
 
     def cached_run(self, input_shapes: list[tuple[int, ...]]) -> Run:
         key = tuple(input_shapes)
+        if not hasattr(self, "_runs"):
+            self._runs = {}
         if key not in self._runs:
             self._runs[key] = self.run_at(list(input_shapes))
         return self._runs[key]
@@ -504,29 +750,38 @@ class _Confirmer:
         nodes = finding_nodes(self.g, f)
         node = nodes[0] if nodes else None
         sweep = self.g.graph.get("sizes")
-        failing, admissible = size_candidates(sweep, node)
         spatial_example = spatial(self.example_shapes[0]) if self.example_shapes else None
         if spatial_example is None:
             return not_checked("the input has no spatial axes to vary")
-
         if f.rule == "odd-size-stride2":
-            return self.confirm_rounding(node, example, failing, spatial_example)
+            return self.confirm_rounding(node, example, size_candidates(sweep, node)[0],
+                                         spatial_example)
 
-        evidence = failure_reached(self.g, example, nodes)
+        # A flatten fails where the layer it feeds gets the wrong feature count.
+        flatten = f.rule == "hardcoded-flatten"
+        watched = fed_layers(self.g, nodes) if flatten else nodes
+        downstream = f.rule == "spatial-collapse"
+        failing, admissible = size_candidates(sweep, watched)
+        sweep_note = ""
+        if flatten and not failing:
+            # A flatten tied to one size fails at any other: twice the example will do.
+            doubled = tuple(2 * d for d in spatial_example)
+            size = doubled[0] if len(set(doubled)) == 1 else doubled
+            failing = [size]
+            if swept_admissible(sweep, size):
+                sweep_note = (f"; the size sweep names no failing size and calls {size} "
+                              "admissible (archlint bug in the sizes pass)")
+        evidence = failure_reached(self.g, example, watched, downstream)
         fail_run = example
-        if sweep is None and f.rule == "hardcoded-flatten":
-            # No sweep to ask: any other size changes a hardcoded flatten's feature count.
-            failing = [tuple(2 * d for d in spatial_example)]
         if evidence is None and failing:
-            size = nearest(failing, spatial_example)
-            fail_run = self.cached_run(self.shapes_at(size))
-            evidence = failure_reached(self.g, fail_run, nodes)
+            fail_run = self.cached_run(self.shapes_at(nearest(failing, spatial_example)))
+            evidence = failure_reached(self.g, fail_run, watched, downstream)
         if evidence is None and f.rule == "spatial-collapse":
             evidence = self.collapse_seen(nodes, fail_run)
         tried = sorted({example.size_text, fail_run.size_text})
         admissible_note = self.admissible_note(admissible, spatial_example)
         if evidence is not None:
-            return confirmed(evidence + admissible_note)
+            return confirmed(evidence + admissible_note + (sweep_note if fail_run.error else ""))
         if fail_run is example and not failing:
             return not_checked(
                 f"it runs at the example input {example.size_text}; the size sweep names no "
@@ -565,7 +820,7 @@ class _Confirmer:
     def admissible_note(self, admissible: list, spatial_example: tuple[int, ...]) -> str:
         if not admissible:
             return ""
-        size = nearest(admissible, spatial_example)
+        size = nearest_admissible(self.g.graph.get("sizes"), admissible, spatial_example)
         run = self.cached_run(self.shapes_at(size))
         if run.error is None:
             return f"; at the predicted-admissible input {run.size_text} it runs"
@@ -585,60 +840,46 @@ class _Confirmer:
 
     # --- receptive field ----------------------------------------------------------------------
 
-    def confirm_rf(self) -> dict[str, Any] | None:
-        """Measure the RF of the last spatial map, or of the deepest map whose probe input stays
-        within MAX_PROBE_SIDE per axis (a 1400-pixel RF would need a 2800x2800 float64 run)."""
+    def confirm_rf(self, max_pixels: int = MAX_PROBE_PIXELS) -> dict[str, Any] | None:
+        """Measure the field of the last spatial map, or of the deepest one whose probe input
+        fits ``max_pixels`` (a 1400-pixel field would need a 2800x2800 float64 run)."""
         nodes = spatial_rf_nodes(self.g)
         if not nodes:
             return None
-        affordable = [n for n in nodes if all(
-            side <= MAX_PROBE_SIDE for side in self.rf_probe_side(
-                rf_sizes(self.g.nodes[n]["rf"]), n, 0))]
-        node = affordable[-1] if affordable else nodes[-1]
-        out = self.confirm_rf_at(node)
+        for node in reversed(nodes):
+            probes = list(rf_probes(self.g, node, max_pixels))
+            if probes:
+                break
+        else:
+            last = nodes[-1]
+            return {"node": last, "status": "not-checked",
+                    "note": f"no input of at most {max_pixels} pixels holds the predicted field "
+                            f"of any map (the last, {last}, has r "
+                            f"{'x'.join(map(str, rf_sizes(self.g.nodes[last]['rf']) or ()))})"}
+        out = self.confirm_rf_at(node, probes)
         if node != nodes[-1]:
-            last = rf_sizes(self.g.nodes[nodes[-1]]["rf"])
-            out["note"] = (f"measured at {node}, the deepest map whose probe fits "
-                           f"{MAX_PROBE_SIDE} pixels per axis; the last map {nodes[-1]} has a "
-                           f"predicted RF of {_rf_json(last)}. " + out.get("note", "")).strip()
+            last = "x".join(map(str, rf_sizes(self.g.nodes[nodes[-1]]["rf"]) or ()))
+            out["note"] = (f"measured at {node}, the deepest map whose probe fits {max_pixels} "
+                           f"input pixels; the last map {nodes[-1]} has a predicted r of {last}. "
+                           + out.get("note", "")).strip()
         return out
 
-    def confirm_rf_at(self, node: str) -> dict[str, Any]:
-        predicted = rf_sizes(self.g.nodes[node]["rf"])
+    def confirm_rf_at(self, node: str, probes: list[RFProbe] | None = None,
+                      max_pixels: int = MAX_PROBE_PIXELS) -> dict[str, Any]:
+        """Probe ``node``'s field (at the given probes, else the planned ones)."""
+        if probes is None:
+            probes = list(rf_probes(self.g, node, max_pixels))
+        if not probes:
+            return {"node": node, "status": "not-checked",
+                    "note": f"no input of at most {max_pixels} pixels holds its predicted field"}
         try:
-            measured, note = self.measure_rf(node, predicted)
+            return self.measure_rf(probes)
         except Exception as exc:
-            measured, note = None, f"probe failed: {type(exc).__name__}: {exc}"
-        out: dict[str, Any] = {"node": node, "predicted": _rf_json(predicted),
-                               "measured": _rf_json(measured)}
-        if note:
-            out["note"] = note
-        return out
+            return {"node": node, "status": "not-checked",
+                    "note": f"probe failed: {type(exc).__name__}: {exc}"}
 
-    def rf_probe_side(self, predicted: tuple, node: str, attempt: int) -> tuple[int, ...]:
-        """Input spatial sizes for the RF probe: >= 2x the predicted RF (doubled per retry),
-        snapped to the smallest admissible size above when the sweep knows one."""
-        strides = rf_strides(self.g.nodes[node]["rf"]) or (Fraction(1),) * len(predicted)
-        want = tuple(
-            int(max(2 * Fraction(r), Fraction(r) + 4 * s) + 2) * 2**attempt
-            for r, s in zip(predicted, strides)
-        )
-        sweep = self.g.graph.get("sizes")
-        _, admissible = size_candidates(sweep, None)
-        fits = [s for s in admissible if all(a >= w for a, w in zip(_sides(s, len(want)), want))]
-        if fits:
-            return _sides(min(fits, key=lambda s: sum(_sides(s, len(want)))), len(want))
-        return want
-
-
-def _sides(size: Any, n: int) -> tuple[int, ...]:
-    return (int(size),) * n if isinstance(size, (int, float)) else tuple(int(s) for s in size)
-
-
-def _rf_json(r: tuple | None) -> Any:
-    if r is None:
-        return None
-    return [int(v) if Fraction(v).denominator == 1 else str(v) for v in r]
+    def measure_rf(self, probes: list[RFProbe]) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 def _rounding_seen(run: Run, node: str, stride: tuple[int, ...]) -> str | None:
@@ -769,50 +1010,79 @@ class _TorchConfirmer(_Confirmer):
 
     # --- receptive field ----------------------------------------------------------------------
 
-    def measure_rf(self, node: str, predicted: tuple | None) -> tuple[tuple[int, ...] | None, str]:
+    def measure_rf(self, probes: list[RFProbe]) -> dict[str, Any]:
+        """Backprop one unit of a float64, positive-weight, average-pool copy and compare the
+        extent of the nonzero input gradient with the pass's exact bounds for that unit."""
         torch = self.torch
-        if predicted is None:
-            return None, "the predicted receptive field is unknown"
-        if any(Fraction(r).denominator != 1 for r in predicted):
-            return None, "the predicted receptive field is fractional"
+        node = probes[0].node
         targets = [fx for fx, ir in self.fx_names.items() if ir == node]
         if not targets:
-            return None, f"{node} has no traced op to read"
-        probe = _positive_copy(self.fresh_module(), torch).to(self.device)
-        gm = self.graph_module(probe)
-        note = ""
+            return {"node": node, "status": "not-checked", "note": "no traced op to read"}
+        target = node if node in targets else targets[-1]
+        global_nodes = global_ancestors(self.g, node)
+        detach = {fx for fx, ir in self.fx_names.items() if ir in set(global_nodes)}
+        # MPS has no float64: probe there on the CPU.
+        device = torch.device("cpu") if self.device.type == "mps" else self.device
+        gm = self.graph_module(_positive_copy(copy.deepcopy(self.module()), torch).to(device))
+        fields = rf_fields(self.g, node) or ()
         try:
-            for attempt in range(RF_RETRIES + 1):
-                sides = self.rf_probe_side(predicted, node, attempt)
-                x = torch.ones((1, self.example_shapes[0][1], *sides), dtype=torch.float64,
-                               device=self.device, requires_grad=True)
-                with _AveragePools(torch):
-                    fmap = _run_until(gm, targets[-1], [x] + self._other_inputs(torch))
-                centre = tuple(d // 2 for d in fmap.shape[2:])
-                fmap[(0, 0, *centre)].backward()
-                support = (x.grad[0].abs().sum(0) > 0).nonzero()
-                del fmap
-                if support.numel() == 0:
-                    return None, "the input gradient is zero everywhere"
-                lo, hi = support.min(0).values.tolist(), support.max(0).values.tolist()
-                clipped = any(a == 0 or b == s - 1 for a, b, s in zip(lo, hi, sides))
-                measured = tuple(b - a + 1 for a, b in zip(lo, hi))
-                if not clipped:
-                    note = f"measured at input {'x'.join(map(str, sides))}"
-                    return measured, note
-                del x
-                if max(self.rf_probe_side(predicted, node, attempt + 1)) > 2 * MAX_PROBE_SIDE:
-                    break
-            return measured, (f"the field still touched the border of the largest probe input "
-                              f"({'x'.join(map(str, sides))}): it is at least this large")
+            for probe in probes:
+                unit, support = self._gradient_support(gm, target, probe, fields, detach, device)
+                if unit is None:
+                    continue  # the sweep did not know the map's size, and no unit fit
+                placed = RFProbe(node, probe.sides, unit)
+                out = rf_verdict(self.g, placed, unit, support)
+                if global_nodes:
+                    out = self._with_global_branches(out, gm, target, placed, fields, device,
+                                                     global_nodes)
+                return out
+            tried = ", ".join("x".join(map(str, p.sides)) for p in probes)
+            return {"node": node, "status": "not-checked",
+                    "note": f"at input {tried} no unit's predicted field lies inside the input"}
         finally:
-            del probe, gm
-            if self.device.type == "cuda":
+            del gm
+            if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    def _other_inputs(self, torch: Any) -> list:
-        return [torch.ones((1, *s[1:]), dtype=torch.float64, device=self.device)
-                for s in self.example_shapes[1:]]
+    def _gradient_support(self, gm: Any, target: str, probe: RFProbe, fields: tuple,
+                          detach: set[str], device: Any) -> tuple[tuple[int, ...] | None, Any]:
+        """(unit, per-axis nonzero-gradient bounds) of one backward pass; unit None when the
+        probe left it open and no unit of the real map fits the input."""
+        torch = self.torch
+        shapes = self.shapes_at(probe.sides)
+        x = torch.ones(shapes[0], dtype=torch.float64, device=device, requires_grad=True)
+        others = [torch.ones(s, dtype=torch.float64, device=device) for s in shapes[1:]]
+        with _AveragePools(torch):
+            fmap = _run_until(gm, target, [x, *others], detach)
+        unit = probe.unit
+        if unit is None:
+            picked = tuple(probe_unit(f, m, s, RF_MARGIN)
+                           for f, m, s in zip(fields, fmap.shape[2:], probe.sides))
+            if any(j is None for j in picked):
+                return None, None
+            unit = picked  # type: ignore[assignment]
+        fmap[(0, 0, *unit)].backward()
+        if x.grad is None:  # the map does not depend on this input at all
+            return unit, None
+        mask = (x.grad[0] != 0).any(0).cpu().numpy()
+        del fmap, x, others
+        return unit, support_bounds(mask)
+
+    def _with_global_branches(self, out: dict[str, Any], gm: Any, target: str, probe: RFProbe,
+                              fields: tuple, device: Any, global_nodes: list[str]) -> dict[str, Any]:
+        """The pass leaves globally pooled branches (SE gates, image pooling) out of the field
+        and marks them ``rf_global``: check that with them the unit reads the whole input."""
+        _, support = self._gradient_support(gm, target, probe, fields, set(), device)
+        whole = tuple((0, s - 1) for s in probe.sides)
+        shown = ", ".join(global_nodes[:3]) + (", ..." if len(global_nodes) > 3 else "")
+        if support == whole:
+            seen = "with them the unit reads the whole input, as rf_global says"
+        else:
+            out["status"] = "refuted"
+            seen = f"with them the unit reads {support}, not the whole input {whole}"
+        out["note"] = (f"the globally pooled branches ({shown}) were detached, since the pass "
+                       f"leaves them out of the local field; {seen}. " + out.get("note", "")).strip()
+        return out
 
 
 def _defaults_past(module: Any, n_inputs: int) -> dict[str, Any] | None:
@@ -899,7 +1169,7 @@ def _positive_copy(module: Any, torch: Any) -> Any:
     """``module`` in float64 with every weight a positive constant and biases 0, so each input
     pixel inside the receptive field reaches the output with a nonzero gradient."""
     nn = torch.nn
-    module = module.double().eval()
+    module = module.double().eval().requires_grad_(False)  # only the input's gradient is read
     with torch.no_grad():
         for sub in module.modules():
             if isinstance(sub, (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear)):
@@ -916,13 +1186,25 @@ def _positive_copy(module: Any, torch: Any) -> Any:
     return module
 
 
-def _run_until(gm: Any, fx_name: str, inputs: list) -> Any:
-    """Run the traced graph up to the fx node ``fx_name`` and return its value (autograd on)."""
+def _run_until(gm: Any, fx_name: str, inputs: list, detach: set[str] = frozenset()) -> Any:
+    """Run only what the fx node ``fx_name`` depends on and return its value (autograd on),
+    cutting the gradient at the fx nodes in ``detach``. A branch that fails at this input
+    size but does not feed ``fx_name`` is never run."""
     import torch
+    from torch.utils._pytree import tree_map
+
+    def cut(value: Any) -> Any:
+        return value.detach() if isinstance(value, torch.Tensor) else value
+
+    needed = _fx_ancestors(gm, fx_name)
 
     class Truncated(torch.fx.Interpreter):
         def run_node(self, n):
+            if n.name not in needed and n.op != "placeholder":
+                return None
             value = super().run_node(n)
+            if n.name in detach:
+                value = tree_map(cut, value)
             if n.name == fx_name:
                 raise _StopAt(value)
             return value
@@ -936,6 +1218,21 @@ def _run_until(gm: Any, fx_name: str, inputs: list) -> Any:
     finally:
         interp.env.clear()
     raise RuntimeError(f"{fx_name} was never reached")
+
+
+def _fx_ancestors(gm: Any, fx_name: str) -> set[str]:
+    """Names of the fx node ``fx_name`` and every node it reads, directly or not."""
+    by_name = {n.name: n for n in gm.graph.nodes}
+    if fx_name not in by_name:
+        raise RuntimeError(f"{fx_name} is not in the traced graph")
+    seen, stack = set(), [by_name[fx_name]]
+    while stack:
+        n = stack.pop()
+        if n.name in seen:
+            continue
+        seen.add(n.name)
+        stack.extend(n.all_input_nodes)
+    return seen
 
 
 class _AveragePools:
@@ -1071,7 +1368,7 @@ class _OnnxConfirmer(_Confirmer):
     def _runnable(self, resized: bool) -> Any:
         """The model with every intermediate tensor as an output, random weights where the file
         keeps them outside, and (``resized``) symbolic spatial input sizes."""
-        onnx, np = self.onnx, self.np
+        onnx = self.onnx
         model = copy.deepcopy(self.model)
         for init in model.graph.initializer:
             if init.data_location == onnx.TensorProto.EXTERNAL:
@@ -1133,8 +1430,15 @@ class _OnnxConfirmer(_Confirmer):
         (out,) = session.run(["y"], {"x": np.ones((1, 1, *lengths), np.float32)})
         return out[0, 0]
 
-    def measure_rf(self, node: str, predicted: tuple | None) -> tuple[tuple[int, ...] | None, str]:
-        return None, "not measured on ONNX: onnxruntime runs no backward pass"
+    def confirm_rf(self, max_pixels: int = MAX_PROBE_PIXELS) -> dict[str, Any] | None:
+        last = last_spatial_node(self.g)
+        if last is None:
+            return None
+        return {"node": last, "status": "not-checked",
+                "note": "onnxruntime runs no backward pass, so ONNX fields are not measured"}
+
+    def measure_rf(self, probes: list[RFProbe]) -> dict[str, Any]:
+        return self.confirm_rf() or {}
 
 
 def _onnx_model(g: "nx.DiGraph", onnx: Any) -> Any:

@@ -126,12 +126,16 @@ def checked(sample: Sample, cmd: Sequence[str], ok: Iterable[int] = (0,)) -> Sam
     """``sample``, or BenchError naming the command and its last stderr line."""
     if sample.returncode in tuple(ok):
         return sample
-    tail = [line for line in sample.stderr.strip().splitlines() if line.strip()][-3:]
-    raise BenchError(f"exit {sample.returncode}: {shell_line(cmd)}: " + " | ".join(tail))
+    # archlint's JSON carries a target's error on stdout; anything else speaks on stderr.
+    lines = [line.strip() for line in sample.stderr.splitlines() if line.strip()][-3:]
+    lines += [line.strip() for line in sample.stdout.splitlines()
+              if '"error"' in line and "null" not in line][:2]
+    raise BenchError(f"exit {sample.returncode}: {shell_line(cmd)}: " + " | ".join(lines))
 
 
 def shell_line(cmd: Sequence[str]) -> str:
-    parts = ["python" if c == PYTHON else c for c in cmd]
+    """The command as one readable line (an inline ``-c`` program shows as ``<program>``)."""
+    parts = ["python" if c == PYTHON else ("<program>" if "\n" in c else c) for c in cmd]
     return " ".join(p if re.fullmatch(r"[\w@%+=:,./-]+", p) else repr(p) for p in parts)
 
 

@@ -104,7 +104,7 @@ def run(args) -> tuple[list[Row], list[str]]:
     measured = [(n, pairs[n][0]) for n in sizes if not pairs[n][0].error]
     for small, large in zip(measured, measured[1:]):
         rows.append(growth_row(small, large))
-    return rows, []
+    return rows, [harness.describe(c) for c in everyone]
 
 
 def build_parser():

@@ -59,12 +59,14 @@ print(json.dumps(times))
 """
 
 
-def process_rows(case: str, args_: list[str], size: int, runs: int, warmup: int) -> list[Row]:
+def process_rows(case: str, args_: list[str], size: int, runs: int, warmup: int,
+                 details: list[str]) -> list[Row]:
     sweep = Contestant(f"{case} sweep", harness.archlint_cmd(*args_), ok=harness.ARCHLINT_OK)
     single = Contestant(f"{case} single",
                         harness.archlint_cmd(*args_, "--sizes-range", f"{size},{size}"),
                         ok=harness.ARCHLINT_OK)
     harness.interleave([sweep, single], runs, warmup, progress=harness.progress)
+    details += [harness.describe(sweep), harness.describe(single)]
     failure = harness.first_error([sweep, single])
     if failure is not None:
         return [harness.error_row(BENCH, f"{case} process", failure)]
@@ -96,25 +98,26 @@ def run(args) -> tuple[list[Row], list[str]]:
     runs = harness.runs_of(args)
     nodes = args.onnx_nodes or (3_000 if args.quick else 10_000)
     rows: list[Row] = []
+    details: list[str] = []
     if "resnet50" in args.cases:
         shape = "1,3,224,224"
         harness.progress(f"{BENCH}: resnet50 at 224")
         resnet_args = [str(ZOO_FILE), "--model", "resnet50", "--input-shape", shape,
                        "--format", "json"]
-        rows += process_rows("resnet50 224", resnet_args, 224, runs, args.warmup)
+        rows += process_rows("resnet50 224", resnet_args, 224, runs, args.warmup, details)
         rows.append(in_process_row("resnet50 224", ZOO_FILE, "resnet50", 224, shape,
                                    args.in_process_runs or max(runs, 3)))
     if "onnx" not in args.cases:
-        return rows, []
+        return rows, details
     with tempfile.TemporaryDirectory(prefix="archlint-bench-") as tmp:
         onnx_file = write_in_subprocess(Path(tmp), [nodes])[nodes]
         case = f"onnx {nodes} nodes"
         harness.progress(f"{BENCH}: {case}")
         rows += process_rows(case, [str(onnx_file), "--format", "json"], SPATIAL, runs,
-                             args.warmup)
+                             args.warmup, details)
         rows.append(in_process_row(case, onnx_file, "", SPATIAL, "", args.in_process_runs
                                    or max(runs, 3)))
-    return rows, []
+    return rows, details
 
 
 def build_parser():

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from archlint.config import ConfigError, Options, load_config
 from archlint.findings import Finding, ModelReport, Report, Severity
 from archlint.frontends import Capture, TargetError
+from archlint.frontends.source import defines_models
 from archlint.registry import all_rules, select_rules
 from archlint.rule import RuleContext, SourceFile
 
@@ -64,6 +65,12 @@ def _lint_one(target: Any, example_inputs: Any, opts: Options) -> list[ModelRepo
                 source = None
             else:
                 source = _read_source(path)
+                if opts.model is None and not defines_models(source.text):
+                    # The AST pre-filter: no torch import for a file that holds no model.
+                    raise TargetError(
+                        f"no model found in {path}: define an nn.Module subclass or a "
+                        "module-level nn.Module instance, or pass --model"
+                    )
                 captures = _capture_torch_file(path, opts, example_inputs)
         except TargetError as exc:
             source = _read_source_quietly(path) if frontend == "torch" else None

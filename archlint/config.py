@@ -49,7 +49,13 @@ class Options:
         bad = set(overrides) - known
         if bad:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(bad))}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "input_shapes" in given:  # the API takes shapes unparsed: check them as the CLI does
+            given["input_shapes"] = tuple(
+                check_shape(tuple(int(d) for d in s), f"input shape {tuple(s)}")
+                for s in given["input_shapes"]
+            )
+        return replace(self, **given)
 
     def ignored_for(self, path: str | None) -> set[str]:
         out = set(self.ignore)
@@ -63,9 +69,9 @@ class Options:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'1,3,224,224' (or 1x3x224x224) -> (1, 3, 224, 224); ConfigError on anything else."""
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
     try:
-        dims = tuple(int(p) for p in parts)
+        dims = tuple(int(p) for p in parts)  # an empty field ("1,3,,") is an error too
     except ValueError:
         raise ConfigError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
     return check_shape(dims, f"--input-shape {text!r}")

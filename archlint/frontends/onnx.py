@@ -236,6 +236,12 @@ def _input_shapes(
             )
         else:
             shape = declared
+            if any(isinstance(d, int) and d <= 0 for d in shape):
+                # an empty or negative dimension: nothing downstream has a size to reason about
+                raise TargetError(
+                    f"input {value.name!r} declares shape {_shape_text(shape)} with a dimension "
+                    "<= 0; pass --input-shape"
+                )
             if shape and not isinstance(shape[0], int):
                 shape = (1, *shape[1:])
                 assumed = True
@@ -1273,6 +1279,15 @@ def _consistency_error(
                 f"input has {first[1]} channels but the weight expects {attrs.in_channels} "
                 f"(input shape {_shape_text(first)})"
             )
+    if op == "conv_transpose" and not attrs.auto_pad.startswith("SAME") and "output_shape" not in attrs.extra:
+        # onnxruntime recomputes the input size from the output and refuses output_padding >=
+        # stride (PyTorch also allows output_padding < dilation; onnxruntime does not)
+        for s, op_ in zip(attrs.stride, attrs.output_padding):
+            if op_ >= s:
+                return (
+                    f"output_padding {op_} is not smaller than the stride {s} "
+                    "(onnxruntime rejects it)"
+                )
     if op == "reshape" and math.prod(first) != math.prod(out):
         return (
             f"cannot reshape {_shape_text(first)} ({math.prod(first)} elements) to "

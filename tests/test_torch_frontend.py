@@ -273,9 +273,31 @@ class Net(nn.Module):
     c = only(path)
     assert sys.path == before
     loc = c.graph.nodes["b"]["location"]
-    # built inside the sibling's factory: that file's line, as an absolute path
-    assert Path(loc.file) == (tmp_path / "layers_for_archlint_test.py").resolve()
-    assert loc.line == line_of(tmp_path / "layers_for_archlint_test.py", "# sibling")
+    # built by a helper in the sibling file: the call site in the model, where the args are chosen
+    assert Path(loc.file).resolve() == path.resolve()
+    assert loc.line == line_of(path, "self.b = block(3)")
+
+
+def test_layers_built_by_a_helper_are_located_at_each_call(tmp_path):
+    path = write(tmp_path, """
+def conv_bn(c_in, c_out, stride):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out))
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(
+            conv_bn(3, 8, 2),  # first
+            conv_bn(8, 8, 1),  # second
+        )
+
+    def forward(self, x):
+        return self.stem(x)
+""")
+    g = only(path).graph
+    lines = {g.nodes[n]["location"].node: g.nodes[n]["location"].line for n in g}
+    assert lines["stem.0.0"] == line_of(path, "# first")
+    assert lines["stem.1.0"] == line_of(path, "# second")
 
 
 def test_construction_error_is_a_capture_error_not_a_target_error(tmp_path):
@@ -714,7 +736,8 @@ class Net(nn.Module):
     g = only(path, input_shapes=((1, 3, 5, 5),)).graph
     assert "Kernel size can't be greater than actual input size" in g.nodes["big"]["error"]
     assert g.nodes["fc"]["error"] == (
-        "input of shape (1, 75) has 75 features but Linear expects in_features=100")
+        "mat1 and mat2 shapes cannot be multiplied (1x75 and 100x2): the input has 75 features "
+        "but the layer expects in_features=100")
     assert g.nodes["flatten"]["shapes"] == ((1, 75),)
 
 
@@ -1096,3 +1119,83 @@ class Net(nn.Module):
               for p in paths]
     assert widths == [4, 6]
     assert "archlint_test_layers" not in sys.modules
+
+
+class _Apply(nn.Module):
+    """A one-function model for parity cases: ``forward(x) = fn(self, x)``."""
+
+    def __init__(self, fn, **layers):
+        super().__init__()
+        self.fn = fn
+        for name, layer in layers.items():
+            self.add_module(name, layer)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+PARITY_CASES = {
+    "conv channels": (nn.Sequential(nn.Conv2d(3, 4, 3)), (1, 4, 8, 8)),
+    "grouped conv channels": (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (1, 6, 8, 8)),
+    "transposed conv channels": (nn.Sequential(nn.ConvTranspose2d(3, 4, 3)), (1, 4, 8, 8)),
+    "output_padding 2d": (nn.Sequential(nn.ConvTranspose2d(3, 3, 3, 2, output_padding=2)),
+                          (1, 3, 4, 4)),
+    "output_padding 1d": (nn.Sequential(nn.ConvTranspose1d(3, 3, 1, output_padding=1)),
+                          (1, 3, 4)),
+    "output_padding 3d": (nn.Sequential(nn.ConvTranspose3d(2, 2, 1, output_padding=1)),
+                          (1, 2, 3, 3, 3)),
+    "functional output_padding": (
+        _Apply(lambda self, x: F.conv_transpose2d(x, self.w.weight, stride=1, output_padding=1),
+               w=nn.Conv2d(3, 3, 3)), (1, 3, 5, 5)),
+    "linear": (nn.Sequential(nn.Linear(5, 2)), (2, 3, 4)),
+    "pixel_shuffle": (nn.Sequential(nn.PixelShuffle(2)), (1, 3, 4, 4)),
+    "pixel_unshuffle": (nn.Sequential(nn.PixelUnshuffle(2)), (1, 4, 4, 5)),
+    "layer_norm": (nn.Sequential(nn.LayerNorm(5)), (1, 3, 4, 4)),
+    "broadcast add": (_Apply(lambda self, x: x + x[:, :, 1:]), (1, 3, 4, 4)),
+    "broadcast mul": (_Apply(lambda self, x: x[:, :2] * x[:, :, :, :3]), (1, 3, 4, 4)),
+    "empty adaptive pool": (_Apply(lambda self, x: F.adaptive_avg_pool2d(x[:, :, 9:], 2)),
+                            (1, 3, 4, 4)),
+    "cat": (_Apply(lambda self, x: torch.cat([x, x[:, :, 1:]], 1)), (1, 3, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_errors_match_a_real_cpu_run(case):
+    model, shape = PARITY_CASES[case]
+    model.eval()
+    with pytest.raises(Exception) as real:
+        model(torch.randn(shape))
+    expected = str(real.value).splitlines()[0]
+    c = frontend.capture_module(model, shape, Options())
+    assert c.error is None
+    errors = [c.graph.nodes[n]["error"] for n in ops(c.graph) if c.graph.nodes[n]["error"]]
+    assert len(errors) == 1, errors
+    assert errors[0] == expected or errors[0].startswith(expected + ": ")
+
+
+class _OuterAlarm(BaseException):
+    pass
+
+
+def test_timeout_cooperates_with_a_callers_alarm(tmp_path):
+    import signal
+
+    path = write(tmp_path, "import time\nwhile True:\n    time.sleep(0.01)\n")
+
+    def outer(signum, frame):
+        raise _OuterAlarm()
+
+    previous = signal.signal(signal.SIGALRM, outer)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # the caller's limit is the shorter one
+        with pytest.raises(_OuterAlarm):
+            capture(path, timeout=5)
+        signal.setitimer(signal.ITIMER_REAL, 30)  # ours is the shorter one; theirs survives
+        with pytest.raises(TargetError, match="timeout"):
+            capture(path, timeout=0.3)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < left < 30
+        assert signal.getsignal(signal.SIGALRM) is outer
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -13,6 +13,17 @@ Steps for one file:
    a ``TorchFunctionMode`` instead;
 5. describe every op in the IR of :mod:`archlint.graph`.
 
+Graph-level keys this frontend adds to ``g.graph`` (besides the IR's own):
+
+``module_factory``  zero-argument callable that rebuilds the model with real weights (the class or
+                    factory the model came from), or None when the model is a given instance;
+``module``          that instance (module-level or passed to :func:`capture_module`), else None;
+``traced_module``   the object that was traced (meta-built unless the user gave it);
+``graph_module``    the ``fx.GraphModule`` traced from it (None after an eager capture);
+``fx_names``        fx node name -> IR node name (re-trace with :func:`trace` to get the same
+                    names on a real module);
+``input_dtypes``    dtype name per input (``int64`` for a model whose first layer is Embedding).
+
 The frontend describes; it never judges. Only this module imports torch.
 """
 
@@ -22,6 +33,7 @@ import ast
 import contextlib
 import inspect
 import itertools
+import math
 import operator
 import os
 import re
@@ -29,6 +41,7 @@ import signal
 import sys
 import textwrap
 import threading
+import time
 import traceback
 import types
 import warnings
@@ -53,6 +66,25 @@ __all__ = ["capture_file", "capture_module", "trace"]
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _ARCHLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _module_ids = itertools.count()
+
+
+def _warm_up_meta_kernels() -> None:
+    """Run a few meta ops once at import. Most meta kernels are Python references whose first
+    call imports torch._dynamo (seconds); paying that here keeps it out of the first target's
+    time limit (the CLI imports this module before starting the clock)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = torch.empty(1, 2, 4, 4, device="meta")
+            stats = torch.empty(2, device="meta")
+            y = torch.relu(x + x)
+            F.batch_norm(y, stats, stats, training=False)
+            torch.cat([y, x], 1).mean((2, 3))
+    except Exception:  # a warm-up must never cost the import
+        pass
+
+
+_warm_up_meta_kernels()
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,12 +226,32 @@ class ConstructionSites:
 
 
 def _construction_site(module: nn.Module, frame: types.FrameType | None) -> tuple[str, int] | None:
+    """The user line that chose this layer's arguments.
+
+    That is the innermost user frame, unless it is a plain helper (``conv_bn_relu(...)``) called
+    from a model's method or module-level code: then the helper's call site, since that is where
+    the stride or dilation to fix is written (and one helper line would name every layer).
+    """
+    innermost = None
     while frame is not None:
         code = frame.f_code
         if _is_user_file(code.co_filename) and not _is_own_constructor(frame, module):
-            return code.co_filename, frame.f_lineno
+            if innermost is None:
+                innermost = (code.co_filename, frame.f_lineno)
+            if _chooses_layers(frame):
+                return code.co_filename, frame.f_lineno
         frame = frame.f_back
-    return None
+    return innermost
+
+
+def _chooses_layers(frame: types.FrameType) -> bool:
+    """Module-level code, or a method of an nn.Module (its ``__init__``, a ``_make_layer``)."""
+    code = frame.f_code
+    if code.co_name == "<module>":
+        return True
+    if code.co_argcount == 0 or code.co_varnames[0] != "self":
+        return False
+    return isinstance(frame.f_locals.get("self"), nn.Module)
 
 
 def _is_own_constructor(frame: types.FrameType, module: nn.Module) -> bool:
@@ -226,9 +278,15 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         yield
         return
 
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+    if outer_left and outer_left <= seconds:
+        yield  # a caller's alarm (the CLI's own limit) fires first: leave it in charge
+        return
+
     def expire(signum: int, frame: Any) -> None:
         raise _TimedOut()
 
+    start = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -236,6 +294,8 @@ def _deadline(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left:  # re-arm the caller's alarm for what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 1e-3))
 
 
 @contextlib.contextmanager
@@ -846,15 +906,19 @@ class _ShapeInterpreter(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         if any(self.env.get(a) is FAILED for a in n.all_input_nodes):
             return FAILED
-        try:
+        if n.op not in ("call_module", "call_function", "call_method"):
             return super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        kind, target = _fx_kind_target(self.module, n)
+        try:
+            value = super().run_node(n)
+            check_cpu_only_rules(kind, target, args, kwargs)
+            return value
         except Exception as exc:
-            if n.op == "placeholder":
-                raise
             if _is_unsupported(exc):
                 self.unsupported[n.name] = _one_line(exc)
             else:
-                self.errors[n.name] = _friendly_error(self, n, exc)
+                self.errors[n.name] = pytorch_message(kind, target, args, kwargs, exc)
             return FAILED
 
     def get_attr(self, target: str, args: tuple, kwargs: dict) -> Any:
@@ -864,22 +928,10 @@ class _ShapeInterpreter(fx.Interpreter):
         return self.meta.call(self.fetch_attr(target), args, kwargs)
 
 
-def _friendly_error(interp: _ShapeInterpreter, n: fx.Node, exc: BaseException) -> str:
-    if n.op == "call_module" and n.args and isinstance(n.args[0], fx.Node):
-        return _module_error(interp.fetch_attr(n.target), interp.env.get(n.args[0]), exc)
-    return _one_line(exc)
-
-
-def _module_error(module: nn.Module, arg: Any, exc: BaseException) -> str:
-    """The exception's one-line reason; for Linear, in the user's terms (the meta message is
-    about matrix reduction dims)."""
-    if isinstance(module, nn.Linear) and isinstance(arg, torch.Tensor) and arg.dim() >= 1 \
-            and arg.shape[-1] != module.in_features:
-        return (
-            f"input of shape {tuple(arg.shape)} has {arg.shape[-1]} features but "
-            f"Linear expects in_features={module.in_features}"
-        )
-    return _one_line(exc)
+def _fx_kind_target(gm: fx.GraphModule, n: fx.Node) -> tuple[str, Any]:
+    if n.op == "call_module":
+        return "module", gm.get_submodule(n.target)
+    return ("method" if n.op == "call_method" else "function"), n.target
 
 
 # --------------------------------------------------------------------------------------------
@@ -1807,6 +1859,207 @@ _register_functions()
 
 
 # --------------------------------------------------------------------------------------------
+# Parity with a real CPU run: checks meta kernels skip, and PyTorch's own error messages
+# --------------------------------------------------------------------------------------------
+
+
+class CpuOnlyError(RuntimeError):
+    """An error PyTorch raises on a real device that its meta kernel does not raise."""
+
+
+def _bound_call(kind: str, target: Any, args: tuple, kwargs: dict) -> tuple[str, OpCall] | None:
+    """``(op kind, call bound to parameter names)`` for the ops the parity checks know."""
+    if kind == "module":
+        handler = _module_handler(target)
+    elif kind == "method":
+        handler = _METHODS.get(target)
+    else:
+        handler = _FUNCTIONS.get(target)
+    if handler is None:
+        return None
+    op, params, _ = handler
+    call = OpCall(kind=kind, target=target, args=tuple(args), kwargs=dict(kwargs),
+                  raw_args=tuple(args), raw_kwargs=dict(kwargs),
+                  module=target if kind == "module" else None)
+    if params is not None:
+        call.bind(params)
+    return op, call
+
+
+def check_cpu_only_rules(kind: str, target: Any, args: tuple, kwargs: dict) -> None:
+    """Raise :class:`CpuOnlyError` (PyTorch's CPU message) where the meta kernel let a call
+    through that a real run refuses."""
+    bound = _bound_call(kind, target, args, kwargs)
+    if bound is None:
+        return
+    op, call = bound
+    x = call.args[0] if call.args else None
+    if not isinstance(x, torch.Tensor):
+        return
+    if op == "conv_transpose":
+        channels = _conv_channels_message(op, call, x)
+        if channels is not None:
+            raise CpuOnlyError(channels)
+        _check_output_padding(call)
+    elif op == "adaptive_pool":
+        _check_nonempty_adaptive_input(call, x)
+
+
+def _conv_transpose_geometry(call: OpCall) -> tuple[tuple[int, ...], ...]:
+    if call.module is not None:
+        m = call.module
+        nd = len(m.kernel_size)
+        return _ints(m.stride, nd), _ints(m.output_padding, nd), _ints(m.dilation, nd)
+    nd = call.get("weight").dim() - 2
+    return (_ints(call.get("stride", 1), nd), _ints(call.get("output_padding", 0), nd),
+            _ints(call.get("dilation", 1), nd))
+
+
+def _check_output_padding(call: OpCall) -> None:
+    stride, output_padding, dilation = _conv_transpose_geometry(call)
+    if all(op < s or op < d for op, s, d in zip(output_padding, stride, dilation)):
+        return
+    if len(stride) == 1:  # PyTorch runs 1-d as 2-d with a unit height
+        stride, output_padding, dilation = (1, *stride), (0, *output_padding), (1, *dilation)
+    axes = ("depth", "height", "width")[-len(stride):]
+    parts = [f"{name}_{axis}: {v}" for name, values in
+             (("output_padding", output_padding), ("stride", stride), ("dilation", dilation))
+             for axis, v in zip(axes, values)]
+    raise CpuOnlyError(
+        "output padding must be smaller than either stride or dilation, but got " + " ".join(parts)
+    )
+
+
+def _check_nonempty_adaptive_input(call: OpCall, x: torch.Tensor) -> None:
+    sizes = list(x.shape)
+    if x.dim() == 3 and call.kind == "function" and "1d" in getattr(call.target, "__name__", ""):
+        sizes.insert(-1, 1)  # adaptive 1-d pools run as 2-d
+    elif call.module is not None and _module_nd(call.module) == 1:
+        sizes.insert(-1, 1)
+    empty = [i for i, s in enumerate(sizes) if s == 0 and i > 0]
+    if not empty:
+        return
+    nd = max(len(sizes) - 2, 2)
+    kind = "max" if "max" in (_module_origin(call.module) if call.module is not None
+                              else _function_origin(call.target)).lower() else "avg"
+    raise CpuOnlyError(
+        f"adaptive_{kind}_pool{nd}d(): Expected input to have non-zero size for non-batch "
+        f"dimensions, but input has sizes {sizes} with dimension {empty[0]} being empty"
+    )
+
+
+def pytorch_message(kind: str, target: Any, args: tuple, kwargs: dict,
+                    exc: BaseException) -> str:
+    """The one-line reason PyTorch gives on a real device, where the meta kernel words it
+    differently (or less helpfully); else the exception's own first line."""
+    if isinstance(exc, CpuOnlyError):
+        return str(exc)
+    try:
+        bound = _bound_call(kind, target, args, kwargs)
+        message = _rephrase(*bound) if bound is not None else None
+    except Exception:
+        message = None
+    return message or _one_line(exc)
+
+
+def _rephrase(op: str, call: OpCall) -> str | None:
+    x = call.args[0] if call.args else None
+    if op == "concat":
+        return _cat_message(call.get("tensors"), int(call.get("dim", 0)))
+    if op in ("add", "sub", "mul", "div", "?") and len(call.args) >= 2:
+        return _broadcast_message(call.args[0], call.args[1])
+    if not isinstance(x, torch.Tensor):
+        return None
+    if op in ("conv", "conv_transpose"):
+        return _conv_channels_message(op, call, x)
+    if op == "linear":
+        return _linear_message(call, x)
+    if op in ("pixel_shuffle", "pixel_unshuffle"):
+        return _shuffle_message(op, call, x)
+    if op == "norm" and isinstance(call.module, nn.LayerNorm):
+        shape = list(call.module.normalized_shape)
+        if list(x.shape[-len(shape):]) != shape:
+            inner = ", ".join(str(s) for s in shape)
+            return (f"Given normalized_shape={shape}, expected input with shape [*, {inner}], "
+                    f"but got input of size{list(x.shape)}")
+    return None
+
+
+def _broadcast_message(a: Any, b: Any) -> str | None:
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return None
+    rank = max(a.dim(), b.dim())
+    for i in range(rank - 1, -1, -1):
+        sa = a.shape[i - rank + a.dim()] if i - rank + a.dim() >= 0 else 1
+        sb = b.shape[i - rank + b.dim()] if i - rank + b.dim() >= 0 else 1
+        if sa != sb and sa != 1 and sb != 1:
+            return (f"The size of tensor a ({sa}) must match the size of tensor b ({sb}) "
+                    f"at non-singleton dimension {i}")
+    return None
+
+
+def _cat_message(tensors: Any, dim: int) -> str | None:
+    tensors = [t for t in tensors or () if isinstance(t, torch.Tensor) and t.dim() > 0]
+    if len(tensors) < 2 or len({t.dim() for t in tensors}) != 1:
+        return None
+    first, rank = tensors[0], tensors[0].dim()
+    dim %= rank
+    for number, t in enumerate(tensors[1:], 1):
+        for d in range(rank):
+            if d != dim and t.shape[d] != first.shape[d]:
+                return (f"Sizes of tensors must match except in dimension {dim}. Expected size "
+                        f"{first.shape[d]} but got size {t.shape[d]} for tensor number {number} "
+                        "in the list.")
+    return None
+
+
+def _conv_channels_message(op: str, call: OpCall, x: torch.Tensor) -> str | None:
+    if call.module is not None:
+        weight, groups = call.module.weight, call.module.groups
+    else:
+        weight, groups = call.get("weight"), int(call.get("groups", 1))
+    nd = weight.dim() - 2
+    if x.dim() not in (nd + 1, nd + 2):
+        return None
+    channels = x.shape[-nd - 1]
+    transposed = op == "conv_transpose"
+    expected = weight.shape[0] if transposed else weight.shape[1] * groups
+    if channels == expected:
+        return None
+    given = "transposed=1" if transposed else f"groups={groups}"
+    return (f"Given {given}, weight of size {list(weight.shape)}, expected input{list(x.shape)} "
+            f"to have {expected} channels, but got {channels} channels instead")
+
+
+def _linear_message(call: OpCall, x: torch.Tensor) -> str | None:
+    weight = call.module.weight if call.module is not None else call.get("weight")
+    if x.dim() < 2 or weight.dim() != 2 or x.shape[-1] == weight.shape[1]:
+        return None
+    rows = math.prod(x.shape[:-1])
+    return (f"mat1 and mat2 shapes cannot be multiplied ({rows}x{x.shape[-1]} and "
+            f"{weight.shape[1]}x{weight.shape[0]}): the input has {x.shape[-1]} features but "
+            f"the layer expects in_features={weight.shape[1]}")
+
+
+def _shuffle_message(op: str, call: OpCall, x: torch.Tensor) -> str | None:
+    if call.module is not None:
+        factor = getattr(call.module, "upscale_factor", None) or call.module.downscale_factor
+    else:
+        factor = int(call.get("upscale_factor") or call.get("downscale_factor"))
+    if op == "pixel_shuffle":
+        if x.dim() >= 3 and x.shape[-3] % (factor * factor):
+            return (f"pixel_shuffle expects its input's 'channel' dimension to be divisible by "
+                    f"the square of upscale_factor, but input.size(-3)={x.shape[-3]} is not "
+                    f"divisible by {factor * factor}")
+        return None
+    for axis, name in ((-2, "height"), (-1, "width")):
+        if x.dim() >= 3 and x.shape[axis] % factor:
+            return (f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but "
+                    f"input.size({axis})={x.shape[axis]} is not divisible by {factor}")
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # Eager capture (fx could not trace): run forward on meta tensors and record each op
 # --------------------------------------------------------------------------------------------
 
@@ -1877,11 +2130,12 @@ class _EagerRecorder(TorchFunctionMode):
             recorder.leaf_depth += 1
             try:
                 out = original_forward(*args, **kwargs)
+                check_cpu_only_rules("module", module, args, kwargs)
             except Exception as exc:
-                recorder.leaf_depth -= 1
                 recorder._record("module", module, args, kwargs, None, exc)
                 raise _StopCapture() from exc
-            recorder.leaf_depth -= 1
+            finally:
+                recorder.leaf_depth -= 1
             recorder._record("module", module, args, kwargs, out, None)
             return out
 
@@ -1895,6 +2149,8 @@ class _EagerRecorder(TorchFunctionMode):
             return func(*args, **kwargs)
         try:
             out = func(*args, **kwargs)
+            if self._activation_args(args, kwargs):
+                check_cpu_only_rules(*_eager_target(func), args, kwargs)
         except Exception as exc:
             if not self._activation_args(args, kwargs):
                 raise
@@ -1931,9 +2187,8 @@ class _EagerRecorder(TorchFunctionMode):
         location = self._location(kind, target, name)
         error = None
         if exc is not None:
-            error = None if _is_unsupported(exc) else (
-                _module_error(target, args[0] if args else None, exc) if kind == "module"
-                else _one_line(exc))
+            error = None if _is_unsupported(exc) else pytorch_message(
+                kind, target, args, kwargs, exc)
             self.g.graph["capture_note"] = (
                 f"capture stopped at {location}: {origin}: {error or _one_line(exc)}"
             )

@@ -265,3 +265,31 @@ def test_shape_error_is_one_line_with_numbers():
     with pytest.raises(ShapeError) as exc:
         infer_spatial("conv", window_attrs(7, 1, 0), [(4,)])
     assert "\n" not in str(exc.value) and "7" in str(exc.value) and "4" in str(exc.value)
+
+
+def test_conv_transpose_with_output_size():
+    """``up(x, output_size=ref)``: torch picks output_padding; a target out of reach raises."""
+    for k, s, p in itertools.product(range(1, 5), range(1, 4), range(0, 2)):
+        attrs = Attrs(kernel=(k,), stride=(s,), padding=((p, p),), output_padding=(0,),
+                      size_from="skip")
+        m = torch.nn.ConvTranspose1d(1, 1, k, s, p)
+        for n, target in itertools.product(range(1, 8), range(1, 20)):
+            expected = torch_spatial(lambda x: m(x, output_size=[target]), torch.zeros(1, 1, n))
+            try:
+                got = infer_spatial("conv_transpose", attrs, [(n,), (target,)])
+            except ShapeError:
+                got = None
+            assert got == expected, (k, s, p, n, target)
+
+
+def test_nonsense_attributes_fail_cleanly():
+    for attrs in (window_attrs(-1, 1, 0), window_attrs(3, 0, 0), window_attrs(3, 1, 0, d=0)):
+        for op in ("conv", "max_pool", "conv_transpose"):
+            assert always_invalid(op, attrs)
+            with pytest.raises(ShapeError):
+                infer_spatial(op, attrs, [(8,)])
+    for scale in (float("nan"), float("inf"), 0.0, -2.0):
+        with pytest.raises(ShapeError):
+            infer_spatial("upsample", Attrs(scale=(scale,)), [(8,)])
+    with pytest.raises(UnsupportedOp):
+        infer_spatial("slice", Attrs(slices=((0, 4, 0),)), [(8,)])

@@ -301,3 +301,20 @@ def test_gradient_oracle_2d_merge():
     assert rf_h.bounds(20) == (int(rows.min()), int(rows.max()))
     assert rf_w.bounds(20) == (int(cols.min()), int(cols.max()))
     assert g.nodes["sum"]["rf_aligned"] is True
+
+
+def test_huge_kernels_after_upsampling_are_fast():
+    import time
+
+    g = chain([("up", "upsample", Attrs(scale=(2.0,), mode="nearest")),
+               ("conv", "conv", window(10**12, 1, 0, nd=1)),
+               ("convt", "conv_transpose", window(10**12, 2, 0, nd=1)),
+               ("up8", "upsample", Attrs(scale=(1e9,), mode="nearest"))], nd=1, size=16)
+    start = time.perf_counter()
+    receptive_field_pass(g)
+    assert time.perf_counter() - start < 1.0
+    rf = g.nodes["conv"]["rf"][0]
+    # unit j reads upsampled pixels j .. j + 1e12 - 1, i.e. inputs j//2 .. (j + 1e12 - 1)//2
+    assert rf.bounds(0) == (0, 5 * 10**11 - 1) and rf.bounds(1) == (0, 5 * 10**11)
+    assert rf.size == 5 * 10**11 + 1
+    assert g.nodes["convt"]["rf"] == (None,) and g.nodes["up8"]["rf"] == (None,)

@@ -8,6 +8,7 @@ branch (only the declared squeeze-and-excitation branch may broadcast).
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -216,6 +217,7 @@ def test_formulas_agree_with_traced_shapes_at_the_example(swept):
 def test_admissible_json_round_trips(swept):
     _, _, _, g = swept
     sweep, table = g.graph["sizes"], g.graph["admissible_sizes"]
+    assert json.loads(json.dumps(table)) == table
     assert table["range"] == [1, 128]
     assert set(table) == {"range", "square", "height", "width"}
     for key in ("square", "height", "width"):

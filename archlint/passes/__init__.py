@@ -7,6 +7,10 @@
 2. :func:`archlint.passes.sizes.input_size_pass`: ``g.graph["sizes"]`` (a ``SizeSweep``),
    ``g.graph["admissible_sizes"]`` (JSON) and ``g.graph["sizes_summary"]`` (one line).
 
+Neither pass raises for a graph it cannot model (facts become "unknown"); should one fail on an
+internal bug, its facts are None and ``g.graph["passes_error"]`` says why, so the rules that need
+neither still run.
+
 The exact shapes at the example input come from the frontends (``shapes`` on each node); the
 per-op formulas both passes build on live in :mod:`archlint.passes.formulas`.
 """
@@ -20,5 +24,15 @@ def run_passes(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> None:
     from archlint.passes.receptive_field import receptive_field_pass
     from archlint.passes.sizes import input_size_pass
 
-    receptive_field_pass(g)
-    input_size_pass(g, sizes_range)
+    try:
+        receptive_field_pass(g)
+    except Exception as exc:  # a bug here must not hide the findings that need no field
+        for name in g.nodes:
+            g.nodes[name].update(rf=None, rf_global=False, rf_aligned=None)
+        g.graph["passes_error"] = f"receptive field pass: {type(exc).__name__}: {exc}"
+    try:
+        input_size_pass(g, sizes_range)
+    except Exception as exc:
+        g.graph.update(sizes=None, admissible_sizes=None)
+        g.graph["sizes_summary"] = f"sizes unknown (internal error in the size sweep: {type(exc).__name__})"
+        g.graph["passes_error"] = f"input-size sweep: {type(exc).__name__}: {exc}"

@@ -39,7 +39,9 @@ Semantics checked against PyTorch (tests/test_formulas.py) and ONNX:
   raises when a pad exceeds ``kernel // 2`` (the kernel, not the dilated extent); ONNX Runtime
   when a pad is >= the kernel (``semantics="onnx"``). Output < 1 raises.
 * conv_transpose: ``(n-1)*s - pb - pe + d*(k-1) + output_padding + 1``, raising below 1;
-  output_padding must be smaller than the stride or the dilation. ONNX ``output_shape``
+  output_padding must be smaller than the stride or the dilation. With ``attrs.size_from``
+  (``up(x, output_size=skip.shape[2:])``) the output is that size, valid while it lies in
+  ``[base, base + s - 1]`` (``base`` being the size with output_padding 0), as torch checks. ONNX ``output_shape``
   (``attrs.extra["output_shape"]``) fixes the output; ``auto_pad=SAME_*`` gives ``n * s``.
 * upsample: ``floor(n * scale)`` in double precision (as ATen), or a fixed ``size``, or the
   size of ``size_from``; an output < 1 raises.
@@ -213,6 +215,14 @@ def _bad_copy(dest: tuple[Any, Any, Any], src: tuple[Any, Any, Any], alias: bool
 
 def always_invalid(op: str, attrs: Attrs, semantics: str = "torch") -> str | None:
     """Why the op raises at every input size, or None."""
+    if op in ("conv", "conv_transpose", *_POOLS):
+        for what, values in (("kernel", attrs.kernel), ("stride", attrs.stride),
+                             ("dilation", attrs.dilation)):
+            if any(int(v) < 1 for v in values):
+                return f"{what} {tuple(values)} is not positive"
+    if op == "upsample" and attrs.scale is not None and attrs.size is None and attrs.size_from is None:
+        if any(not math.isfinite(float(v)) or float(v) <= 0 for v in attrs.scale):
+            return f"scale {tuple(attrs.scale)} is not a positive number"
     if op in _POOLS and not attrs.auto_pad.upper().startswith("SAME"):
         for axis, k in enumerate(attrs.kernel):
             pb, pe = _pads(attrs, axis)
@@ -279,6 +289,13 @@ def axis_size(
     if op == "conv_transpose":
         k = _per_axis(attrs.kernel, axis, 1)
         s = _per_axis(attrs.stride, axis, 1)
+        if attrs.size_from is not None and ref is not None:
+            # ConvTranspose(x, output_size=ref): torch picks output_padding to hit ref, which
+            # must lie within [base, base + stride - 1]
+            d = _per_axis(attrs.dilation, axis, 1)
+            pb, pe = _pads(attrs, axis)
+            base = conv_transpose_size(n, k, s, d, pb, pe, 0)
+            return ref, (ref < base) | (ref > base + s - 1) | (ref < 1)
         fixed = attrs.extra.get("output_shape")
         if fixed:
             out = int(_per_axis(fixed, axis, 1))
@@ -342,6 +359,7 @@ def infer_spatial(
     if not input_spatial:
         raise UnsupportedOp(f"{op} has no input")
     first = tuple(int(v) for v in input_spatial[0])
+    ref_given = attrs.size_from is not None and len(input_spatial) > 1
     if op in PASS_THROUGH:
         return first
     if op in SPATIAL_OPS:
@@ -350,7 +368,7 @@ def infer_spatial(
             raise ShapeError(f"{op}: {reason}")
         if any(v < 1 for v in first):
             raise ShapeError(f"{op}: empty input {first}")
-        ref = tuple(input_spatial[1]) if attrs.size_from is not None and len(input_spatial) > 1 else None
+        ref = tuple(input_spatial[1]) if ref_given else None
         out = []
         for axis, n in enumerate(first):
             size, invalid = axis_size(

@@ -76,7 +76,7 @@ from archlint.graph import ELEMENTWISE_MERGES, MERGES, Attrs
 __all__ = ["ReceptiveField", "receptive_field_pass"]
 
 #: Give up (unknown) beyond this period: no real network gets near it.
-MAX_PERIOD = 4096
+MAX_PERIOD = 1024
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,13 @@ class ReceptiveField:
     padding: Fraction
     #: exact ``(start, end)`` of units 0..period-1 (None: the unit reads no input pixel)
     phases: tuple[tuple[int, int] | None, ...] = field(default=(), compare=False, repr=False)
+    #: input pixels from one period to the next (bounds() runs per unit: keep it integer)
+    _shift: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        phases = self.phases or ((int(-self.padding), int(-self.padding + self.size - 1)),)
+        object.__setattr__(self, "phases", phases)
+        object.__setattr__(self, "_shift", int(self.stride * len(phases)))
 
     @property
     def r(self) -> int | Fraction:
@@ -108,19 +115,16 @@ class ReceptiveField:
 
     @property
     def period(self) -> int:
-        return max(len(self.phases), 1)
+        """Units after which the pattern of spans repeats (1 unless upsampled)."""
+        return len(self.phases)
 
     def bounds(self, j: int) -> tuple[int, int] | None:
         """Exact first and last input pixel read by output unit ``j`` (may lie in padding)."""
-        if not self.phases:
-            start = j * self.stride - self.padding
-            return int(start), int(start + self.size - 1)
         q, rho = divmod(j, len(self.phases))
         span = self.phases[rho]
         if span is None:
             return None
-        shift = int(self.stride * len(self.phases)) * q
-        return span[0] + shift, span[1] + shift
+        return span[0] + q * self._shift, span[1] + q * self._shift
 
 
 # -- the exact per-axis grid ------------------------------------------------------------------
@@ -181,18 +185,25 @@ def _shifted(span: tuple[int, int] | None, step: int) -> tuple[int, int] | None:
 
 def _window(grid: Grid, k: int, s: int, p: int, d: int = 1) -> Grid | None:
     """Unit j reads positions j*s - p + t*d for t < k."""
+    if k < 1 or s < 1 or d < 1:
+        return None
     period, shift, starts, ends = grid
     if period == 1:
         return (1, shift * s, (starts[0] - p * shift,), (ends[0] + ((k - 1) * d - p) * shift,))
     period_out = period // gcd(period, s)
     shift_out = shift * (s * period_out // period)
-    spans = [_hull(grid, [j * s - p + t * d for t in range(k)]) for j in range(period_out)]
+    # spans grow with x inside each residue class mod the period, so the first and the last
+    # `period` taps decide the hull
+    taps = range(k) if k <= 2 * period else [*range(period), *range(k - period, k)]
+    spans = [_hull(grid, [j * s - p + t * d for t in taps]) for j in range(period_out)]
     return _make(period_out, shift_out, spans)
 
 
 def _transpose(grid: Grid, k: int, s: int, p: int, d: int = 1) -> Grid | None:
     """Unit o reads inputs (o + p - t*d) / s for the taps t where that divides."""
     period, shift = grid[0], grid[1]
+    if k < 1 or s < 1 or d < 1 or s * period * k > 50 * MAX_PERIOD:
+        return None
     spans = []
     for o in range(s * period):
         xs = [(o + p - t * d) // s for t in range(k) if (o + p - t * d) % s == 0]
@@ -203,6 +214,8 @@ def _transpose(grid: Grid, k: int, s: int, p: int, d: int = 1) -> Grid | None:
 def _upsample(grid: Grid, f: int, taps: list[tuple[int, int]]) -> Grid | None:
     """Unit q*f + rho reads inputs q + taps[rho][0] .. q + taps[rho][1]."""
     period, shift = grid[0], grid[1]
+    if f < 1 or f * period > MAX_PERIOD:
+        return None
     spans = []
     for j in range(f * period):
         q, rho = divmod(j, f)
@@ -287,6 +300,8 @@ def _resample(grid: Grid, attrs: Attrs, ratio: Fraction) -> Grid | None:
         return None
     if ratio.numerator == 1:  # up by f
         f = ratio.denominator
+        if f > MAX_PERIOD:
+            return None
         taps = [_source_taps(attrs, ratio, rho) for rho in range(f)]
         if any(t is None for t in taps):
             return None
@@ -301,7 +316,7 @@ def _resample(grid: Grid, attrs: Attrs, ratio: Fraction) -> Grid | None:
 
 def _integer_ratio(value: float) -> Fraction | None:
     """``1/value`` as an exact ratio when value or 1/value is (numerically) an integer."""
-    if value <= 0:
+    if not value > 0 or value == float("inf"):  # also NaN
         return None
     if abs(value - round(value)) < 1e-9:
         return Fraction(1, int(round(value)))

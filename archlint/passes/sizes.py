@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 #: Bytes of retained size arrays beyond which arrays no consumer still needs are dropped.
-MEMORY_BUDGET = 64 * 2**20
+MEMORY_BUDGET = 32 * 2**20
 #: Longest period the progression finder tries.
 MAX_PERIOD = 1024
 
@@ -435,8 +435,6 @@ class _Forward:
             return None
         # the first per-axis sweep at n = example[0] has every axis at its example size
         sweep = 0 if self.sweep.axes == 1 else 1
-        if self.sweep.axes > 1 and any(not self.sweep.lo <= v <= self.sweep.hi for v in ex[:1]):
-            return None
         return sweep * self.n + ex[0] - self.sweep.lo
 
     def _column(self, axis: int, example: int) -> np.ndarray:
@@ -560,7 +558,7 @@ class _Forward:
         if ok is not None and not ok[pos]:
             return None  # an upstream op fails at the example; the frontend's shape is moot
         inv = invalid[pos] if isinstance(invalid, np.ndarray) else bool(invalid)
-        if inv:
+        if inv and data["op"] not in ELEMENTWISE_MERGES:  # the engine broadcasts 1 pixel; we do not
             if data.get("error") is None:
                 return "the size formulas say this op fails at the example size, the exact engine does not"
             return None
@@ -611,9 +609,11 @@ class _Forward:
                 invalid = _check_trailing(first, tuple(normalized))
         if example is None or len(example) != len(first):
             return first, invalid, None
-        # channels (and batch) as the exact engine says; spatial dims come through unchanged
-        head = tuple(example[:2])
-        if all(not isinstance(d, np.ndarray) and d == e for d, e in zip(first[:2], head)):
+        # a constant batch/channel dim as the exact engine says (an op the frontend calls
+        # pointwise may still change channels); size-dependent dims come through unchanged
+        head = tuple(e if d is None or not isinstance(d, np.ndarray) else d
+                     for d, e in zip(first[:2], example[:2]))
+        if all(d is h for d, h in zip(first[:2], head)) or tuple(first[:2]) == head:
             return first, invalid, None
         return head + tuple(first[2:]), invalid, None
 
@@ -623,12 +623,14 @@ class _Forward:
         if len(first) < 3:
             raise UnsupportedOp(f"{op} on a tensor without spatial axes")
         reason = always_invalid(op, attrs, self.semantics)
-        invalid: Any = bool(reason)
+        if reason:  # fails at every size; the formulas may not even be defined
+            return tuple(example) if example is not None else first, True, None
+        invalid: Any = False
         ref = None
-        if op == "upsample" and attrs.size_from is not None:
+        if op in ("upsample", "conv_transpose") and attrs.size_from is not None:
             ref_dims = get(attrs.size_from)[0] if attrs.size_from in self.g else None
             if ref_dims is None or len(ref_dims) < 3:
-                raise UnsupportedOp(f"upsample to the size of {attrs.size_from!r}, which is unknown")
+                raise UnsupportedOp(f"{op} to the size of {attrs.size_from!r}, which is unknown")
             ref = ref_dims[2:]
         spatial = []
         for axis, n in enumerate(first[2:]):

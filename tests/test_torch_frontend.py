@@ -1199,3 +1199,23 @@ def test_timeout_cooperates_with_a_callers_alarm(tmp_path):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_transposed_conv_output_size_from_a_skip_is_recorded(tmp_path):
+    path = write(tmp_path, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 3, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(self.down(x), output_size=x.shape[2:]) + x
+
+example_input = torch.empty(1, 3, 24, 24, device="meta")
+""")
+    g = only(path).graph
+    attrs = g.nodes["up"]["attrs"]
+    assert attrs.size_from == "x"
+    assert attrs.extra["output_size"] == (24, 24)
+    assert g.nodes["up"]["shapes"][0][2:] == (24, 24)  # 12 -> 23 or 24: the skip picks 24

@@ -1366,10 +1366,18 @@ def _conv_module(call: OpCall) -> Attrs:
 def _conv_transpose_module(call: OpCall) -> Attrs:
     m = call.module
     nd = len(m.kernel_size)
+    # `up(x, output_size=skip.shape[2:])`: the output follows that tensor at every input size.
+    size_from = call.size_source(call.bound_raw.get("output_size"))
+    output_size = call.get("output_size")
+    if size_from is not None and (
+        output_size is None or call.spatial_of(size_from) != tuple(output_size)[-nd:]
+    ):
+        size_from = None  # computed from that tensor's size, but not equal to it
     return Attrs(kernel=tuple(m.kernel_size), stride=tuple(m.stride), dilation=tuple(m.dilation),
                  padding=_pairs(m.padding, nd), output_padding=_ints(m.output_padding, nd),
                  groups=m.groups, in_channels=m.in_channels, out_channels=m.out_channels,
-                 bias=m.bias is not None, padding_mode=m.padding_mode)
+                 bias=m.bias is not None, padding_mode=m.padding_mode, size_from=size_from,
+                 extra={} if output_size is None else {"output_size": tuple(output_size)[-nd:]})
 
 
 def _pool_nd(call: OpCall) -> int:
@@ -1524,7 +1532,7 @@ _NORM_CLASSES = tuple(
 )
 
 _MODULE_TABLE: list[tuple[Any, _Handler]] = [
-    (nn.modules.conv._ConvTransposeNd, ("conv_transpose", None, _conv_transpose_module)),
+    (nn.modules.conv._ConvTransposeNd, ("conv_transpose", ("input", "output_size"), _conv_transpose_module)),
     (nn.modules.conv._ConvNd, ("conv", None, _conv_module)),
     (nn.modules.pooling._MaxPoolNd, ("max_pool", None, _max_pool_module)),
     (nn.modules.pooling._AvgPoolNd, ("avg_pool", None, _avg_pool_module)),

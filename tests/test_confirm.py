@@ -632,8 +632,6 @@ class M(nn.Module):
 """
 
 
-@pytest.mark.xfail(strict=True, reason="sizes pass: a pointwise op on an (N, features) tensor "
-                   "replaces the features by the example's count (sizes._pass_through)")
 def test_sweep_knows_a_flatten_fails_through_a_dropout(tmp_path):
     from archlint.api import lint
 
@@ -642,10 +640,12 @@ def test_sweep_knows_a_flatten_fails_through_a_dropout(tmp_path):
     (m,) = lint(path).models
     f = next(f for f in m.findings if f.rule == "hardcoded-flatten")
     C.confirm_report(m)
-    # confirm really sees the linear fail at 16x16 ...
-    assert "at input 1x3x16x16 it raised at fc" in f.confirmation["detail"]
-    # ... and the sweep should have said so
+    # the sweep predicts the failing sizes, and the real run at the nearest one raises at fc ...
+    assert f.confirmation["status"] == "confirmed"
+    assert "at input 1x3x7x7 it raised at fc" in f.confirmation["detail"]
     assert "archlint bug in the sizes pass" not in f.confirmation["detail"]
+    # ... while the only admissible size runs
+    assert "at the predicted-admissible input 1x3x8x8 it runs" in f.confirmation["detail"]
 
 
 # --- the CLI --------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def hardcoded_flatten(ctx):
             _message(g, fold, in_features, locked, batch),
             fix=_fix(fold),
             severity="error" if batch else None,
-            sizes=f"works at {locked}" if locked else None,
+            sizes=f"the features match in_features at {locked}" if locked else None,
             related=[ctx.node(linear)["location"]],
         )
 
@@ -208,7 +208,7 @@ def _message(g, fold: Fold, in_features: int, locked: str | None, batch: bool) -
         f"{node['origin'] or node['op']} folds a {folded} map ({grid} spatial positions) into "
         f"{fold.features} features for {_name(g, fold.linear)} "
         f"({linear['origin'] or 'linear'} with in_features={in_features}); the feature count "
-        "depends on the input size, so the model runs "
+        "depends on the input size, so it fits the linear layer "
         + (f"at {locked}" if locked else f"only at the example size ({grid} after {_name(g, fold.source)})")
     )
     if batch:

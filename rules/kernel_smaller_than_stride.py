@@ -99,7 +99,7 @@ def kernel_smaller_than_stride(ctx):
 def read_fraction(kernel: int, stride: int, dilation: int) -> Fraction:
     """Share of input rows a strided window reads in the steady state: the taps' offsets
     ``t * dilation`` cover that many of the ``stride`` residues."""
-    residues = {(t * dilation) % stride for t in range(kernel)}
+    residues = {(t * dilation) % stride for t in range(min(kernel, stride))}  # period <= stride
     return Fraction(len(residues), stride)
 
 

@@ -3,8 +3,11 @@
 Flags a merge (`torch.cat`, `+`) whose branches have the same size but whose pixels do not sit
 over the same input pixels: the receptive fields of pixel (i, j) in the two branches are centred
 on different input points (a constant shift, or a drift across the map when the effective
-strides differ). The offsets come from the receptive-field pass (Araujo et al.), exactly per
-output pixel, in input pixels.
+strides differ). The offsets come from the receptive-field pass (Araujo et al.), in input
+pixels: each branch's centre of pixel i is averaged over the phase of any upsampling on its
+path (after a x2 nearest upsample, pixels 2i and 2i+1 read the same source pixel; their mean
+centre is where the pair really sits), which is also the mean of the true, weight-averaged
+centres for nearest and bilinear resampling.
 
 Offsets smaller than one pixel of the coarser grid involved are not reported: one input pixel
 for maps that were never upsampled, and `stride * period` of the receptive field for upsampled
@@ -61,23 +64,38 @@ def tolerance(rf_a, rf_b) -> Fraction:
     return max(Fraction(MIN_OFFSET), coarse_pixel(rf_a), coarse_pixel(rf_b))
 
 
-def unit_centre(rf, j: int) -> Fraction | None:
-    """Centre of output unit j's receptive field, in input pixels (exact, phases included)."""
-    bounds = rf.bounds(j) if hasattr(rf, "bounds") else None
-    if bounds is None:
+def mean_centre(rf) -> Fraction | None:
+    """Centre of unit j's receptive field minus ``j * stride``, averaged over one period of
+    units (the receptive-field pass's ``center_offset``); None when some unit of the period
+    reads no input pixel at all (a transposed conv with kernel < stride), so it has no centre.
+
+    Over a period, the mean of the units' span midpoints equals the mean of their true
+    (gradient-weighted) centres for nearest and bilinear resampling (tests/test_pitfall_rules.py
+    checks it against the gradient).
+    """
+    if any(span is None for span in getattr(rf, "phases", ())):
         return None
-    return Fraction(bounds[0] + bounds[1], 2)
+    return Fraction(rf.center_offset)
+
+
+def offset_at(rf_a, rf_b, j: int) -> Fraction | None:
+    """Signed distance, in input pixels, from branch a's mean centre of unit j to branch b's."""
+    a, b = mean_centre(rf_a), mean_centre(rf_b)
+    if a is None or b is None:
+        return None
+    return (Fraction(rf_b.stride) - Fraction(rf_a.stride)) * j + (b - a)
 
 
 def max_offset(rf_a, rf_b, size: int) -> Fraction | None:
-    """Largest distance, over the map's units 0..size-1, between the two branches' centres."""
-    gaps = []
-    for j in range(size):
-        a, b = unit_centre(rf_a, j), unit_centre(rf_b, j)
-        if a is None or b is None:
-            return None
-        gaps.append(abs(b - a))
-    return max(gaps, default=Fraction(0))
+    """Largest distance between the two branches' centres over the map's units 0..size-1.
+
+    The mean centres are affine in the unit index (``j * stride + center_offset``), so their
+    distance is largest at one end of the map: the cost does not depend on the map's size.
+    """
+    ends = [offset_at(rf_a, rf_b, j) for j in {0, max(int(size) - 1, 0)}]
+    if any(end is None for end in ends):
+        return None
+    return max(abs(end) for end in ends)
 
 
 @rule(
@@ -165,8 +183,9 @@ def _message(g, merge, size, reference, ref_rf, other, rf, gaps) -> str:
     per_axis: dict[str, list[str]] = {}
     for axis, a, b, gap in zip(axes, ref_rf, rf, gaps):
         if gap > 0:
+            apart = f"{_num(gap)} px apart" if a.stride == b.stride else f"up to {_num(gap)} px apart"
             text = (f"{producer_name(g, reference)} at {place(a)}, {producer_name(g, other)} at "
-                    f"{place(b)}, up to {_num(gap)} px apart")
+                    f"{place(b)}, {apart}")
             per_axis.setdefault(text, []).append(axis)
     detail = "; ".join(f"{' and '.join(names)}: {text}" for text, names in per_axis.items())
     return (

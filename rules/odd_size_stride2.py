@@ -168,25 +168,29 @@ def sweep_of(g):
     return sweep if sweep is not None and hasattr(sweep, "spatial") else None
 
 
+#: How the square sweep is named, by the number of spatial axes (as the sizes pass names it).
+SWEEP_LETTERS = {1: "L", 2: "H = W", 3: "D = H = W"}
+
+
 def sizes_note(sweep, fires, defined=None) -> str | None:
     """'fires at H = W in ...; avoided at H = W in ...' from the input-size sweep.
 
-    ``fires`` and ``defined`` (where the sizes involved exist at all) are masks over the swept
-    sides; the sizes that avoid the finding are the admissible ones where it does not fire.
+    ``fires`` and ``defined`` are masks over the swept sides: where the finding fires, and where
+    the sizes it is about exist at all (its layers' inputs are defined). "Avoided" is where they
+    exist and it does not fire: a fact about this finding, not the model's admissible sizes
+    (another layer may still fail there; the sizes summary and input-size-constraints say so).
     """
     if sweep is None or fires is None:
         return None
     fires = np.asarray(fires, dtype=bool)
-    if defined is not None:
-        fires = fires & np.asarray(defined, dtype=bool)
+    scope = np.ones_like(fires) if defined is None else np.asarray(defined, dtype=bool)
+    fires = fires & scope
     if not fires.any():
         return None
-    admissible = getattr(sweep, "admissible", None)
-    avoid = ~fires if admissible is None else ~fires & np.asarray(admissible, dtype=bool)
-    avoided = (
-        f"avoided at H = W in {sweep.describe(avoid)}" if avoid.any() else "no working input size avoids it"
-    )
-    return f"fires at H = W in {sweep.describe(fires)}; {avoided}"
+    letters = SWEEP_LETTERS.get(getattr(sweep, "axes", 2), "n")
+    avoid = scope & ~fires
+    avoided = f"avoided at {letters} in {sweep.describe(avoid)}" if avoid.any() else "no input size avoids it"
+    return f"fires at {letters} in {sweep.describe(fires)}; {avoided}"
 
 
 def _decimal(value: Fraction) -> str:

@@ -109,11 +109,18 @@ def _sizes(g, name: str, axes) -> str | None:
     if maps is None or len(maps) != len(axes):
         return None
     drops = np.zeros(len(sweep.sizes), dtype=bool)
+    defined = np.ones(len(sweep.sizes), dtype=bool)
     for n, (k, s, d, (pb, pe)) in zip(maps, axes):
         n = np.asarray(n, dtype=np.int64)
         padded = n + pb + pe
         extent = kernel_extent(k, d)
         left_over = np.where(padded >= extent, (padded - extent) % s, 0)
         drops |= (n > 0) & (left_over - pe > 0)
-    works = np.asarray(sweep.admissible, dtype=bool)
-    return f"every row and column is pooled at input sides {sweep.describe(works & ~drops)}"
+        defined &= n > 0
+    # where this pool's input exists and it drops nothing (not where the whole model runs)
+    tiles = defined & ~drops
+    if hasattr(sweep, "invalid_at"):
+        tiles &= ~np.asarray(sweep.invalid_at(name), dtype=bool)  # the window must fit at all
+    if not tiles.any():
+        return None
+    return f"every row and column is pooled at input sides {sweep.describe(tiles)}"

@@ -2,9 +2,11 @@
 ## What it does
 Flags a merge (`+`, `-`, `*`, `/`, `torch.cat`) whose inputs disagree on a spatial size (for a
 concat: on any axis but the concat axis), including a branch that is silently *broadcast*: a map
-that shrank to 1 pixel on an axis through a strided layer, stretched over a wider one. A branch
-that went through global or adaptive pooling to 1x1 (squeeze-and-excitation, ASPP image pooling)
-is intended broadcasting and is fine.
+that shrank to 1 pixel on an axis through a layer (a strided conv, or a kernel that happens to
+cover the whole map at this input size), stretched over a wider one. A size-1 axis that is 1 at
+every input size (global or adaptive pooling to 1 as in squeeze-and-excitation and ASPP image
+pooling, a view adding the axis, a parameter) is intended broadcasting and is fine: the same
+criterion the input-size sweep uses.
 
 The finding names both branches with their sizes and traces the root cause: it walks both
 branches back to the op where they forked and names the first op whose output size departs from
@@ -133,59 +135,115 @@ def _elementwise_disagreements(g, merge, operands) -> list[Disagreement]:
         return []
     framed = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
     ref = max(range(len(operands)), key=lambda i: (len(shapes[i]) >= 3, np.prod(framed[i][2:])))
+    verdict = _sweep_verdict(g, merge, operands, shapes)
     found = []
     for i, other in enumerate(operands):
         if i == ref:
             continue
-        axes, broadcast = [], False
+        axes, stretched = [], []
         for ax in range(2, rank):
             a, b = framed[ref][ax], framed[i][ax]
             if a == b:
                 continue
             if 1 in (a, b):
-                thin = operands[i] if b == 1 else operands[ref]
-                if _intended_broadcast(g, thin, ax - rank):
-                    continue
-                broadcast = True
-            axes.append(ax)
+                stretched.append((ax - rank, operands[i] if b == 1 else operands[ref]))
+            else:
+                axes.append(ax)
+        accidental = [ax + rank for ax in _accidental(g, verdict, stretched, bool(axes))]
+        axes = sorted(axes + accidental)
         if axes:
             found.append(
                 Disagreement(merge, operands[ref], other, tuple(axes), framed[ref], framed[i],
-                             broadcast and all(1 in (framed[ref][a], framed[i][a]) for a in axes))
+                             bool(accidental) and all(1 in (framed[ref][a], framed[i][a]) for a in axes))
             )
     return found
 
 
-def _intended_broadcast(g: nx.DiGraph, node: str, axis_from_end: int) -> bool:
-    """Is ``node``'s size 1 on this axis made on purpose (global/adaptive pooling, a view that
-    adds singleton axes, a parameter), rather than by a strided layer that happened to reach 1?"""
+def _accidental(g, verdict: bool | None, stretched: list[tuple[int, str]], mismatched: bool) -> list[int]:
+    """The broadcast axes (counted from the end) that are not intended.
+
+    A size-1 axis broadcasts on purpose when it is 1 at every input size (global or adaptive
+    pooling to 1, a view adding the axis, a parameter): that is how the sizes pass decides it
+    (a 1 that depends on the input size does not broadcast there), so its verdict on this merge
+    at the example size is read first. Without one, the same criterion is judged on the graph.
+    """
+    if not stretched:
+        return []
+    if verdict is None:
+        return [ax for ax, thin in stretched if not _fixed_size(g, thin, ax)]
+    if verdict is False:
+        return []  # the sweep: this merge agrees at the example size
+    sweep = sweep_of(g)
+    varying = [ax for ax, thin in stretched if not _one_at_every_size(sweep, thin, ax)]
+    if varying or mismatched:
+        return varying
+    return [ax for ax, _ in stretched]  # the sweep fails the merge for these broadcasts alone
+
+
+def _sweep_verdict(g, merge: str, operands: list[str], shapes) -> bool | None:
+    """Does the input-size sweep fail this merge at the example size (True), pass it (False),
+    or not know (None: no sweep, the example outside its range, or sizes it lost track of)?"""
+    sweep = sweep_of(g)
+    at = _example_index(sweep) if sweep is not None else None
+    if at is None:
+        return None
+    name, index = at
+    try:
+        if sweep.spatial(merge, name) is None or any(
+            sweep.spatial(p, name) is None for p, shape in zip(operands, shapes) if len(shape) >= 3
+        ):
+            return None
+        return bool(sweep.invalid_at(merge, name)[index])
+    except (KeyError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _example_index(sweep) -> tuple[str, int] | None:
+    """(sweep name, index) of the example input in the sweep: the first per-axis sweep at
+    n = example[0] holds every axis at its example size (the square sweep for 1-d inputs)."""
+    example, axes = getattr(sweep, "example", None), getattr(sweep, "axes", None)
+    lo, hi = getattr(sweep, "lo", None), getattr(sweep, "hi", None)
+    if not example or axes is None or lo is None or len(example) != axes or not lo <= example[0] <= hi:
+        return None
+    return ("square" if axes == 1 else sweep.axis_names[0]), int(example[0]) - lo
+
+
+def _one_at_every_size(sweep, node: str, axis_from_end: int) -> bool:
+    """True when the sweep has ``node`` 1 pixel on this axis wherever it is defined."""
+    arrays = sweep.spatial(node)
+    if arrays is None:
+        return False
+    if len(arrays) < -axis_from_end:
+        return True  # the axis is not the node's own: a view adds it
+    values = np.asarray(arrays[axis_from_end])
+    values = values[values > 0]
+    return values.size > 0 and bool(np.all(values == 1))
+
+
+def _fixed_size(g: nx.DiGraph, node: str, axis_from_end: int) -> bool:
+    """Is ``node``'s size on this axis the same at every input size? Walks back to where the
+    size comes from: global/adaptive pooling or a fixed-size resize fix it, a view or a
+    parameter sets it, the model input does not; a window (even one that happens to cover the
+    whole map at the example size) only passes its input's size on."""
     seen = set()
     while node not in seen:
         seen.add(node)
         data = g.nodes[node]
-        if data["op"] in GRID_FIXING or data["op"] in ("reshape", "flatten", "input", "upsample"):
+        op = data["op"]
+        if op in GRID_FIXING or op in ("reshape", "flatten"):
             return True
+        if op == "upsample" and data["attrs"].size is not None and data["attrs"].size_from is None:
+            return True
+        if op == "input":
+            return False
         inputs = [p for p in dict.fromkeys(data["inputs"]) if output_shape(g, p) is not None]
         if not inputs:
             return True  # a constant or parameter
-        if any(len(output_shape(g, p)) < -axis_from_end for p in inputs):
+        with_axis = [p for p in inputs if len(output_shape(g, p)) >= -axis_from_end]
+        if not with_axis:
             return True  # the axis was added here (unsqueeze / view)
-        thin = [p for p in inputs if output_shape(g, p)[axis_from_end] == 1]
-        if not thin:
-            # this op shrank the axis to 1: on purpose only if its window covers the whole map
-            return data["op"] not in (*WINDOWED, "slice") or _whole_map_window(g, node, inputs[0], axis_from_end)
-        node = thin[0]
+        node = with_axis[0]
     return True
-
-
-def _whole_map_window(g, node, producer, axis_from_end) -> bool:
-    wins = windows_of(g.nodes[node]["attrs"])
-    shape = output_shape(g, producer)
-    spatial_index = len(shape) + axis_from_end - 2
-    if not wins or not 0 <= spatial_index < len(wins):
-        return False
-    w = wins[spatial_index]
-    return w.extent >= shape[axis_from_end] + w.total_pad
 
 
 def explains_failure(g: nx.DiGraph, name: str) -> bool:
@@ -363,7 +421,7 @@ def skip_connection_mismatch(ctx):
             merge,
             message,
             fix=_fix(g, d, cause),
-            sizes=sizes_note(sweep, _fires_over_sweep(sweep, found)),
+            sizes=sizes_note(sweep, *_fires_over_sweep(sweep, found)),
             related=_related(g, d, cause),
         )
 
@@ -377,8 +435,9 @@ def _message(g, merge, found: list[Disagreement], cause: Cause | None) -> str:
     what = f"{node['origin'] or node['op']} of " + " and ".join(parts)
     if all(x.broadcast for x in found):
         what += (
-            ": it runs, but silently broadcasts a 1-pixel axis that a strided layer produced "
-            "(not a global pool) over the wider map"
+            ": it runs, but silently broadcasts a 1-pixel axis over the wider map; that axis "
+            "is 1 pixel because of the input size (a layer shrank it, not a global pool), so "
+            "at larger inputs the merge fails"
         )
     else:
         what += ": the spatial sizes disagree"
@@ -572,22 +631,26 @@ def _transposed_fix(g, step: Step, skip: str) -> str:
 
 
 def _fires_over_sweep(sweep, found: list[Disagreement]):
-    """Swept sizes at which some disagreeing pair differs on a spatial axis."""
+    """(fires, defined) over the swept sizes: where some disagreeing pair differs on a spatial
+    axis, and where every operand involved exists (so the merge is judged at all)."""
     if sweep is None:
-        return None
-    fires = None
+        return None, None
+    fires = defined = None
     for d in found:
         try:
             ref, other = sweep.spatial(d.ref), sweep.spatial(d.other)
         except (KeyError, ValueError):
-            return None
+            return None, None
         if ref is None or other is None or len(ref) != len(other):
-            return None
-        defined = np.all([np.asarray(a) > 0 for a in (*ref, *other)], axis=0)
+            return None, None
+        here = np.all([np.asarray(a) > 0 for a in (*ref, *other)], axis=0)
+        defined = here if defined is None else defined & here
         for a, b in zip(ref, other):
-            differ = (np.asarray(a) != np.asarray(b)) & defined
+            differ = np.asarray(a) != np.asarray(b)
             fires = differ if fires is None else fires | differ
-    return fires
+    if fires is None:
+        return None, None
+    return fires & defined, defined
 
 
 def _related(g, d: Disagreement, cause: Cause | None) -> list:

@@ -27,7 +27,10 @@ stage, or pad the layer (`padding=1`) so the window fits.
 
 from __future__ import annotations
 
+import numpy as np
+
 from archlint.rule import rule
+from archlint_rules.odd_size_stride2 import sizes_note
 from archlint_rules._topology import fmt_size, kernel_extent, size_sweep, spatial_in, windows
 
 COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
@@ -104,14 +107,14 @@ def spatial_collapse(ctx):
 
 
 def _smallest_inputs(g, name: str) -> tuple[int | None, str | None]:
-    """The smallest admissible square side, and the sweep's description of the sides that work
-    (for the model, or for this layer alone when no side works for the whole model)."""
+    """The smallest square side the whole model accepts (for the fix), and where this layer
+    collapses over the sweep and where it does not, among the sides that reach it."""
     sweep = size_sweep(g)
     if sweep is None:
         return None, None
-    admissible = sweep.admissible
-    smallest = sweep.smallest()
-    if smallest is None:
-        alone = sweep.describe(~sweep.invalid_at(name))
-        return None, f"no square input works; this layer alone needs {alone}"
-    return smallest, f"square inputs that work: {sweep.describe(admissible)}"
+    arrays = sweep.spatial(g.nodes[name]["inputs"][0])
+    if arrays is None:
+        return sweep.smallest(), None
+    reached = np.all([np.asarray(a) > 0 for a in arrays], axis=0)
+    collapses = np.asarray(sweep.invalid_at(name), dtype=bool) & reached
+    return sweep.smallest(), sizes_note(sweep, collapses, reached)

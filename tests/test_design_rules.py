@@ -8,6 +8,7 @@ states its own sizes.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -164,6 +165,143 @@ def test_odd_size_says_which_sizes_avoid_it() -> None:
         "{50, 52, 54, 56, 58, 60, 62}"
     )
     assert "e.g. 56x56 instead of 57x57" in finding.fix
+
+
+def test_kernel_covering_the_whole_map_is_not_a_global_pool_without_a_sweep() -> None:
+    """A fixed 2x2 kernel that happens to cover the 2x2 map gives 1x1 at this size only."""
+    (finding,) = run("skip-connection-mismatch", _broadcast_graph("whole_map"))
+    assert "silently broadcasts" in finding.message and "ctx (line" in finding.message
+
+
+def _lint_file(tmp_path, source: str, select=("skip-connection-mismatch",)):
+    from archlint.api import lint
+
+    path = tmp_path / "model.py"
+    path.write_text(source)
+    (model,) = lint(path, select=list(select)).models
+    assert model.error is None, model.error
+    return model
+
+
+def test_broadcast_after_a_whole_map_conv_is_reported_where_the_sweep_says_so() -> None:
+    """fixtures/regressions/broadcast_after_whole_map_conv.py: Conv2d(2, 1, 6) on 6x6 gives 1x1
+    and `+` stretches it; at 7x7 the add raises. The rule and the sweep now agree."""
+    from archlint.api import lint
+
+    (model,) = lint(ROOT / "fixtures" / "regressions" / "broadcast_after_whole_map_conv.py").models
+    (finding,) = [f for f in model.findings if f.rule == "skip-connection-mismatch"]
+    assert finding.severity is Severity.ERROR and finding.location.line == 19
+    assert "silently broadcasts" in finding.message and "l0 (line 14) at 1x1" in finding.message
+    sweep = model.graph.graph["sizes"]
+    assert not sweep.admissible[6 - sweep.lo]
+    assert finding.sizes == "fires at H = W in all n >= 6; no input size avoids it"
+
+
+WHOLE_MAP_ON_A_FIXED_GRID = """
+import torch
+from torch import nn
+
+
+class Context(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.squeeze = nn.Conv2d(8, 8, 3)  # 3x3 on the fixed 3x3 grid: 1x1 at every input size
+
+    def forward(self, x):
+        y = self.body(x)
+        return y * torch.sigmoid(self.squeeze(self.pool(y)))
+
+
+example_input = torch.zeros(1, 3, 12, 12)
+"""
+
+
+def test_whole_map_conv_on_a_fixed_grid_is_intended_broadcasting(tmp_path) -> None:
+    """The same 1x1-by-kernel, but on the grid an adaptive pool fixes: 1 at every input size, so
+    the sweep admits every size and the rule agrees."""
+    model = _lint_file(tmp_path, WHOLE_MAP_ON_A_FIXED_GRID)
+    assert model.findings == []
+    sweep = model.graph.graph["sizes"]
+    assert sweep.admissible[[12 - sweep.lo, 13 - sweep.lo, 64 - sweep.lo]].all()
+
+
+POOL_SIZED_FROM_ITS_INPUT = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = self.body(x)
+        return y * torch.sigmoid(self.fc(F.avg_pool2d(y, y.shape[2:])))
+
+
+example_input = torch.zeros(1, 8, 16, 16)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="the torch frontend records F.avg_pool2d(y, y.shape[2:]) "
+                   "as a fixed 16x16 window; once it records a window sized from its input (a "
+                   "global pool), the sweep and this rule both see intended broadcasting")
+def test_pool_window_sized_from_its_input_is_intended_broadcasting(tmp_path) -> None:
+    model = _lint_file(tmp_path, POOL_SIZED_FROM_ITS_INPUT)
+    assert model.findings == []
+    sweep = model.graph.graph["sizes"]
+    assert sweep.admissible[32 - sweep.lo]
+
+
+def test_merge_sizes_say_where_this_merge_agrees_not_where_the_model_runs() -> None:
+    """examples/segmenter.py: the cat disagrees at even n and agrees at every odd n; the model as
+    a whole runs at 63 only because of an unrelated flatten, which is not this merge's fact."""
+    from archlint.api import lint
+
+    report = lint(ROOT / "examples" / "segmenter.py")
+    by_rule = {f.rule: f for f in report.findings}
+    assert by_rule["skip-connection-mismatch"].sizes == (
+        "fires at H = W in n >= 4 with n % 2 == 0; avoided at H = W in n >= 3 with n % 2 == 1"
+    )
+    flatten = by_rule["hardcoded-flatten"]
+    assert "the model runs" not in flatten.message
+    assert flatten.sizes == "the features match in_features at H = W in 63..64 only (31x31 after body.0)"
+    assert report.models[0].graph.graph["sizes"].describe(
+        report.models[0].graph.graph["sizes"].admissible) == "63 only"
+
+
+def test_sizes_texts_never_say_only_twice() -> None:
+    from archlint.api import lint
+
+    files = sorted((ROOT / "fixtures" / "models").glob("*.py")) + [ROOT / "examples" / "segmenter.py"]
+    for path in files:
+        for f in lint(path).findings:
+            for text in (f.message, f.sizes or ""):
+                for clause in text.split(";"):
+                    assert len(re.findall(r"\bonly\b", clause)) <= 1, (path.name, f.rule, text)
+
+
+def test_odd_size_avoided_sizes_are_not_cut_to_the_admissible_ones() -> None:
+    """A stride-2 pool fed odd sizes in a model that only runs at 56 (a fixed flatten): the
+    pool's own finding still says every even side avoids it."""
+    b = Builder()
+    b.add("x", "input", (), (1, 3, 57, 57))
+    b.add("pool", "max_pool", ["x"], (1, 3, 28, 28), kernel=(2, 2), stride=(2, 2),
+          dilation=(1, 1), padding=((0, 0), (0, 0)))
+    sides = np.arange(50, 64)
+    b.g.graph["input_shapes"] = [(1, 3, 57, 57)]
+    b.g.graph["sizes"] = Sweep(sides, {"x": [sides, sides], "pool": [sides // 2, sides // 2]},
+                               admissible=sides == 56)
+    (finding,) = run("odd-size-stride2", b.g)
+    assert finding.sizes == (
+        "fires at H = W in {51, 53, 55, 57, 59, 61, 63}; avoided at H = W in "
+        "{50, 52, 54, 56, 58, 60, 62}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +482,8 @@ def _broadcast_graph(context_op: str):
         b.add("gap", "global_pool", ["body"], (1, 8))
         b.add("fc", "linear", ["gap"], (1, 8), in_features=8, out_features=8)
         b.add("ctx", "reshape", ["fc"], (1, 8, 1, 1), target_shape=(None, None, 1, 1))
+    elif context_op == "whole_map":
+        conv(b, "ctx", "body", (1, 8, 1, 1), k=2, p=0)  # the 2x2 kernel covers the 2x2 map
     else:
         conv(b, "ctx", "body", (1, 8, 1, 1), s=2)
     b.add("gate", "pointwise", ["ctx"], b.g.nodes["ctx"]["shapes"][0])
@@ -402,7 +542,9 @@ def test_flatten_locked_to_one_resolution() -> None:
     (finding,) = run("hardcoded-flatten", g)
     assert finding.location.node == "flat" and finding.severity is Severity.WARNING
     assert "H = W in {32, 33}" not in finding.message  # only swept sides are named
-    assert "the model runs at H = W in {32} (8x8 after features)" in finding.message
+    # the sizes at which this flatten fits, not a claim about the whole model
+    assert "so it fits the linear layer at H = W in {32} (8x8 after features)" in finding.message
+    assert finding.sizes == "the features match in_features at H = W in {32} (8x8 after features)"
     assert "nn.AdaptiveAvgPool2d(8)" in finding.fix
     assert Location(FILE, 15, "fc") in finding.related
 

@@ -157,6 +157,12 @@ def run(rule, g, passes=False):
     return list(rule.check(ctx))
 
 
+def run_passes_only(g):
+    from archlint.passes import run_passes
+
+    run_passes(g, sizes_range=(1, 512))
+
+
 def at(findings):
     return sorted(f.location.node for f in findings)
 
@@ -386,6 +392,17 @@ def test_pool_drops_border_counts_rows():
     assert f.sizes == "every row and column is pooled at input sides n >= 3 with n % 2 == 1"
 
 
+def test_pool_drops_border_sizes_are_the_pools_own_not_the_models():
+    """A flatten locks the model to 63..64; the pool still tiles its map at every odd side."""
+    n = Net((1, 8, 64, 64))
+    n.pool("p", "x", 3, 2)
+    n.flatten("flat", "p")
+    n.linear("fc", "flat", 10)
+    (f,) = run(pool_drops_border, n.g, passes=True)
+    assert n.g.graph["sizes"].describe(n.g.graph["sizes"].admissible) == "63..64 only"
+    assert f.sizes == "every row and column is pooled at input sides n >= 3 with n % 2 == 1"
+
+
 def test_ceil_mode_and_tiling_pools_are_quiet():
     n = Net((1, 8, 64, 64))
     n.pool("p", "x", 3, 2, ceil=True)
@@ -517,7 +534,7 @@ def test_pool_rounding_on_indivisible_size_is_left_to_odd_size_stride2():
 
 # -- misaligned-merge (AL202): on the real receptive-field pass -------------------------------
 
-from archlint_rules.misaligned_merge import misaligned_merge  # noqa: E402
+from archlint_rules.misaligned_merge import max_offset, misaligned_merge, offset_at  # noqa: E402
 
 
 def _valid_unet_level(crop_rows, crop_cols):
@@ -536,7 +553,8 @@ def test_corner_cropped_skip_is_misaligned_with_offsets_and_centre_crop_fix():
     n = _valid_unet_level((0, 56), (0, 56))
     (f,) = run(misaligned_merge, n.g, passes=True)
     assert f.location.node == "merge" and f.severity == "warning"
-    assert "up at i + 4" in f.message and "up to 4.5 px apart" in f.message
+    # pixel pairs of the 2x2/2 transposed conv sit 3.5 and 4.5 px off: 4 px on average
+    assert "up at i + 4" in f.message and ", 4 px apart" in f.message
     assert "[..., 4:60, 4:60]" in f.fix
 
 
@@ -552,7 +570,7 @@ def test_one_pixel_shift_between_stride_1_branches_fires():
     n.conv("b", "x", 8, 3, pads=((2, 0), (1, 1)))  # shifted down one row, same size
     n.add("sum", "a", "b")
     (f,) = run(misaligned_merge, n.g, passes=True)
-    assert "H:" in f.message and "up to 1 px apart" in f.message and "W" not in f.message.split("(")[1][:3]
+    assert "H:" in f.message and ", 1 px apart" in f.message and "W" not in f.message.split("(")[1][:3]
 
 
 def test_projection_shortcut_and_se_gate_are_aligned():
@@ -577,6 +595,97 @@ def test_fpn_top_down_upsampling_phase_is_quiet(mode):
     n.conv("lateral", "c2", 8, 1)
     n.add("p2", "lateral", "up")
     assert run(misaligned_merge, n.g, passes=True) == []
+
+
+def _true_row_centres(model, side, units):
+    """The oracle: with positive weights the gradient of output row u is positive exactly on
+    the input rows it reads, weighted by how much it reads them; its mean is the true centre."""
+    centres = []
+    for u in units:
+        x = torch.zeros(1, 1, side, side, dtype=torch.float64, requires_grad=True)
+        model(x)[0, 0, u, side // 2].backward()
+        weight = x.grad[0, 0].sum(1)
+        rows = torch.arange(side, dtype=torch.float64)
+        centres.append(float((weight * rows).sum() / weight.sum()))
+    return centres
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_stride2_conv_then_x2_upsample_is_half_a_pixel_off_and_quiet(mode):
+    """A 3x3/s2/p1 conv, a x2 upsample, concatenated with the 56x56 map it came from (the FPN and
+    DeepLabv3+ decoder pattern): the upsampled pixel i sits 0.5 px before the skip's pixel i on
+    average (bilinear: exactly 0.5 px at every pixel), which is sub-pixel and not reported."""
+    nn = torch.nn
+    down = nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False).double()
+    down.weight.data.fill_(1.0)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    model = nn.Sequential(down, nn.Upsample(scale_factor=2, mode=mode, **kwargs))
+    side = 56
+    units = range(20, 28)  # interior: no border clamping
+    true_offsets = [c - u for c, u in zip(_true_row_centres(model, side, units), units)]
+    if mode == "bilinear":
+        assert true_offsets == pytest.approx([-0.5] * len(units), abs=1e-12)
+    else:
+        assert true_offsets == pytest.approx([0.0, -1.0] * (len(units) // 2), abs=1e-12)
+
+    n = Net((1, 1, side, side))
+    n.conv("down", "x", 1, 3, s=2, p=1)
+    n.upsample("up", "down", 2, mode)
+    n.cat("merge", "x", "up")
+    run_passes_only(n.g)
+    rf_skip, rf_up = n.g.nodes["x"]["rf"][0], n.g.nodes["up"]["rf"][0]
+    assert offset_at(rf_skip, rf_up, 20) == Fraction(-1, 2)
+    assert offset_at(rf_skip, rf_up, 20) == pytest.approx(sum(true_offsets) / len(true_offsets), abs=1e-12)
+    assert run(misaligned_merge, n.g, passes=True) == []
+
+
+def test_a_whole_pixel_shift_on_the_upsampled_branch_is_measured_exactly():
+    """The oracle agrees with the rule's offset when a real shift is added after the upsample:
+    a 5x5 conv padded (4, 0) rows moves the map 2 rows down, 2.5 px from the skip in all."""
+    nn = torch.nn
+    down = nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False).double()
+    shift = nn.Conv2d(1, 1, 5, bias=False).double()
+    for m in (down, shift):
+        m.weight.data.fill_(1.0)
+    model = nn.Sequential(down, nn.Upsample(scale_factor=2), nn.ZeroPad2d((2, 2, 4, 0)), shift)
+    side = 64
+    units = range(24, 32)
+    true_offsets = [c - u for c, u in zip(_true_row_centres(model, side, units), units)]
+    n = Net((1, 1, side, side))
+    n.conv("down", "x", 1, 3, s=2, p=1)
+    n.upsample("up", "down", 2)
+    n.conv("shift", "up", 1, 5, pads=((4, 0), (2, 2)))
+    n.cat("merge", "x", "shift")
+    (f,) = run(misaligned_merge, n.g, passes=True)
+    rf_skip, rf_shift = n.g.nodes["x"]["rf"][0], n.g.nodes["shift"]["rf"][0]
+    assert offset_at(rf_skip, rf_shift, 24) == Fraction(-5, 2)
+    assert float(offset_at(rf_skip, rf_shift, 24)) == pytest.approx(sum(true_offsets) / len(true_offsets))
+    assert "H: x at i + 0, shift at i - 2.5, 2.5 px apart" in f.message
+
+
+def test_max_offset_costs_the_same_at_any_map_size():
+    """The centres are affine in the unit index, so the largest gap is at an end of the map:
+    a 2**40-wide map costs what a 64-wide one does (it used to loop over every column)."""
+    import time
+
+    n = Net((1, 3, 64, 64))
+    n.conv("down", "x", 16, 3, s=2, p=1)
+    n.conv_t("up", "down", 8, 4, 2, p=1)
+    n.conv("skip", "x", 8, 1)
+    n.cat("merge", "skip", "up")
+    run_passes_only(n.g)
+    rf_skip, rf_up = n.g.nodes["skip"]["rf"][0], n.g.nodes["up"]["rf"][0]
+    assert rf_up.period == 2
+    start = time.perf_counter()
+    huge = max_offset(rf_skip, rf_up, 2**40)
+    assert time.perf_counter() - start < 0.05
+    assert huge == max_offset(rf_skip, rf_up, 64) == abs(rf_up.center_offset - rf_skip.center_offset)
+    # different strides drift: the gap grows to the far end, computed exactly
+    rf_down = n.g.nodes["down"]["rf"][0]
+    far = (rf_down.stride - rf_skip.stride) * (2**40 - 1) + rf_down.center_offset - rf_skip.center_offset
+    assert max_offset(rf_skip, rf_down, 2**40) == abs(far)
+    brute = max(abs(offset_at(rf_skip, rf_down, j)) for j in range(50))
+    assert max_offset(rf_skip, rf_down, 50) == brute
 
 
 # -- receptive-field-coverage (AL211), input-size-constraints (AL301), sizes in AL204 ----------
@@ -658,7 +767,8 @@ def test_spatial_collapse_gives_the_smallest_input_that_works():
     n.conv("head", "p3", 8, 3)
     (f,) = run(spatial_collapse, n.g, passes=True)
     assert "feed at least 24x24" in f.fix  # 3 * 2**3
-    assert f.sizes == "square inputs that work: all n >= 24"
+    # the sides that reach the head: 8..23 collapse it, 24 and up do not
+    assert f.sizes == "fires at H = W in 8..23 only; avoided at H = W in all n >= 24"
 
 
 # -- the real pipeline: fixtures through the frontends, and the reference zoo -----------------

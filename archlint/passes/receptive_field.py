@@ -460,11 +460,33 @@ def _aligned(branches: list[tuple[Any, ...]], skip_axis: int | None) -> bool | N
         if any(s is None for s in local):
             verdict = None
             continue
-        fields = [_field(s) for s in local]
-        if any(f.stride != fields[0].stride or f.center_offset != fields[0].center_offset
-               for f in fields):
+        first = _alignment_key(local[0])
+        if any(_alignment_key(s) != first for s in local[1:]):
             return False
     return verdict
+
+
+_ALIGNMENT_KEYS: dict[Grid, tuple[int, int, int, int]] = {}
+
+
+def _alignment_key(grid: Grid) -> tuple[int, int, int, int]:
+    """(stride, centre offset) of a grid's field as reduced integer fractions: merges compare
+    these at every node, and integers compare far faster than Fractions."""
+    key = _ALIGNMENT_KEYS.get(grid)
+    if key is None:
+        period, shift, starts, ends = grid
+        if period == 1:  # centre offset (start + end) / 2, stride shift / 1
+            twice = starts[0] + ends[0]
+            half = gcd(twice, 2)
+            key = (shift, 1, twice // half, 2 // half)
+        else:
+            rf = _field(grid)
+            stride, offset = rf.stride, rf.center_offset
+            key = (stride.numerator, stride.denominator, offset.numerator, offset.denominator)
+        if len(_ALIGNMENT_KEYS) > 100_000:
+            _ALIGNMENT_KEYS.clear()
+        _ALIGNMENT_KEYS[grid] = key
+    return key
 
 
 def receptive_field_pass(g: nx.DiGraph) -> None:

@@ -191,7 +191,7 @@ def ops(g: nx.DiGraph) -> Iterator[str]:
     order is cached in ``g.graph`` because every rule walks it (a sort per rule dominated the
     time on 30k-node graphs).
     """
-    key = (g.number_of_nodes(), g.number_of_edges())
+    key = len(g)  # add_op adds a node with its edges; counting edges would cost O(E) a call
     cached = g.graph.get("_topological_order")
     if cached is None or cached[0] != key:
         rank = {n: i for i, n in enumerate(g.nodes)}

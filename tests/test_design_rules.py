@@ -248,9 +248,6 @@ example_input = torch.zeros(1, 8, 16, 16)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the torch frontend records F.avg_pool2d(y, y.shape[2:]) "
-                   "as a fixed 16x16 window; once it records a window sized from its input (a "
-                   "global pool), the sweep and this rule both see intended broadcasting")
 def test_pool_window_sized_from_its_input_is_intended_broadcasting(tmp_path) -> None:
     model = _lint_file(tmp_path, POOL_SIZED_FROM_ITS_INPUT)
     assert model.findings == []

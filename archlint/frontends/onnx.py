@@ -17,12 +17,10 @@ ever followed; only small, embedded tensors are turned into numpy arrays, so a t
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import networkx as nx
 import numpy as np
@@ -112,27 +110,13 @@ def _load(path: Path) -> onnx.ModelProto:
 
 def _capture(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:
     try:
-        with _gc_paused():
-            return _capture_checked(model, options, name=name, file=file)
+        return _capture_checked(model, options, name=name, file=file)
     except TargetError:
         raise
     except Exception as exc:  # a malformed proto must give one line, never a traceback
         raise TargetError(
             f"cannot build a graph from this ONNX model ({type(exc).__name__}: {_one_line(exc)})"
         ) from None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC while building: the build allocates many objects and frees almost none, so
-    the collector's full passes over the growing heap cost ~20% of a large graph's build."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:

@@ -1637,14 +1637,32 @@ def _window(call: OpCall) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     return nd, kernel, stride
 
 
-def _max_pool_fn(call: OpCall) -> Attrs:
+def _window_over_its_input(call: OpCall) -> bool:
+    """``F.avg_pool2d(y, y.shape[2:])``: a window sized from its own input is a global pool."""
+    source = call.size_source(call.bound_raw.get("kernel_size"))
+    raw_input = call.bound_raw.get("input")
+    nd, kernel, stride = _window(call)
+    return (
+        source is not None
+        and source == call.producer(raw_input)
+        and call.spatial_of(source) == kernel
+        and stride == kernel
+        and _pairs(call.get("padding", 0), nd) == ((0, 0),) * nd
+    )
+
+
+def _max_pool_fn(call: OpCall) -> Attrs | tuple[str, Attrs]:
+    if _window_over_its_input(call):
+        return "global_pool", Attrs(extra={"kind": "max", "keepdim": True})
     nd, kernel, stride = _window(call)
     return Attrs(kernel=kernel, stride=stride, padding=_pairs(call.get("padding", 0), nd),
                  dilation=_ints(call.get("dilation", 1), nd),
                  ceil_mode=bool(call.get("ceil_mode", False)))
 
 
-def _avg_pool_fn(call: OpCall) -> Attrs:
+def _avg_pool_fn(call: OpCall) -> Attrs | tuple[str, Attrs]:
+    if _window_over_its_input(call):
+        return "global_pool", Attrs(extra={"kind": "avg", "keepdim": True})
     nd, kernel, stride = _window(call)
     divisor = call.get("divisor_override")
     return Attrs(kernel=kernel, stride=stride, padding=_pairs(call.get("padding", 0), nd),

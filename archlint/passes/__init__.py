@@ -17,32 +17,10 @@ per-op formulas both passes build on live in :mod:`archlint.passes.formulas`.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from typing import Iterator
-
 import networkx as nx
 
 
 def run_passes(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> None:
-    with _gc_paused():
-        _run_passes(g, sizes_range)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC during the passes: they allocate per node and free almost nothing, so the
-    collector's full passes over a large graph's heap cost a fifth of the time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _run_passes(g: nx.DiGraph, sizes_range: tuple[int, int]) -> None:
     from archlint.passes.receptive_field import receptive_field_pass
     from archlint.passes.sizes import input_size_pass
 

@@ -713,7 +713,9 @@ def _elementwise(ins: list[Dims | None]) -> tuple[Dims | None, Any, str | None]:
                 invalid = _or(invalid, _differs(a, ref))
             for c in big:
                 invalid = _or(invalid, ref != c)  # a 1-pixel array does not broadcast
-            out.append(ref)
+            # the size torch gives (a broadcast 1 takes the other's); where they disagree
+            # otherwise the node is invalid and the value unused
+            out.append(np.maximum.reduce([*arrays, *(np.full_like(ref, c) for c in big)]))
         else:
             out.append(big.pop() if big else 1)
     return tuple(out), invalid, None

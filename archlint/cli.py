@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from archlint.config import ConfigError, Options, load_config, parse_shape
+from archlint.deadline import TimedOut, deadline
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -34,16 +33,6 @@ SUBCOMMANDS = ("rules", "rule", "sizes")
 
 class UsageError(Exception):
     """A bad command line: one line on stderr, exit 2."""
-
-
-class TargetTimeout(BaseException):
-    """Raised by the alarm inside a target's import or capture.
-
-    A BaseException, so that a model file's own ``except Exception`` cannot swallow it.
-    """
-
-    def __str__(self) -> str:
-        return f"timed out after {self.args[0]:g}s" if self.args else "timed out"
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -324,9 +313,9 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
     from archlint.api import lint
 
     try:
-        with time_limit(opts.timeout):
+        with deadline(opts.timeout):
             models = lint(path, config=opts).models
-    except TargetTimeout as exc:
+    except TimedOut as exc:
         return [_failed(path, str(exc))]
     except KeyboardInterrupt:
         raise
@@ -362,30 +351,6 @@ def confirm_model(m: ModelReport, device: str) -> None:
 
 def _failed(path: str, reason: str) -> ModelReport:
     return unusable_report(path, reason)
-
-
-@contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise TargetTimeout in this (main) thread after ``seconds``; no-op where unsupported."""
-    usable = (
-        seconds
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TargetTimeout(seconds)
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 _PORTABLE_NODE_KEYS = ("op", "origin", "inputs", "attrs", "shapes", "location", "error", "rf")

@@ -19,7 +19,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from archlint.cli import main, time_limit, TargetTimeout
+from archlint.cli import main
+from archlint.deadline import TimedOut, deadline
 from archlint.targets import expand_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,11 +414,11 @@ def test_help_rules_and_onnx_never_import_torch(project):
 
 
 def test_time_limit_interrupts_a_busy_loop():
-    with pytest.raises(TargetTimeout, match=r"timed out after 0\.2s"):
-        with time_limit(0.2):
+    with pytest.raises(TimedOut, match=r"timed out after 0\.2s"):
+        with deadline(0.2):
             while True:
                 pass
-    with time_limit(5):  # a quick body is not interrupted, and the alarm is cancelled
+    with deadline(5):  # a quick body is not interrupted, and the alarm is cancelled
         total = sum(range(1000))
     assert total == 499500
 
@@ -430,7 +431,7 @@ def test_timeout_at_import_fails_that_target_only(project):
                      cwd=project)
     assert proc.returncode == 2, proc.stderr
     by_target = {m["target"]: m for m in json.loads(proc.stdout)["models"]}
-    assert by_target["models/hang.py"]["error"] == "timed out after 3s"
+    assert by_target["models/hang.py"]["error"] == "timed out after 3s importing and capturing hang.py"
     assert by_target["models/clean.onnx"]["error"] is None
 
 

@@ -37,11 +37,8 @@ import math
 import operator
 import os
 import re
-import signal
 import sys
 import textwrap
-import threading
-import time
 import traceback
 import types
 import warnings
@@ -58,6 +55,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from archlint.config import Options, load_config
+from archlint.deadline import TimedOut, deadline
 from archlint.frontends import Capture, TargetError
 from archlint.graph import Attrs, Location, add_op, new_graph
 
@@ -137,12 +135,10 @@ def capture_file(path: Path, options: Options, example_inputs: Any = None) -> li
     """
     path = Path(path)
     try:
-        with _deadline(options.timeout):
+        with deadline(options.timeout):
             return _capture_file(path, options, example_inputs)
-    except _TimedOut:
-        raise TargetError(
-            f"{path}: import and capture took longer than the {options.timeout:g} s timeout"
-        ) from None
+    except TimedOut as exc:
+        raise TargetError(f"{exc} importing and capturing {path.name}") from None
 
 
 def _capture_file(path: Path, options: Options, example_inputs: Any) -> list[Capture]:
@@ -184,10 +180,10 @@ def capture_module(
     sites = ConstructionSites(files)
     specs = _chosen_inputs(options, example_inputs, None)
     try:
-        with _deadline(options.timeout), _quiet_user_code():
+        with deadline(options.timeout), _quiet_user_code():
             capture = _capture(module, name, specs, None, files, sites)
-    except _TimedOut:
-        reason = f"capture of {name} took longer than the {options.timeout:g} s timeout"
+    except TimedOut as exc:
+        reason = f"{exc} capturing {name}"
         return Capture(name=name, graph=None, error=reason)
     if capture.graph is not None:
         capture.graph.graph["module"] = module
@@ -296,43 +292,6 @@ def _is_own_constructor(frame: types.FrameType, module: nn.Module) -> bool:
     if code.co_argcount == 0 or code.co_varnames[0] != "self":
         return False
     return frame.f_locals.get("self") is module
-
-
-class _TimedOut(BaseException):
-    """The ``timeout`` option ran out (a BaseException: user code's ``except Exception``
-    must not swallow it)."""
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (main thread on POSIX only; elsewhere no limit)."""
-    usable = (
-        seconds is not None
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
-    if outer_left and outer_left <= seconds:
-        yield  # a caller's alarm (the CLI's own limit) fires first: leave it in charge
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise _TimedOut()
-
-    start = time.monotonic()
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        if outer_left:  # re-arm the caller's alarm for what is left of it
-            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 1e-3))
 
 
 @contextlib.contextmanager

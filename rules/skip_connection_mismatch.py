@@ -135,7 +135,7 @@ def _elementwise_disagreements(g, merge, operands) -> list[Disagreement]:
         return []
     framed = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
     ref = max(range(len(operands)), key=lambda i: (len(shapes[i]) >= 3, np.prod(framed[i][2:])))
-    verdict = _sweep_verdict(g, merge, operands, shapes)
+    verdict: list[bool | None] = []  # read from the sweep only where a branch is 1 pixel wide
     found = []
     for i, other in enumerate(operands):
         if i == ref:
@@ -149,7 +149,11 @@ def _elementwise_disagreements(g, merge, operands) -> list[Disagreement]:
                 stretched.append((ax - rank, operands[i] if b == 1 else operands[ref]))
             else:
                 axes.append(ax)
-        accidental = [ax + rank for ax in _accidental(g, verdict, stretched, bool(axes))]
+        if stretched and not verdict:
+            # (asking the sweep at every merge would recompute evicted arrays on big graphs)
+            verdict.append(_sweep_verdict(g, merge, operands, shapes))
+        accidental = [ax + rank for ax in _accidental(g, verdict[0] if verdict else None,
+                                                      stretched, bool(axes))]
         axes = sorted(axes + accidental)
         if axes:
             found.append(

@@ -125,8 +125,8 @@ def rf_to_json(rf: Any) -> list[dict[str, Any] | None] | None:
 
 def number_to_json(value: Any) -> int | float | str | None:
     """Integral values as ints, other Fractions as ``"p/q"`` strings (exact), floats as floats."""
-    if value is None:
-        return None
+    if value is None or type(value) is int:  # the common case first: large graphs call this a lot
+        return value
     if isinstance(value, Fraction):
         return int(value) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
     if isinstance(value, float):

@@ -82,11 +82,11 @@ def _lint_one(target: Any, example_inputs: Any, opts: Options) -> list[ModelRepo
             else:
                 source = _read_source(path)
                 if opts.model is None and not defines_models(source.text):
-                    # The AST pre-filter: no torch import for a file that holds no model.
-                    raise TargetError(
-                        f"no model found in {path}: define an nn.Module subclass or a "
-                        "module-level nn.Module instance, or pass --model"
-                    )
+                    # The AST pre-filter: no torch, and no rules, for a file with no model.
+                    return [ModelReport(target=str(path), frontend=frontend, model=path.stem,
+                                        error=f"no model found in {path}: define an nn.Module "
+                                        "subclass or a module-level nn.Module instance, or pass "
+                                        "--model")]
                 captures = _capture_torch_file(path, opts, example_inputs)
         except TargetError as exc:
             source = _read_source_quietly(path) if frontend == "torch" else None

@@ -177,6 +177,8 @@ def check_selection(opts: Options) -> None:
     from archlint.registry import all_rules, select_rules
 
     ignores = {*opts.ignore, *(i for ids in opts.per_file_ignores.values() for i in ids)}
+    if not (opts.select or opts.extend_select or ignores):
+        return  # nothing to check: loading every rule here would cost a plain .py its speed
     try:
         select_rules(all_rules(), list(opts.select) if opts.select else None,
                      sorted(ignores), list(opts.extend_select))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from archlint.config import ConfigError, Options, load_config
-from archlint.findings import Finding, ModelReport, Report, Severity
+from archlint.findings import Finding, ModelReport, Report
 from archlint.frontends import Capture, TargetError
 from archlint.frontends.source import defines_models
 from archlint.registry import all_rules, select_rules
@@ -81,7 +81,7 @@ def _lint_one(target: Any, example_inputs: Any, opts: Options) -> list[ModelRepo
                 source = None
             else:
                 source = _read_source(path)
-                if opts.model is None and not defines_models(source.text):
+                if opts.model is None and not defines_models(source.text, named=True):
                     # The AST pre-filter: no torch, and no rules, for a file with no model.
                     return [ModelReport(target=str(path), frontend=frontend, model=path.stem,
                                         error=f"no model found in {path}: define an nn.Module "
@@ -217,8 +217,3 @@ def _source_line(file: str | None, line: int | None, cache: dict[str, list[str]]
             cache[key] = []
     lines = cache[key]
     return lines[line - 1] if 0 < line <= len(lines) else None
-
-
-def severity_at_least(findings: Iterable[Finding], level: str) -> list[Finding]:
-    rank = Severity(level).rank
-    return [f for f in findings if f.severity.rank >= rank]

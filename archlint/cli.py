@@ -55,12 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except Exception as exc:
+    except Exception as exc:  # an archlint bug: one line and exit 2, as ruff does
         from archlint.registry import RuleLoadError
 
         if isinstance(exc, RuleLoadError):
             return _fail(str(exc))
-        raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _fail(message: str) -> int:

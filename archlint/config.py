@@ -61,8 +61,15 @@ class Options:
         out = set(self.ignore)
         if path is None:
             return out
+        spellings = {path, Path(path).name}
+        if self.config_file is not None:  # patterns are relative to the pyproject.toml's folder
+            try:
+                root = Path(self.config_file).resolve().parent
+                spellings.add(Path(path).resolve().relative_to(root).as_posix())
+            except ValueError:
+                pass  # a target outside the project
         for pattern, ids in self.per_file_ignores.items():
-            if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern):
+            if any(fnmatch.fnmatch(spelled, pattern) for spelled in spellings):
                 out.update(ids)
         return out
 
@@ -124,27 +131,32 @@ def load_config(start: Path | None = None, path: Path | None = None) -> Options:
     for key, value in table.items():
         if key not in _KEYS:
             raise ConfigError(f"{pyproject}: unknown key {key!r} in [tool.archlint]")
-        values[_KEYS[key]] = _convert(_KEYS[key], value, pyproject)
+        values[_KEYS[key]] = _convert(_KEYS[key], value, f"{pyproject}: [tool.archlint] {key}")
     return Options(**values)
 
 
-def _convert(name: str, value: Any, where: Path) -> Any:
-    what = f"{where}: [tool.archlint] {name.replace('_', '-')}"
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def _convert(name: str, value: Any, what: str) -> Any:
+    """Check one ``[tool.archlint]`` value; ``what`` names it for the one-line error."""
     if name in ("select", "extend_select", "ignore", "models"):
-        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{what} must be a list of strings")
-        return tuple(value)
+        return _strings(value, what)
     if name == "per_file_ignores":
         if not isinstance(value, dict):
             raise ConfigError(f"{what} must be a table of pattern = [ids]")
-        return {k: tuple(v) for k, v in value.items()}
+        return {k: _strings(v, f"{what} {k!r}") for k, v in value.items()}
     if name == "input_shapes":
         shapes = value if value and isinstance(value[0], list) else [value]
         if not all(isinstance(s, list) and all(isinstance(d, int) for d in s) for s in shapes):
             raise ConfigError(f"{what} must be a list of integers, or a list of such lists")
         return tuple(check_shape(tuple(s), what) for s in shapes)
     if name == "sizes_range":
-        if not (isinstance(value, list) and len(value) == 2 and 1 <= value[0] <= value[1]):
+        if not (isinstance(value, list) and len(value) == 2
+                and all(type(v) is int for v in value) and 1 <= value[0] <= value[1]):
             raise ConfigError(f"{what} must be [lo, hi] with 1 <= lo <= hi")
         return (int(value[0]), int(value[1]))
     if name == "fail_on":

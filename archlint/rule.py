@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -108,8 +108,6 @@ class RuleContext:
     target: str
     source: SourceFile | None = None
     rule: Rule | None = None
-    #: Extra per-run options (e.g. thresholds from config), keyed by rule id.
-    options: dict = field(default_factory=dict)
 
     def nodes(self, *kinds: str) -> Iterator[str]:
         """Node names in topological order, optionally only of the given op kinds."""

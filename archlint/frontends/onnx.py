@@ -35,9 +35,6 @@ __all__ = ["capture_file", "capture_model"]
 
 #: Static tensors with more elements than this are never materialized (weights, not shapes).
 MAX_STATIC_ELEMENTS = 4096
-#: Initializers above this many elements are handed to shape inference as declared inputs, so
-#: inference never copies their data.
-INFERENCE_INITIALIZER_LIMIT = MAX_STATIC_ELEMENTS
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 #: ONNX ``ends`` values meaning "to the end of the axis" (INT_MAX / INT64_MAX and friends).

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 
 __all__ = ["defines_models"]
 
 #: Cheap textual gate: a file that mentions none of these cannot hold a model.
-_MENTIONS = re.compile(r"torch|Module|Sequential|from\s+\.")
+_MENTIONS = re.compile(r"torch|Module|Sequential|import")
 #: Base-class names that make a class a model (``nn.Module``, ``LightningModule``, ...).
 _MODEL_BASE = re.compile(r"(Module|Sequential|ModuleList|ModuleDict)$")
 #: Bases that certainly do not make an nn.Module.
@@ -25,8 +26,12 @@ _PLAIN_BASES = frozenset(
 )
 
 
-def defines_models(text: str) -> bool:
+def defines_models(text: str, *, named: bool = False) -> bool:
     """True when ``text`` could define or create an ``nn.Module`` (conservative).
+
+    ``named``: the user named this file, so a module-level call after *any* non-stdlib import
+    (``from lib import make; model = make()``) may build a model. In a folder walk only torch
+    and relative imports count, so that numpy scripts are skipped without an import.
 
     >>> defines_models("import torch.nn as nn\\nclass Net(nn.Module): pass")
     True
@@ -42,7 +47,7 @@ def defines_models(text: str) -> bool:
     except (SyntaxError, ValueError):
         return True  # let the frontend report the syntax error
     uses_torch = any(
-        isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_torch_or_sibling(node)
+        isinstance(node, (ast.Import, ast.ImportFrom)) and _may_bring_modules(node, named)
         for node in ast.walk(tree)
     )
     for node in ast.walk(tree):
@@ -89,9 +94,13 @@ def _assigns_a_call(stmt: ast.stmt) -> bool:
     return False
 
 
-def _imports_torch_or_sibling(node: ast.Import | ast.ImportFrom) -> bool:
-    if isinstance(node, ast.ImportFrom):
-        if node.level:  # a relative import may bring the model classes
-            return True
-        return (node.module or "").split(".")[0] == "torch"
-    return any(alias.name.split(".")[0] == "torch" for alias in node.names)
+def _may_bring_modules(node: ast.Import | ast.ImportFrom, named: bool) -> bool:
+    """torch or a sibling (relative) import; for a named file, any non-stdlib import (a model
+    zoo package, a ``layers.py`` next to it)."""
+    names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+    if isinstance(node, ast.ImportFrom) and node.level:
+        return True
+    roots = {name.split(".")[0] for name in names}
+    if named:
+        return any(root not in sys.stdlib_module_names for root in roots)
+    return "torch" in roots

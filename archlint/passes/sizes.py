@@ -203,8 +203,6 @@ class SizeSweep:
         self.sweeps = ("square",) + (self.axis_names if axes >= 2 else ())
         self.unknown: list[tuple[str, str]] = []
         self.example: tuple[int, ...] | None = None
-        self._g = g
-        self._order: list[str] = []
         self._index: dict[str, int] = {}
         self._values: dict[str, tuple[Dims | None, np.ndarray | None]] = {}
         self._recent: dict[str, tuple[Dims | None, np.ndarray | None]] = {}
@@ -452,7 +450,6 @@ class _Forward:
 
     def run(self) -> None:
         sweep, producers = self.sweep, self.producers
-        sweep._order = self.order
         sweep._index = {name: i for i, name in enumerate(self.order)}
         sweep._step = self.step
         sweep._producers = producers

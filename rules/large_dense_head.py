@@ -28,7 +28,7 @@ self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 
 from __future__ import annotations
 
 from archlint.rule import rule
-from archlint_rules._topology import downstream, fmt_size
+from archlint_rules._topology import downstream, fmt_size, spatial_in
 
 #: The head must hold more than this share of all conv/linear parameters...
 MIN_SHARE = 0.5
@@ -68,11 +68,14 @@ def _human(count: int) -> str:
 
 
 def _flattens_spatial_map(g, name: str) -> bool:
+    """A flatten (or a reshape to 2-d) of a map with more than one spatial position: flattening
+    a globally pooled 1x1 map is the fix this rule recommends, not the bug."""
     node = g.nodes[name]
-    if node["op"] == "flatten":
-        return True
     shape = node["shapes"][0] if node["shapes"] else None
-    return node["op"] == "reshape" and shape is not None and len(shape) == 2
+    if node["op"] != "flatten" and not (node["op"] == "reshape" and shape is not None and len(shape) == 2):
+        return False
+    size = spatial_in(g, name)
+    return size is not None and any(s > 1 for s in size)
 
 
 @rule(

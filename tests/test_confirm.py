@@ -544,8 +544,7 @@ def _captures(file, model, shape):
     from archlint.frontends import torch as torch_frontend
 
     path = ZOO / file
-    if not path.exists():
-        pytest.skip(f"{path} not written yet")
+    assert path.exists(), f"zoo model {path} is missing"
     opts = Options(model=model, input_shapes=(shape,) if shape else None)
     captures = torch_frontend.capture_file(path, opts)
     assert captures and all(c.graph is not None for c in captures), [c.error for c in captures]

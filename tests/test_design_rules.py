@@ -680,13 +680,12 @@ def test_onnx_same_upper_with_stride_is_a_warning_with_pads() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the ONNX fixtures of the ONNX frontend engineer: the expected rule fires at the expected node
+# the ONNX fixtures (fixtures/onnx/make_fixtures.py): the expected rule fires at the expected node
 
 
 def _onnx_fixture_module():
     script = ROOT / "fixtures" / "onnx" / "make_fixtures.py"
-    if not script.is_file():
-        pytest.skip("fixtures/onnx/make_fixtures.py is not there yet")
+    assert script.is_file(), "fixtures/onnx/make_fixtures.py is missing"
     spec = importlib.util.spec_from_file_location("archlint_onnx_fixtures", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

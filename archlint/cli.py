@@ -275,7 +275,7 @@ def _lint_in_processes(files: list[str], opts: Options, jobs: int,
                         results[i] = future.result()
                     except BrokenProcessPool:
                         if isolated:
-                            results[i] = [_failed(files[i], "the worker process died "
+                            results[i] = [unusable_report(files[i], "the worker process died "
                                                   "(a crash or out of memory) while linting it")]
                         else:
                             broken.append(i)
@@ -318,15 +318,15 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
         with deadline(opts.timeout):
             models = lint(path, config=opts).models
     except TimedOut as exc:
-        return [_failed(path, str(exc))]
+        return [unusable_report(path, str(exc))]
     except KeyboardInterrupt:
         raise
     except SystemExit as exc:
-        return [_failed(path, f"the file called sys.exit({exc.code!r}) while being imported")]
+        return [unusable_report(path, f"the file called sys.exit({exc.code!r}) while being imported")]
     except ConfigError as exc:
-        return [_failed(path, str(exc))]
+        return [unusable_report(path, str(exc))]
     except Exception as exc:  # a bug must cost one target, not the run
-        return [_failed(path, f"internal error: {type(exc).__name__}: {exc}")]
+        return [unusable_report(path, f"internal error: {type(exc).__name__}: {exc}")]
     if opts.confirm:
         for m in models:
             confirm_model(m, opts.device)
@@ -351,22 +351,18 @@ def confirm_model(m: ModelReport, device: str) -> None:
         m.notes.append(f"confirm failed: {type(exc).__name__}: {exc}")
 
 
-def _failed(path: str, reason: str) -> ModelReport:
-    return unusable_report(path, reason)
-
-
 _PORTABLE_NODE_KEYS = ("op", "origin", "inputs", "attrs", "shapes", "location", "error", "rf")
 _PORTABLE_GRAPH_KEYS = ("name", "target", "frontend", "input_shapes", "input_assumed", "capture_note")
 
 
 def portable_report(m: ModelReport) -> ModelReport:
-    from archlint.reporters.json import _jsonable
+    from archlint.reporters.json import jsonable
 
     return replace(
         m,
         graph=portable_graph(m.graph),
-        admissible_sizes=_jsonable(m.admissible_sizes),
-        confirm=_jsonable(m.confirm),
+        admissible_sizes=jsonable(m.admissible_sizes),
+        confirm=jsonable(m.confirm),
     )
 
 
@@ -451,8 +447,10 @@ def run_sizes(argv: list[str]) -> int:
     if args.format == "json":
         import json
 
+        from archlint.reporters.json import jsonable
+
         json.dump({"version": 1, "models": [
-            {"target": m.target, "model": m.model, "admissible_sizes": portable_report(m).admissible_sizes,
+            {"target": m.target, "model": m.model, "admissible_sizes": jsonable(m.admissible_sizes),
              "sizes_summary": m.sizes_summary, "error": m.error}
             for m in report.models
         ]}, sys.stdout, indent=2)

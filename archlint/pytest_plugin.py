@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from archlint.testing import rule_list
+
 if TYPE_CHECKING:
     from archlint.findings import Report
 
@@ -50,21 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "for the archlint fixture in this test",
     )
     config.stash[_SELECTION] = {
-        "select": _split(config.getoption("archlint_select", default=[]) or []),
-        "ignore": _split(config.getoption("archlint_ignore", default=[]) or []),
+        "select": rule_list(config.getoption("archlint_select", default=[]) or []),
+        "ignore": rule_list(config.getoption("archlint_ignore", default=[]) or []),
     }
-
-
-def _split(values: list[str]) -> tuple[str, ...]:
-    return tuple(v.strip() for group in values for v in group.split(",") if v.strip())
-
-
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return _split([value])
-    return tuple(value)
 
 
 def marker_options(item: pytest.Item) -> dict[str, Any]:
@@ -105,16 +95,16 @@ class ArchlintFixture:
     def options(self, **call: Any) -> dict[str, Any]:
         """The lint options for one call: select from the nearest level, ignores added up."""
         select = (
-            _as_tuple(call.pop("select", None))
-            or _as_tuple(self._marker.get("select"))
+            rule_list(call.pop("select", None))
+            or rule_list(self._marker.get("select"))
             or self._command_line["select"]
         )
         ignore = (
             *self._command_line["ignore"],
-            *_as_tuple(self._marker.get("ignore")),
-            *_as_tuple(call.pop("ignore", None)),
+            *rule_list(self._marker.get("ignore")),
+            *rule_list(call.pop("ignore", None)),
         )
-        extend = (*_as_tuple(self._marker.get("extend_select")), *_as_tuple(call.pop("extend_select", None)))
+        extend = (*rule_list(self._marker.get("extend_select")), *rule_list(call.pop("extend_select", None)))
         out: dict[str, Any] = dict(call)
         if select:
             out["select"] = select

@@ -40,15 +40,15 @@ def lint_with_config(model_or_path: Any, example_inputs: Any = None, **options: 
     config = load_config(start)
     for key in ("ignore", "extend_select"):
         if key in options:
-            options[key] = (*getattr(config, key), *_as_tuple(options[key]))
+            options[key] = (*getattr(config, key), *rule_list(options[key]))
     if "select" in options:
-        options["select"] = _as_tuple(options["select"])
+        options["select"] = rule_list(options["select"])
     return lint(model_or_path, example_inputs, config=config, **options)
 
 
-def _as_tuple(value: Any) -> tuple[str, ...]:
+def rule_list(value: Any) -> tuple[str, ...]:
+    """Rule selectors from None, ``"a,b"``, or a list of such strings."""
     if value is None:
         return ()
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(value)
+    groups = [value] if isinstance(value, str) else value
+    return tuple(v.strip() for group in groups for v in str(group).split(",") if v.strip())

@@ -1254,18 +1254,12 @@ def runtime_spatial(
     stride = a.get("strides") or [1] * n
     dilation = a.get("dilations") or [1] * n
     pads = ((0, 0),) * n if auto_pad == "VALID" else _pairs(a.get("pads"), n)
+    from archlint.passes.formulas import pool_size
+
     return tuple(
-        pooled_size(size, k, s, d, pb, pe, ceil_mode=True)
+        int(pool_size(size, k, s, d, pb, pe, ceil_mode=True))
         for size, k, s, d, (pb, pe) in zip(spatial_in, kernel, stride, dilation, pads)
     )
-
-
-def pooled_size(size: int, k: int, s: int, d: int, pb: int, pe: int, *, ceil_mode: bool) -> int:
-    span = size + pb + pe - (d * (k - 1) + 1)
-    out = (-(-span // s) if ceil_mode else span // s) + 1
-    if ceil_mode and (out - 1) * s >= size + pb:
-        out -= 1  # the last window would start in the end padding
-    return out
 
 
 def _slice_bound(value: int, step: int, *, start: bool) -> int | None:

@@ -450,7 +450,7 @@ def _merge_axis(states: list[Any]) -> Any:
     return _make(period, shift, spans)
 
 
-def _aligned(branches: list[tuple[Any, ...]], skip_axis: int | None) -> bool | None:
+def _aligned(branches: list[tuple[Any, ...]]) -> bool | None:
     """Equal stride and centre offset on every axis, over the branches that are not global."""
     verdict: bool | None = True
     for axis_states in zip(*branches):
@@ -590,7 +590,7 @@ def _merge(g, name, op, attrs, inputs, states, flags):
             continue
         axes.append(_merge_axis([b[axis] for b in aligned_branches]))
     kept = [tuple(s for i, s in enumerate(b) if i != skip) for b in aligned_branches]
-    return tuple(axes), False, _aligned(kept, skip)
+    return tuple(axes), False, _aligned(kept)
 
 
 def _topological(nodes: dict[str, dict]) -> list[str]:

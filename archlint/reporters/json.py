@@ -39,11 +39,11 @@ def model_to_json(m: ModelReport) -> dict[str, Any]:
         "input_assumed": m.input_assumed,
         "nodes": node_rows(m.graph),
         "findings": [f.to_json() for f in m.findings],
-        "admissible_sizes": _jsonable(m.admissible_sizes),
+        "admissible_sizes": jsonable(m.admissible_sizes),
         "sizes_summary": m.sizes_summary,
         "error": m.error,
         "notes": list(m.notes),
-        "confirm": _jsonable(m.confirm),
+        "confirm": jsonable(m.confirm),
     }
 
 
@@ -51,7 +51,7 @@ def statistics_to_json(report: Report) -> list[dict[str, Any]]:
     return [{"code": code, "rule": rule, "count": n} for code, rule, n in rule_statistics(report)]
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Facts written by passes may hold tuples, Fractions or numpy scalars: make them plain."""
     if value is None:
         return None

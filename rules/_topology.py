@@ -1,15 +1,21 @@
-"""Where a node sits in the graph, for the pitfall rules (AL2xx): not a rule itself.
+"""Helpers shared by the rules in this package: not a rule itself.
 
 Small pure functions over the IR: the ops a layer's output flows into before anything changes its
-size, the layers next to it, and the sizes going in and out. They read only ``op``, ``inputs``,
-``attrs`` and ``shapes``, so they work the same for both frontends.
+size, the layers next to it, the sizes going in and out, one axis of a sliding window
+(:class:`Window`), the input-size sweep and its "fires at / avoided at" note, and the names and
+number formats used in messages. They read only ``op``, ``inputs``, ``attrs`` and ``shapes``, so
+they work the same for both frontends. Rules import shared pieces from here, never from each
+other, so that any one rule module can be removed without breaking the rest.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Iterator
 
 import networkx as nx
+import numpy as np
 
 from archlint.graph import ELEMENTWISE_MERGES, MERGES, output_shape, spatial
 
@@ -110,6 +116,19 @@ def layer_name(g: nx.DiGraph, name: str) -> str:
     return g.nodes[name]["location"].node or name
 
 
+def layer_behind(g: nx.DiGraph, node: str) -> str:
+    """The layer behind activations/norms (single-input ones), which is what a user recognises
+    as the branch or the layer: ``relu_1`` -> ``enc2``."""
+    seen = set()
+    while g.nodes[node]["op"] in SIZE_NEUTRAL and node not in seen:
+        seen.add(node)
+        inputs = list(dict.fromkeys(g.nodes[node]["inputs"]))
+        if len(inputs) != 1:
+            break
+        node = inputs[0]
+    return node
+
+
 def fmt_size(size: tuple[int, ...] | list[int]) -> str:
     return "x".join(str(s) for s in size)
 
@@ -120,6 +139,18 @@ def fmt_axes(values: tuple[int, ...] | list[int]) -> str:
     if len(set(values)) == 1:
         return str(values[0])
     return "(" + ", ".join(str(v) for v in values) + ")"
+
+
+def decimal(value: Fraction) -> str:
+    """``28`` for a whole number, else ``28.5`` (``%g``)."""
+    return str(int(value)) if value.denominator == 1 else f"{float(value):g}"
+
+
+def read_fraction(kernel: int, stride: int, dilation: int) -> Fraction:
+    """Share of input rows a strided window reads in the steady state: the taps' offsets
+    ``t * dilation`` cover that many of the ``stride`` residues."""
+    residues = {(t * dilation) % stride for t in range(min(kernel, stride))}  # period <= stride
+    return Fraction(len(residues), stride)
 
 
 def windows(attrs) -> list[tuple[int, int, int, tuple[int, int]]]:
@@ -134,9 +165,101 @@ def windows(attrs) -> list[tuple[int, int, int, tuple[int, int]]]:
     return list(zip(attrs.kernel, stride, dilation, padding))
 
 
+@dataclass(frozen=True)
+class Window:
+    """One spatial axis of a sliding window, in PyTorch's terms."""
+
+    kernel: int
+    stride: int
+    dilation: int = 1
+    pad_begin: int = 0
+    pad_end: int = 0
+    ceil_mode: bool = False
+
+    @property
+    def extent(self) -> int:
+        return self.dilation * (self.kernel - 1) + 1
+
+    @property
+    def total_pad(self) -> int:
+        return self.pad_begin + self.pad_end
+
+    @property
+    def halving(self) -> bool:
+        """True when the output is exactly n / s for every n that s divides."""
+        return self.extent - self.stride <= self.total_pad <= self.extent - 1
+
+    def output(self, n):
+        """Output size for input size(s) n (ints or an int array); <= 0 where undefined."""
+        n = np.asarray(n, dtype=np.int64)
+        span = n + self.total_pad - self.extent
+        if self.ceil_mode:
+            out = -((-span) // self.stride) + 1
+            # PyTorch/ONNX: the last window must start inside the input or the begin padding.
+            out = out - ((out - 1) * self.stride >= n + self.pad_begin)
+        else:
+            out = span // self.stride + 1
+        return np.where((out >= 1) & (n > 0), out, 0)
+
+    def rounds(self, n):
+        """The documented criterion (see the rule docs), element-wise over input sizes n."""
+        n = np.asarray(n, dtype=np.int64)
+        indivisible = (n > 0) & (n % self.stride != 0)
+        if self.halving:
+            return indivisible
+        out = self.output(n)
+        last_end = (out - 1) * self.stride + self.extent  # padded coordinates, exclusive
+        dropped = self.pad_begin + n - last_end > 0
+        overhang = last_end - (n + self.total_pad) > 0
+        return indivisible & (out > 0) & (dropped | overhang)
+
+    def symmetric(self, n: int, out: int) -> bool:
+        """True when the first and last windows sit the same distance from their borders."""
+        return (out - 1) * self.stride == n + 2 * self.pad_begin - self.extent
+
+
+def windows_of(attrs) -> list[Window]:
+    """Per spatial axis Window of a conv/pool node's attrs ([] when the frontend gave no kernel)."""
+    axes = len(attrs.kernel)
+    stride = attrs.stride or (1,) * axes
+    dilation = attrs.dilation or (1,) * axes
+    padding = attrs.padding or ((0, 0),) * axes
+    return [
+        Window(k, s, d, pb, pe, bool(attrs.ceil_mode))
+        for k, s, d, (pb, pe) in zip(attrs.kernel, stride, dilation, padding)
+    ]
+
+
 def size_sweep(g: nx.DiGraph):
-    """The input-size sweep the sizes pass wrote (``g.graph["sizes"]``), or None."""
-    return g.graph.get("sizes")
+    """The input-size sweep the sizes pass wrote (``g.graph["sizes"]``), or None when there is
+    none (or it is not a sweep with per-node sizes)."""
+    sweep = g.graph.get("sizes")
+    return sweep if sweep is not None and hasattr(sweep, "spatial") else None
+
+
+#: How the square sweep is named, by the number of spatial axes (as the sizes pass names it).
+SWEEP_LETTERS = {1: "L", 2: "H = W", 3: "D = H = W"}
+
+
+def sizes_note(sweep, fires, defined=None) -> str | None:
+    """'fires at H = W in ...; avoided at H = W in ...' from the input-size sweep.
+
+    ``fires`` and ``defined`` are masks over the swept sides: where the finding fires, and where
+    the sizes it is about exist at all (its layers' inputs are defined). "Avoided" is where they
+    exist and it does not fire: a fact about this finding, not the model's admissible sizes
+    (another layer may still fail there; the sizes summary and input-size-constraints say so).
+    """
+    if sweep is None or fires is None:
+        return None
+    fires = np.asarray(fires, dtype=bool)
+    scope = np.ones_like(fires) if defined is None else np.asarray(defined, dtype=bool)
+    fires = fires & scope
+    if not fires.any():
+        return None
+    letters = SWEEP_LETTERS.get(getattr(sweep, "axes", 2), "n")
+    avoid = scope & ~fires
+    avoided = f"avoided at {letters} in {sweep.describe(avoid)}" if avoid.any() else "no input size avoids it"
+    return f"fires at {letters} in {sweep.describe(fires)}; {avoided}"
 
 
 def example_size(g: nx.DiGraph) -> tuple[int, ...] | None:

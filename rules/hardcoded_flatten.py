@@ -43,7 +43,7 @@ import numpy as np
 
 from archlint.graph import output_shape
 from archlint.rule import rule
-from archlint_rules.odd_size_stride2 import sweep_of
+from archlint_rules._topology import layer_behind, layer_name, size_sweep
 
 #: Ops between the flatten and the linear that do not touch the features' meaning.
 PASS_THROUGH = ("pointwise",)
@@ -96,7 +96,7 @@ def _folded_from(in_shape, features: int) -> int | None:
 
 def grid_fixed(g, fold: Fold) -> bool:
     """Does the folded map's spatial size not depend on the input size?"""
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     arrays = _spatial_arrays(sweep, fold.source)
     if arrays is not None:
         return all(np.unique(a[a > 0]).size <= 1 for a in arrays)
@@ -178,7 +178,7 @@ def hardcoded_flatten(ctx):
 
 def _locked_to(g, fold: Fold, in_features: int) -> str | None:
     """'H = W in {224} (7x7 after features)': the swept sizes at which the features match."""
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     arrays = _spatial_arrays(sweep, fold.source)
     grid = "x".join(str(s) for s in fold.in_shape[2:])
     if arrays is None:
@@ -222,7 +222,7 @@ def _batch_text(g, fold: Fold, in_features: int) -> str:
         f"; worse, view(-1, {in_features}) does not fail at other sizes whose element count "
         f"divides {in_features}: it silently changes the batch size"
     )
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     arrays = _spatial_arrays(sweep, fold.source)
     if arrays is None:
         return base
@@ -251,11 +251,4 @@ def _fix(fold: Fold) -> str:
 
 def _name(g, node: str) -> str:
     """The layer's name, looking past activations/norms to the layer a user recognises."""
-    seen = set()
-    while g.nodes[node]["op"] in ("pointwise", "norm") and node not in seen:
-        seen.add(node)
-        inputs = list(dict.fromkeys(g.nodes[node]["inputs"]))
-        if len(inputs) != 1:
-            break
-        node = inputs[0]
-    return g.nodes[node]["location"].node or node
+    return layer_name(g, layer_behind(g, node))

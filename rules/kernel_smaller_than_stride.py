@@ -38,7 +38,14 @@ import networkx as nx
 
 from archlint.graph import ELEMENTWISE_MERGES
 from archlint.rule import rule
-from archlint_rules._topology import fmt_axes, fmt_size, layer_name, spatial_out, windows
+from archlint_rules._topology import (
+    fmt_axes,
+    fmt_size,
+    layer_name,
+    read_fraction,
+    spatial_out,
+    windows,
+)
 
 WINDOW_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
 
@@ -94,13 +101,6 @@ def kernel_smaller_than_stride(ctx):
             continue
         strides = [s for _, s, _, _ in axes]
         yield ctx.finding(name, message, fix=_fix(ctx.node(name)["op"], strides))
-
-
-def read_fraction(kernel: int, stride: int, dilation: int) -> Fraction:
-    """Share of input rows a strided window reads in the steady state: the taps' offsets
-    ``t * dilation`` cover that many of the ``stride`` residues."""
-    residues = {(t * dilation) % stride for t in range(min(kernel, stride))}  # period <= stride
-    return Fraction(len(residues), stride)
 
 
 def _residual_block_of(g, name: str) -> tuple[str, str, str] | None:

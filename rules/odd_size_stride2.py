@@ -49,74 +49,10 @@ import numpy as np
 
 from archlint.graph import output_shape, spatial
 from archlint.rule import rule
+from archlint_rules._topology import Window, decimal, size_sweep, sizes_note, windows_of
 
 STRIDED_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
 AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
-
-
-@dataclass(frozen=True)
-class Window:
-    """One spatial axis of a sliding window, in PyTorch's terms."""
-
-    kernel: int
-    stride: int
-    dilation: int = 1
-    pad_begin: int = 0
-    pad_end: int = 0
-    ceil_mode: bool = False
-
-    @property
-    def extent(self) -> int:
-        return self.dilation * (self.kernel - 1) + 1
-
-    @property
-    def total_pad(self) -> int:
-        return self.pad_begin + self.pad_end
-
-    @property
-    def halving(self) -> bool:
-        """True when the output is exactly n / s for every n that s divides."""
-        return self.extent - self.stride <= self.total_pad <= self.extent - 1
-
-    def output(self, n):
-        """Output size for input size(s) n (ints or an int array); <= 0 where undefined."""
-        n = np.asarray(n, dtype=np.int64)
-        span = n + self.total_pad - self.extent
-        if self.ceil_mode:
-            out = -((-span) // self.stride) + 1
-            # PyTorch/ONNX: the last window must start inside the input or the begin padding.
-            out = out - ((out - 1) * self.stride >= n + self.pad_begin)
-        else:
-            out = span // self.stride + 1
-        return np.where((out >= 1) & (n > 0), out, 0)
-
-    def rounds(self, n):
-        """The documented criterion (see the rule docs), element-wise over input sizes n."""
-        n = np.asarray(n, dtype=np.int64)
-        indivisible = (n > 0) & (n % self.stride != 0)
-        if self.halving:
-            return indivisible
-        out = self.output(n)
-        last_end = (out - 1) * self.stride + self.extent  # padded coordinates, exclusive
-        dropped = self.pad_begin + n - last_end > 0
-        overhang = last_end - (n + self.total_pad) > 0
-        return indivisible & (out > 0) & (dropped | overhang)
-
-    def symmetric(self, n: int, out: int) -> bool:
-        """True when the first and last windows sit the same distance from their borders."""
-        return (out - 1) * self.stride == n + 2 * self.pad_begin - self.extent
-
-
-def windows_of(attrs) -> list[Window]:
-    """Per spatial axis Window of a conv/pool node's attrs ([] when the frontend gave no kernel)."""
-    axes = len(attrs.kernel)
-    stride = attrs.stride or (1,) * axes
-    dilation = attrs.dilation or (1,) * axes
-    padding = attrs.padding or ((0, 0),) * axes
-    return [
-        Window(k, s, d, pb, pe, bool(attrs.ceil_mode))
-        for k, s, d, (pb, pe) in zip(attrs.kernel, stride, dilation, padding)
-    ]
 
 
 @dataclass(frozen=True)
@@ -138,7 +74,7 @@ class Rounding:
             n, out, s = self.size_in[i], self.size_out[i], self.windows[i].stride
             exact = Fraction(n, s)
             way = "rounded up" if out > exact else "rounded down"
-            parts.append((names[i], f"{n} -> {out} ({n}/{s} = {_decimal(exact)}, {way})"))
+            parts.append((names[i], f"{n} -> {out} ({n}/{s} = {decimal(exact)}, {way})"))
         if len({text for _, text in parts}) == 1:
             axes = " and ".join(name for name, _ in parts)
             return f"{axes} {parts[0][1]}" if len(parts) > 1 else f"{parts[0][0]} {parts[0][1]}"
@@ -162,41 +98,6 @@ def rounding_at(g, name: str) -> Rounding | None:
     return Rounding(name, axes, tuple(size_in), tuple(size_out), tuple(wins), symmetric)
 
 
-def sweep_of(g):
-    """The input-size sweep (g.graph['sizes']) when the sizes pass wrote one, else None."""
-    sweep = g.graph.get("sizes")
-    return sweep if sweep is not None and hasattr(sweep, "spatial") else None
-
-
-#: How the square sweep is named, by the number of spatial axes (as the sizes pass names it).
-SWEEP_LETTERS = {1: "L", 2: "H = W", 3: "D = H = W"}
-
-
-def sizes_note(sweep, fires, defined=None) -> str | None:
-    """'fires at H = W in ...; avoided at H = W in ...' from the input-size sweep.
-
-    ``fires`` and ``defined`` are masks over the swept sides: where the finding fires, and where
-    the sizes it is about exist at all (its layers' inputs are defined). "Avoided" is where they
-    exist and it does not fire: a fact about this finding, not the model's admissible sizes
-    (another layer may still fail there; the sizes summary and input-size-constraints say so).
-    """
-    if sweep is None or fires is None:
-        return None
-    fires = np.asarray(fires, dtype=bool)
-    scope = np.ones_like(fires) if defined is None else np.asarray(defined, dtype=bool)
-    fires = fires & scope
-    if not fires.any():
-        return None
-    letters = SWEEP_LETTERS.get(getattr(sweep, "axes", 2), "n")
-    avoid = scope & ~fires
-    avoided = f"avoided at {letters} in {sweep.describe(avoid)}" if avoid.any() else "no input size avoids it"
-    return f"fires at {letters} in {sweep.describe(fires)}; {avoided}"
-
-
-def _decimal(value: Fraction) -> str:
-    return str(int(value)) if value.denominator == 1 else f"{float(value):g}"
-
-
 def _input_arrays(sweep, producer: str):
     try:
         arrays = sweep.spatial(producer)
@@ -213,7 +114,7 @@ def _input_arrays(sweep, producer: str):
 )
 def odd_size_stride2(ctx):
     g = ctx.graph
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     causes = None
     for name in ctx.nodes(*STRIDED_OPS):
         found = rounding_at(g, name)

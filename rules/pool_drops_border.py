@@ -39,11 +39,11 @@ from archlint_rules._topology import (
     fmt_size,
     kernel_extent,
     plural,
+    read_fraction,
     size_sweep,
     spatial_in,
     windows,
 )
-from archlint_rules.kernel_smaller_than_stride import read_fraction
 
 POOLS = ("max_pool", "avg_pool", "lp_pool")
 

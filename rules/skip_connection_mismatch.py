@@ -50,15 +50,20 @@ from itertools import pairwise
 import networkx as nx
 import numpy as np
 
-from archlint.graph import MERGES, ops, output_shape
+from archlint.graph import MERGES, ops, output_shape, spatial
 from archlint.rule import rule
-from archlint_rules.odd_size_stride2 import (
+from archlint_rules._topology import (
     Window,
-    rounding_at,
+    decimal,
+    fmt_axes,
+    fmt_size,
+    layer_behind,
+    layer_name,
+    size_sweep,
     sizes_note,
-    sweep_of,
     windows_of,
 )
+from archlint_rules.odd_size_stride2 import rounding_at
 
 WINDOWED = ("conv", "max_pool", "avg_pool", "lp_pool")
 #: Ops that make a map's size independent of its input's (the grid is fixed there).
@@ -177,7 +182,7 @@ def _accidental(g, verdict: bool | None, stretched: list[tuple[int, str]], misma
         return [ax for ax, thin in stretched if not _fixed_size(g, thin, ax)]
     if verdict is False:
         return []  # the sweep: this merge agrees at the example size
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     varying = [ax for ax, thin in stretched if not _one_at_every_size(sweep, thin, ax)]
     if varying or mismatched:
         return varying
@@ -187,7 +192,7 @@ def _accidental(g, verdict: bool | None, stretched: list[tuple[int, str]], misma
 def _sweep_verdict(g, merge: str, operands: list[str], shapes) -> bool | None:
     """Does the input-size sweep fail this merge at the example size (True), pass it (False),
     or not know (None: no sweep, the example outside its range, or sizes it lost track of)?"""
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     at = _example_index(sweep) if sweep is not None else None
     if at is None:
         return None
@@ -413,7 +418,7 @@ def root_causes(g: nx.DiGraph) -> dict[str, str]:
 )
 def skip_connection_mismatch(ctx):
     g = ctx.graph
-    sweep = sweep_of(g)
+    sweep = size_sweep(g)
     for merge in ctx.nodes(*MERGES):
         found = disagreements(g, merge)
         if not found:
@@ -433,8 +438,8 @@ def skip_connection_mismatch(ctx):
 def _message(g, merge, found: list[Disagreement], cause: Cause | None) -> str:
     d = found[0]
     node = g.nodes[merge]
-    parts = [f"{_branch(g, d.ref)} at {_fmt(_spatial_of(d.ref_shape))}"] + [
-        f"{_branch(g, x.other)} at {_fmt(_spatial_of(x.other_shape))}" for x in found
+    parts = [f"{_branch(g, d.ref)} at {fmt_size(spatial(d.ref_shape))}"] + [
+        f"{_branch(g, x.other)} at {fmt_size(spatial(x.other_shape))}" for x in found
     ]
     what = f"{node['origin'] or node['op']} of " + " and ".join(parts)
     if all(x.broadcast for x in found):
@@ -464,10 +469,10 @@ def _cause_text(g, d: Disagreement, cause: Cause | None) -> str:
     if not cause.steps:
         return f"; the branches fork at {fork}"
     first = cause.steps[0]
-    text = f"; the branches fork at {fork} and first diverge at {_name(g, first.node)} ({_where(g, first.node)}): {_step_text(g, first)}"
+    text = f"; the branches fork at {fork} and first diverge at {layer_name(g, first.node)} ({_where(g, first.node)}): {_step_text(g, first)}"
     more = cause.steps[1:]
     if more:
-        text += " (then " + ", ".join(f"{_name(g, s.node)}: {s.size_in} -> {s.size_out}" for s in more[:3])
+        text += " (then " + ", ".join(f"{layer_name(g, s.node)}: {s.size_in} -> {s.size_out}" for s in more[:3])
         text += ", ..." if len(more) > 3 else ""
         text += ")"
     return text
@@ -476,7 +481,7 @@ def _cause_text(g, d: Disagreement, cause: Cause | None) -> str:
 def _scale_culprit(g, d, cause) -> str:
     chains = [branch(g, cause.fork, end) or [] for end in (d.ref, d.other)]
     scaling = [n for chain in chains for n in chain[1:] if _scales(g, n)]
-    return f"; {_name(g, scaling[0])} ({_where(g, scaling[0])}) changes the scale on one branch only" if len(scaling) == 1 else ""
+    return f"; {layer_name(g, scaling[0])} ({_where(g, scaling[0])}) changes the scale on one branch only" if len(scaling) == 1 else ""
 
 
 def _scales(g, node) -> bool:
@@ -492,7 +497,7 @@ def _step_text(g, step: Step) -> str:
     change = f"{step.size_in} -> {step.size_out}"
     if rounding is not None:
         return (
-            f"caused by {node['origin'] or node['op']} {_name(g, step.node)} rounding "
+            f"caused by {node['origin'] or node['op']} {layer_name(g, step.node)} rounding "
             f"{rounding.describe()} (odd-size-stride2)"
         )
     if node["op"] in WINDOWED:
@@ -507,7 +512,7 @@ def _step_text(g, step: Step) -> str:
 
 
 def _nominal(step: Step) -> str:
-    return _ratio_number(step.nominal)
+    return decimal(step.nominal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +561,7 @@ def _step_fix(g, d: Disagreement, cause: Cause, step: Step) -> str | None:
         chain = branch(g, cause.fork, d.other if on_other else d.ref) or []
         ups = [n for n in chain[chain.index(step.node):] if g.nodes[n]["op"] == "conv_transpose"]
         follow = (
-            f"call {_name(g, ups[-1])} with output_size=skip.shape[2:] (skip = "
+            f"call {layer_name(g, ups[-1])} with output_size=skip.shape[2:] (skip = "
             f"{_label(g, skip)}'s output)"
             if ups
             else f"resize the branch to {_label(g, skip)}: F.interpolate(x, size=skip.shape[2:])"
@@ -588,13 +593,13 @@ def _padding_fix(g, step: Step) -> str | None:
     if not wins:
         return None
     pads = [_keeping_padding(w) for w in wins]
-    name = _name(g, step.node)
+    name = layer_name(g, step.node)
     if any(p is None for p in pads):
         return (
             f"{name}'s window span is even, so no symmetric padding keeps the size: use an odd "
             "kernel, or pad one more pixel at the end with F.pad before it"
         )
-    text = f"give {name} padding={_axes(pads)}"
+    text = f"give {name} padding={fmt_axes(pads)}"
     if any(w.dilation > 1 for w in wins):
         return text + " (dilation * (kernel_size - 1) / 2) so it keeps the size"
     if any(w.stride > 1 for w in wins):
@@ -610,7 +615,7 @@ def _keeping_padding(w: Window) -> int | None:
 
 def _transposed_fix(g, step: Step, skip: str) -> str:
     attrs = g.nodes[step.node]["attrs"]
-    name = _name(g, step.node)
+    name = layer_name(g, step.node)
     wins = windows_of(attrs)
     current = list(attrs.output_padding or (0,) * len(wins))
     change = step.nominal - step.size_out
@@ -618,13 +623,13 @@ def _transposed_fix(g, step: Step, skip: str) -> str:
     if change.denominator == 1 and wins:
         wanted = [op + int(change) for op in current]
         if all(0 <= op < max(w.stride, w.dilation) for op, w in zip(wanted, wins)):
-            return f"{follow}, or construct it with output_padding={_axes(wanted)}"
+            return f"{follow}, or construct it with output_padding={fmt_axes(wanted)}"
     if wins:
         pads = [max(0, -(-(w.extent - w.stride) // 2)) for w in wins]
         extra = [2 * p - (w.extent - w.stride) for p, w in zip(pads, wins)]
         if all(0 <= e < max(w.stride, w.dilation) for e, w in zip(extra, wins)):
             return (
-                f"construct {name} with padding={_axes(pads)}, output_padding={_axes(extra)} so it "
+                f"construct {name} with padding={fmt_axes(pads)}, output_padding={fmt_axes(extra)} so it "
                 f"gives exactly input x stride; or {follow}"
             )
     return follow
@@ -661,7 +666,7 @@ def _related(g, d: Disagreement, cause: Cause | None) -> list:
     places = []
     if cause is not None and cause.steps:
         places += [g.nodes[s.node]["location"] for s in cause.steps[:3]]
-    places += [g.nodes[_layer(g, d.ref)]["location"], g.nodes[_layer(g, d.other)]["location"]]
+    places += [g.nodes[layer_behind(g, d.ref)]["location"], g.nodes[layer_behind(g, d.other)]["location"]]
     unique = []
     for p in places:
         if p not in unique:
@@ -669,30 +674,14 @@ def _related(g, d: Disagreement, cause: Cause | None) -> list:
     return unique
 
 
-def _name(g, node: str) -> str:
-    return g.nodes[node]["location"].node or node
-
-
-def _layer(g, node: str) -> str:
-    """The layer behind activations/norms, which is what a user recognises as the branch."""
-    seen = set()
-    while g.nodes[node]["op"] in ("pointwise", "norm") and node not in seen:
-        seen.add(node)
-        inputs = list(dict.fromkeys(g.nodes[node]["inputs"]))
-        if len(inputs) != 1:
-            break
-        node = inputs[0]
-    return node
-
-
 def _label(g, node: str) -> str:
-    return _name(g, _layer(g, node))
+    return layer_name(g, layer_behind(g, node))
 
 
 def _branch(g, node: str) -> str:
     """'enc2 (line 15)': a branch named by its layer and where that layer is built."""
-    layer = _layer(g, node)
-    return f"{_name(g, layer)} ({_where(g, layer)})"
+    layer = layer_behind(g, node)
+    return f"{layer_name(g, layer)} ({_where(g, layer)})"
 
 
 def _where(g, node: str) -> str:
@@ -705,25 +694,8 @@ def _where(g, node: str) -> str:
     return f"line {location.line}"
 
 
-def _spatial_of(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(shape[2:])
-
-
-def _fmt(size) -> str:
-    return "x".join(str(s) for s in size)
-
-
-def _axes(values) -> str:
-    values = list(values)
-    return str(values[0]) if len(set(values)) == 1 else "(" + ", ".join(map(str, values)) + ")"
-
-
 def _ratio(value: Fraction) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
-
-
-def _ratio_number(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
 
 def _window_text(node) -> str:
@@ -737,7 +709,7 @@ def _window_text(node) -> str:
     if any(w.dilation != 1 for w in wins):
         parts.append(f"dilation {'x'.join(str(w.dilation) for w in wins)}")
     if all(w.pad_begin == w.pad_end for w in wins):
-        parts.append(f"padding {_axes([w.pad_begin for w in wins])}")
+        parts.append(f"padding {fmt_axes([w.pad_begin for w in wins])}")
     else:
         parts.append(f"padding {[(w.pad_begin, w.pad_end) for w in wins]}")
     return f"{node['origin'] or node['op']} ({', '.join(parts)})"

@@ -30,8 +30,14 @@ from __future__ import annotations
 import numpy as np
 
 from archlint.rule import rule
-from archlint_rules.odd_size_stride2 import sizes_note
-from archlint_rules._topology import fmt_size, kernel_extent, size_sweep, spatial_in, windows
+from archlint_rules._topology import (
+    fmt_size,
+    kernel_extent,
+    size_sweep,
+    sizes_note,
+    spatial_in,
+    windows,
+)
 
 COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
 

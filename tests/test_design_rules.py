@@ -20,7 +20,7 @@ from archlint.graph import Attrs, Location, add_op, new_graph
 from archlint.registry import rule_by_id
 from archlint.rule import RuleContext, SourceFile
 from archlint_rules.kernel_stride_checkerboard import overlap_pattern
-from archlint_rules.odd_size_stride2 import Window
+from archlint_rules._topology import Window
 from archlint_rules.same_padding_stride import same_pads, strided_same_calls
 
 ROOT = Path(__file__).resolve().parent.parent

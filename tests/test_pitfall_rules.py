@@ -27,10 +27,8 @@ from archlint_rules.even_kernel_same_padding import (  # noqa: E402
     even_kernel_same_padding,
     size_change,
 )
-from archlint_rules.kernel_smaller_than_stride import (  # noqa: E402
-    kernel_smaller_than_stride,
-    read_fraction,
-)
+from archlint_rules._topology import read_fraction  # noqa: E402
+from archlint_rules.kernel_smaller_than_stride import kernel_smaller_than_stride  # noqa: E402
 from archlint_rules.large_dense_head import large_dense_head, layer_params  # noqa: E402
 from archlint_rules.pool_drops_border import dropped_trailing, pool_drops_border  # noqa: E402
 from archlint_rules.spatial_collapse import collapsed_axes, spatial_collapse  # noqa: E402

@@ -1,5 +1,3 @@
-import sys
+from archlint.cli import entry
 
-from archlint.cli import main
-
-sys.exit(main())
+entry()

@@ -333,6 +333,7 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
     """
     from archlint.api import lint
 
+    _import_frontend_for(path)
     try:
         with deadline(opts.timeout):
             models = lint(path, config=opts).models
@@ -352,6 +353,21 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
     if portable:
         models = [portable_report(m) for m in models]
     return models
+
+
+def _import_frontend_for(path: str) -> None:
+    """Import the torch frontend before a model file's time limit starts: the limit is for the
+    target's own import and capture, and an alarm inside ``import torch`` would leave torch half
+    initialized for every later target. Files with no model never import it."""
+    if not path.endswith(".py") or "archlint.frontends.torch" in sys.modules:
+        return
+    from archlint.frontends.source import defines_models
+
+    try:
+        if defines_models(Path(path).read_text(encoding="utf-8"), named=True):
+            import archlint.frontends.torch  # noqa: F401
+    except (OSError, UnicodeDecodeError, ImportError, SyntaxError):
+        pass  # lint() reports it, under the time limit, with its one-line reason
 
 
 def confirm_model(m: ModelReport, device: str) -> None:

@@ -1,0 +1,270 @@
+"""Capture of one model: the public entry points, fx tracing, and the choice between the fx and the
+eager (TorchFunctionMode) capture."""
+
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from archlint.config import Options
+from archlint.deadline import TimedOut, deadline
+from archlint.frontends import Capture, TargetError
+from archlint.frontends.torch.builder import _GraphBuilder
+from archlint.frontends.torch.discovery import (
+    _build,
+    _discover,
+    _drop_nested_classes,
+    _import_file,
+    _on_sys_path,
+    _quiet_user_code,
+)
+from archlint.frontends.torch.inputs import (
+    InputSpec,
+    _chosen_inputs,
+    _file_example_input,
+    _first_layer,
+    _shape_hint,
+)
+from archlint.frontends.torch.locate import (
+    ConstructionSites,
+    _FileNames,
+    _innermost_user_frame,
+    _one_line,
+    _user_frame_of,
+)
+from archlint.frontends.torch.opcall import _module_origin
+from archlint.graph import new_graph
+
+
+def capture_file(path: Path, options: Options, example_inputs: Any = None) -> list[Capture]:
+    """Import ``path``, find its models and capture each one.
+
+    Raises :class:`TargetError` when the file as a whole cannot be analyzed (syntax error, import
+    raised or exited, no model found, ``--model`` not found).
+    """
+    path = Path(path)
+    try:
+        with deadline(options.timeout):
+            return _capture_file(path, options, example_inputs)
+    except TimedOut as exc:
+        raise TargetError(f"{exc} importing and capturing {path.name}") from None
+
+
+def _capture_file(path: Path, options: Options, example_inputs: Any) -> list[Capture]:
+    files = _FileNames(path)
+    sites = ConstructionSites(files)
+    with _quiet_user_code(), _on_sys_path(path.resolve().parent):
+        namespace = _import_file(path, sites)
+        candidates = _discover(namespace, path, options.model)
+        file_input = _file_example_input(namespace)
+        built = [(c, *_build(c, sites)) for c in candidates]
+        if options.model is None and all(c.kind == "class" for c in candidates):
+            built = _drop_nested_classes(built)
+        captures = []
+        for candidate, module, error in built:
+            if error is not None:
+                captures.append(Capture(name=candidate.name, graph=None, error=error))
+                continue
+            specs = _chosen_inputs(options, example_inputs, file_input)
+            capture = _capture(module, candidate.name, specs, str(path), files, sites)
+            g = capture.graph
+            if g is not None:
+                factory = candidate.obj if candidate.kind in ("class", "factory") else None
+                g.graph["module_factory"] = factory
+                g.graph["module"] = candidate.obj if factory is None else None
+            captures.append(capture)
+    return captures
+
+
+def capture_module(
+    module: Any, example_inputs: Any, options: Options, name: str | None = None
+) -> Capture:
+    """Capture an ``nn.Module`` given through the Python API (its weights stay as they are)."""
+    if not isinstance(module, nn.Module):
+        raise TargetError(
+            f"expected a path, an nn.Module or an onnx.ModelProto, got {type(module).__name__}"
+        )
+    name = name or type(module).__name__
+    files = _FileNames(None)
+    sites = ConstructionSites(files)
+    specs = _chosen_inputs(options, example_inputs, None)
+    try:
+        with deadline(options.timeout), _quiet_user_code():
+            capture = _capture(module, name, specs, None, files, sites)
+    except TimedOut as exc:
+        reason = f"{exc} capturing {name}"
+        return Capture(name=name, graph=None, error=reason)
+    if capture.graph is not None:
+        capture.graph.graph["module"] = module
+        capture.graph.graph["module_factory"] = None
+    return capture
+
+
+
+
+class _ArchlintTracer(fx.Tracer):
+    """fx's tracer, recording the innermost user frame of each node.
+
+    fx's own ``record_stack_traces`` symbolizes through the profiler, which imports
+    torch._dynamo (seconds); one frame walk per node is all a location needs.
+    """
+
+    def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict,
+                    name: str | None = None, type_expr: Any = None) -> fx.Node:
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        frame = _innermost_user_frame(sys._getframe(1))
+        if frame is not None:
+            node.meta["user_frame"] = frame
+            node.stack_trace = f'File "{frame[0]}", line {frame[1]}'
+        return node
+
+
+def _capture(
+    module: nn.Module,
+    name: str,
+    specs: list[InputSpec] | str | None,
+    target: str | None,
+    files: _FileNames,
+    sites: ConstructionSites,
+) -> Capture:
+    if isinstance(specs, str):
+        return Capture(name=name, graph=None, error=f"bad example input for {name}: {specs}")
+    training = [(m, m.training) for m in module.modules()]
+    module.eval()  # batch-1 inputs are legal in eval mode; BatchNorm refuses them in training
+    try:
+        return _capture_eval(module, name, specs, target, files, sites)
+    except Exception as exc:  # never an unexplained crash
+        where = _user_frame_of(exc, files)
+        at = f" (at {where})" if where else ""
+        return Capture(
+            name=name,
+            graph=None,
+            error=f"could not trace {name}: {type(exc).__name__}: {_one_line(exc)}{at}",
+        )
+    finally:
+        for m, flag in training:
+            m.training = flag
+
+
+def _capture_eval(
+    module: nn.Module,
+    name: str,
+    specs: list[InputSpec] | None,
+    target: str | None,
+    files: _FileNames,
+    sites: ConstructionSites,
+) -> Capture:
+    notes: list[str] = []
+    gm, trace_error = _fx_trace(module, len(specs) if specs else 1, files)
+    assumed = specs is None
+    if specs is None:
+        inferred = _inferred_input(gm, module)
+        if inferred is None:
+            return Capture(name=name, graph=None, error=(
+                f"cannot infer an input shape for {name}: set --input-shape, a module-level "
+                "example_input, or input-shape in [tool.archlint]"))
+        specs = [inferred[0]]
+        notes.append(inferred[1])
+    missing = _missing_inputs(module, name, len(specs))
+    if missing is not None:
+        return Capture(name=name, graph=None, error=missing)
+    default_dtype = _default_input_dtype(module, gm)
+    inputs = [s.meta_tensor(default_dtype) for s in specs]
+    g = new_graph(name, target, "torch")
+    g.graph.update(
+        input_shapes=[tuple(s.shape) for s in specs],
+        input_dtypes=[str(t.dtype).replace("torch.", "") for t in inputs],
+        input_assumed=assumed,
+        fx_names={},
+        traced_module=module,  # the object traced: meta-built unless the user gave it
+        graph_module=gm,  # the fx graph (on the traced module), None after an eager capture
+    )
+    builder = _GraphBuilder(g, module, files, sites)
+    if gm is not None:
+        builder.from_fx(gm, inputs)
+    else:
+        notes.append(f"torch.fx could not trace {name} ({trace_error}); captured by running "
+                     "forward on meta tensors instead")
+        builder.from_eager(inputs)
+    if g.graph["capture_note"]:
+        notes.append(g.graph["capture_note"])
+    return Capture(name=name, graph=g, notes=notes)
+
+
+def _inferred_input(gm: fx.GraphModule | None, module: nn.Module) -> tuple[InputSpec, str] | None:
+    """An input shape guessed from the first layer, and the note that says so."""
+    first = _first_layer(gm, module)
+    hint = _shape_hint(first[1]) if first else None
+    if hint is None:
+        return None
+    note = (
+        f"input shape {_fmt_shape(hint.shape)} assumed from the first layer {first[0]} "
+        f"({_module_origin(first[1])}); set it with --input-shape, a module-level "
+        "example_input, or input-shape in [tool.archlint]"
+    )
+    return hint, note
+
+
+def _missing_inputs(module: nn.Module, name: str, given: int) -> str | None:
+    required = [p.name for p in _forward_params(module) if p.default is inspect.Parameter.empty]
+    if given >= len(required):
+        return None
+    return (
+        f"{name}.forward takes {len(required)} inputs ({', '.join(required)}) but {given} "
+        "example input(s) were given: set example_input = (t1, t2, ...) or pass --input-shape "
+        "once per input"
+    )
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return ",".join(str(d) for d in shape)
+
+
+def _forward_params(module: nn.Module) -> list[inspect.Parameter]:
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def trace(module: nn.Module, n_inputs: int = 1) -> fx.GraphModule:
+    """fx-trace ``module`` exactly as capture does, so its node names are the keys of
+    ``g.graph["fx_names"]`` (for running the same graph on a real device). Raises on failure;
+    parameters of ``forward`` past the first ``n_inputs`` keep their defaults."""
+    concrete = {
+        p.name: p.default
+        for p in _forward_params(module)[n_inputs:]
+        if p.default is not inspect.Parameter.empty
+    }
+    graph = _ArchlintTracer().trace(module, concrete_args=concrete or None)
+    return fx.GraphModule(module, graph, class_name=type(module).__name__)
+
+
+def _fx_trace(
+    module: nn.Module, n_inputs: int, files: _FileNames
+) -> tuple[fx.GraphModule | None, str | None]:
+    """:func:`trace`, or ``(None, one-line reason)`` when fx cannot trace it."""
+    try:
+        return trace(module, n_inputs), None
+    except Exception as exc:
+        where = _user_frame_of(exc, files)
+        at = f" at {where}" if where else ""
+        return None, f"{type(exc).__name__}: {_one_line(exc)}{at}"
+
+
+def _default_input_dtype(module: nn.Module, gm: fx.GraphModule | None) -> torch.dtype:
+    first = _first_layer(gm, module)
+    if first is not None and isinstance(first[1], (nn.Embedding, nn.EmbeddingBag)):
+        return torch.long
+    return torch.float32

@@ -116,9 +116,11 @@ def test_text_show_layers_prints_shapes_and_receptive_fields(workdir):
     text = _render(_report(workdir), "text", show_layers=True)
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
     assert rows["down"][:5] == ["down", "conv", "1x8x16x16", "3x3", "2x2"]
-    assert rows["down"][5] == "models/unet.py:12"
-    assert rows["up"][3:5] == ["3x3", "1x1"]
+    # no module and no channel counts: the conv's parameters and MACs are unknown, not 0
+    assert rows["down"][5:8] == ["?", "?", "models/unet.py:12"]
+    assert rows["up"][3:7] == ["3x3", "1x1", "0", "0"]
     assert rows["odd"][:5] == ["odd", "unknown", "?", "?", "?"]
+    assert "Total params: ?" in text
 
 
 def test_text_statistics_counts_per_rule(workdir):
@@ -131,6 +133,7 @@ def test_text_statistics_counts_per_rule(workdir):
         ["2", "AL104", "odd-size-stride2"],
         ["1", "AL001", "shape-propagation-error"],
         ["1", "AL301", "large-dense-head"],
+        ["1", "error", "could", "not", "be", "analyzed:", "broken.py"],
     ]
 
 

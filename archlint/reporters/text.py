@@ -127,7 +127,7 @@ def render_model(model: ModelReport, console: Console, *, show_layers: bool = Fa
     for line, hang in lines:
         print_hanging(console, line, hang)
     if show_layers and model.graph is not None:
-        from archlint.reporters.summary import print_layer_summary
+        from archlint.reporters.layers import print_layer_summary
 
         print_layer_summary(console, model, depth=depth)
     console.print()
@@ -231,7 +231,7 @@ def render_statistics(report: Report, console: Console) -> None:
                       + escape(", ".join(dict.fromkeys(display_path(m.target) or m.target for m in failed))))
 
 
-# --- --show layers (the table itself lives in reporters/summary.py) --------------------------
+# --- --show layers (the table itself lives in reporters/layers.py) ---------------------------
 
 
 def rf_text(rf: list | None, key: str) -> str:

@@ -136,8 +136,14 @@ def test_concise_is_one_line_per_finding():
     assert len(findings) == 4
     for line in findings:
         assert re.fullmatch(r"examples/segmenter\.py:\d+: AL\d{3} \S.*", line), line
-    # and on a terminal it does not wrap into more lines than findings
-    run = PtyRun("examples/segmenter.py", "--output-format", "concise")
+
+
+
+def test_concise_does_not_wrap_on_a_terminal(tmp_path):
+    bad = _bad_onnx(tmp_path / "bad.onnx")
+    out = _pipe(bad, "--output-format", "concise").stdout.splitlines()
+    assert any(len(line) > 80 for line in out)
+    run = PtyRun(bad, "--output-format", "concise", env=_env(NO_COLOR="1"))
     assert run.finish() == 1
     assert [line for line in run.plain.splitlines() if line.strip()] == out
 
@@ -189,17 +195,38 @@ def test_json_after_ctrl_c_holds_the_finished_targets(tmp_path):
     assert stderr.strip().endswith("interrupted")
 
 
-def test_color_auto_always_never_and_the_environment():
-    assert _has_color(PtyRun_text("examples/segmenter.py"))
-    assert not _has_color(PtyRun_text("examples/segmenter.py", "--color", "never"))
-    assert "\x1b[" not in PtyRun_text("examples/segmenter.py", "--color", "never")
-    assert not _has_color(PtyRun_text("examples/segmenter.py", env=_env(NO_COLOR="1")))
-    assert not _has_color(_pipe("examples/segmenter.py").stdout)
-    assert _has_color(_pipe("examples/segmenter.py", "--color", "always").stdout)
-    assert _has_color(_pipe("examples/segmenter.py", FORCE_COLOR="1").stdout)
+def _bad_onnx(path: Path) -> str:
+    """A two-finding ONNX file (an odd size into a stride-2 conv, a 3x3 stride-2 transposed
+    conv): the ONNX path never imports torch, so these runs take a second, not ten."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((4, 4, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["down"], name="down", strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["down", "w"], ["up"], name="up", strides=[2, 2])]
+    graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [helper.make_tensor_value_info("up", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_color_auto_always_never_and_the_environment(tmp_path):
+    bad = _bad_onnx(tmp_path / "bad.onnx")
+    assert _has_color(PtyRun_text(bad))
+    never = PtyRun_text(bad, "--color", "never")
+    assert "AL102" in never and "\x1b[" not in never
+    assert not _has_color(PtyRun_text(bad, env=_env(NO_COLOR="1")))
+    plain = _pipe(bad).stdout
+    assert not _has_color(plain)
+    always = _pipe(bad, "--color", "always").stdout
+    assert _has_color(always)
+    assert _has_color(_pipe(bad, FORCE_COLOR="1").stdout)
+    assert not _has_color(_pipe(bad, "--color", "never", FORCE_COLOR="1").stdout)
     # forced colors on a pipe still keep each finding on one line
-    lines = ANSI.sub("", _pipe("examples/segmenter.py", "--color", "always").stdout).splitlines()
-    assert len([line for line in lines if line.startswith("  examples/")]) == 4
+    assert ANSI.sub("", always) == plain
 
 
 def PtyRun_text(*args: str, env: dict[str, str] | None = None) -> str:

@@ -26,7 +26,7 @@ class LayerRow:
     name: str
     op: str
     shape: tuple[int, ...] | None
-    rf: list | None
+    rf: list | str | None  # per-axis JSON, or "global" (every value sees the whole input)
     params: int | None
     macs: int | None
     location: str
@@ -57,7 +57,7 @@ def layer_rows(model: ModelReport, depth: int | None = None) -> list[LayerRow]:
             name=qualname,
             op=data.get("op") or "?",
             shape=tuple(shapes[0]) if shapes else None,
-            rf=rf_to_json(data.get("rf")),
+            rf="global" if data.get("rf_global") else rf_to_json(data.get("rf")),
             params=getattr(cost, "params", None),
             macs=getattr(cost, "macs", None),
             location=_location(loc),
@@ -136,7 +136,7 @@ def layer_table(model: ModelReport, depth: int | None = None) -> Table:
         table.add_row(
             name, op,
             "x".join(map(str, row.shape)) if row.shape else "?",
-            rf_text(row.rf, "size"), rf_text(row.rf, "stride"),
+            *(("global", "-") if row.rf == "global" else (rf_text(row.rf, "size"), rf_text(row.rf, "stride"))),
             count_text(row.params), compact(row.macs), escape(row.location),
         )
     return table

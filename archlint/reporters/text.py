@@ -71,8 +71,10 @@ def print_hanging(console: Console, line: str, hang: int) -> None:
     first = text.wrap(console, width, overflow="fold")[0]
     rest = text[len(first.plain):]
     rest = rest[len(rest.plain) - len(rest.plain.lstrip(" ")):]
+    first.rstrip()
     console.print(first, soft_wrap=True)
     for part in rest.wrap(console, width - hang, overflow="fold"):
+        part.rstrip()
         console.print(Text(" " * hang) + part, soft_wrap=True)
 
 
@@ -153,7 +155,7 @@ def _model_lines(model: ModelReport) -> list[tuple[str, int]]:
     for f in model.findings:
         head, *rest = finding_lines(f, model.target)
         lines.append((head, 6))
-        lines.extend((line, 11) for line in rest)
+        lines.extend((line, _label_width(line)) for line in rest)
     if model.input_assumed and model.input_shapes:
         shapes = ", ".join("x".join(map(str, s)) for s in model.input_shapes)
         lines.append((f"  [dim]note: input shape {shapes} was assumed (pass --input-shape)[/dim]", 8))
@@ -162,6 +164,12 @@ def _model_lines(model: ModelReport) -> list[tuple[str, int]]:
     if model.confirm:
         lines.append((f"  [dim]confirm:[/dim] {escape(confirm_text(model.confirm))}", 11))
     return lines
+
+
+def _label_width(line: str) -> int:
+    """'      fix: use ...' wraps under 'use': the width of its indent and label."""
+    plain = Text.from_markup(line).plain
+    return len(plain) - len(plain.lstrip()) + len(plain.lstrip().split(" ", 1)[0]) + 1
 
 
 def confirm_text(confirm: dict) -> str:

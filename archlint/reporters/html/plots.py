@@ -87,8 +87,8 @@ def rf_plot_svg(g: nx.DiGraph, input_shapes: list[tuple[int, ...]]) -> str:
     parts.append(f'<text class="tick" x="{PAD_L}" y="{PLOT_H - 8}">depth 0</text>'
                  f'<text class="tick" x="{PLOT_W - PAD_R}" y="{PLOT_H - 8}" text-anchor="end">'
                  f'depth {len(points) - 1} ({html.escape(path[-1])})</text>'
-                 f'<text class="legend rf-size-text" x="{PAD_L + 8}" y="{PAD_T + 10}">RF size</text>'
-                 f'<text class="legend rf-stride-text" x="{PAD_L + 80}" y="{PAD_T + 10}">stride</text>')
+                 f'<text class="legend rf-size-text" x="{PLOT_W - PAD_R - 110}" y="{PLOT_H - 40}">RF size</text>'
+                 f'<text class="legend rf-stride-text" x="{PLOT_W - PAD_R - 50}" y="{PLOT_H - 40}">stride</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -41,10 +41,12 @@
   function clip(text, n) { return text.length > n ? text.slice(0, n - 1) + "\u2026" : text; }
 
   var summary = DATA.summary;
+  function plural(n, word) { return n + " " + word + (n === 1 || word === "info" ? "" : "s"); }
   document.getElementById("summary").textContent =
-    summary.findings + " findings (" + summary.error + " errors, " + summary.warning + " warnings, " +
-    summary.info + " info) in " + summary.models + " models" +
-    (summary.failed_targets ? ", " + summary.failed_targets + " targets could not be analyzed" : "");
+    plural(summary.findings, "finding") + " (" + plural(summary.error, "error") + ", " +
+    plural(summary.warning, "warning") + ", " + plural(summary.info, "info") + ") in " +
+    plural(summary.models, "model") +
+    (summary.failed_targets ? ", " + plural(summary.failed_targets, "target") + " could not be analyzed" : "");
 
 
   function ModelView(m) {
@@ -401,13 +403,13 @@
 
   // --- pan and zoom over the viewBox ------------------------------------------------------
   ModelView.prototype.fit = function () {
+    // the whole graph when it fits at a readable scale; else its top, at that scale
     var box = this.svg.getBoundingClientRect();
-    var w = this.width, hgt = this.height;
-    var aspect = box.height > 0 ? box.width / box.height : 1.5;
-    // never zoom in past 1:1, and keep tall graphs readable: show the top, scroll for more
-    var vw = Math.max(w, box.width || w), vh = vw / aspect;
-    if (hgt > vh && w < vw) { vh = Math.min(hgt, Math.max(vh, box.height * 2.5)); vw = vh * aspect; }
-    this.view = { x: (w - vw) / 2, y: 0, w: vw, h: vh };
+    var bw = box.width || 800, bh = box.height || 600;
+    var scale = Math.min(bw / this.width, bh / this.height, 1.4);
+    scale = Math.max(scale, 0.55);
+    var vw = bw / scale, vh = bh / scale;
+    this.view = { x: (this.width - vw) / 2, y: 0, w: vw, h: vh };
     this.applyView();
   };
   ModelView.prototype.applyView = function () {
@@ -415,8 +417,9 @@
     this.svg.setAttribute("viewBox", v.x + " " + v.y + " " + v.w + " " + v.h);
   };
   ModelView.prototype.centerOn = function (key) {
-    var p = this.positions[key];
+    var p = this.positions[key], v = this.view;
     if (!p) return;
+    if (p.x > v.x && p.x < v.x + v.w && p.y > v.y && p.y < v.y + v.h) return;  // in sight
     this.view.x = p.x - this.view.w / 2;
     this.view.y = p.y - this.view.h / 3;
     this.applyView();

@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_lint(argv)
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `archlint ... | head`: stop quietly, and keep Python from complaining at exit.

@@ -262,3 +262,17 @@ def test_statistics_still_reports_failed_targets(tmp_path):
     lines = proc.stdout.splitlines()
     assert any(line.split()[:2] == ["1", "AL101"] for line in lines)
     assert lines[-1].split()[:2] == ["1", "error"] and "broken.py" in lines[-1]
+
+
+def test_layer_summary_fits_the_terminal_and_keeps_names_whole():
+    run = PtyRun("examples/segmenter.py", "--show", "layers", cols=100, env=_env(NO_COLOR="1"))
+    assert run.finish() == 1
+    lines = run.plain.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("name "))
+    table = lines[start:next(i for i, line in enumerate(lines) if line.startswith("Total params"))]
+    assert max(len(line) for line in table) <= 100
+    names = {line.split()[0] for line in table[1:] if line[:1].strip()}
+    # module-path names, never cut to 'ste…'
+    assert {"stem.0", "stem.2", "body.0", "up", "quality"} <= names
+    assert not any("\u2026" in line for line in table)
+    assert any(line.startswith("\u2717 cat") for line in table)  # the failing op

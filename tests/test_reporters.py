@@ -233,6 +233,16 @@ def test_sarif_is_valid_and_carries_locations_fixes_and_rules(workdir, sarif_sch
     assert info["locations"][0]["physicalLocation"] == {
         "artifactLocation": {"uri": "net.onnx", "uriBaseId": "%SRCROOT%"}
     }
+    # code scanning: the tool's and each rule's pages, and fingerprints that ignore the line
+    assert driver["informationUri"].startswith("https://")
+    assert first_rule["helpUri"].endswith(f"/rules/{first_rule['id'].replace('-', '_')}.py")
+    fingerprints = [r["partialFingerprints"]["archlint/v1"] for r in run["results"]]
+    assert len(set(fingerprints)) == len(fingerprints) == len(run["results"])
+    moved = _report(workdir)
+    moved.models[0].findings[0].location = Location(str(workdir / "models" / "unet.py"), 43, "dec1")
+    moved_doc = json.loads(_render(moved, "sarif"))
+    assert [r["partialFingerprints"] for r in moved_doc["runs"][0]["results"]] == [
+        r["partialFingerprints"] for r in run["results"]]
     invocation = run["invocations"][0]
     assert invocation["executionSuccessful"] is False
     assert "SyntaxError at line 3" in invocation["toolExecutionNotifications"][0]["message"]["text"]

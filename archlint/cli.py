@@ -134,6 +134,12 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--skip-non-models", action="store_true",
                         help="silently skip .py files that define no nn.Module (for pre-commit)")
+    parser.add_argument("--fix", action="store_true",
+                        help="apply the safe fixes to the layers' construction calls, then re-lint")
+    parser.add_argument("--diff", action="store_true",
+                        help="print the fixes as a unified diff instead of writing them")
+    parser.add_argument("--unsafe-fixes", action="store_true",
+                        help="with --fix/--diff, also apply fixes that change shapes or weights")
     return parser
 
 
@@ -215,6 +221,14 @@ def run_lint(argv: list[str]) -> int:
 
         check_device(opts.device)  # a missing GPU is a usage error, said once
     report = lint_paths(args.paths or ["."], opts, args)
+    if args.fix or args.diff:
+        from archlint.fixes.engine import run_fix_options
+
+        report, diff_code = run_fix_options(report, opts, fix=args.fix, diff=args.diff,
+                                            unsafe=args.unsafe_fixes,
+                                            text_output=args.format == "text")
+        if diff_code is not None:
+            return diff_code
 
     from archlint.api import gc_paused
     from archlint.reporters import render

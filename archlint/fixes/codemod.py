@@ -11,8 +11,12 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+import warnings
+
+with warnings.catch_warnings():  # libcst 1.0's type-inference module warns on import (mypy_extensions)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
 
 from archlint.fixes.model import CallEdit, Literal
 

@@ -65,14 +65,14 @@ def fix_report(report: Report, opts: Options, *, unsafe: bool, write: bool,
     by_target: dict[str, list[ModelReport]] = {}
     for m in report.models:
         by_target.setdefault(m.target, []).append(m)
-    attempted: set[tuple[Key, Fix]] = set()
+    attempted: set[Key] = set()  # each finding gets one try, so a rolled-back fix stays back
     for target in list(by_target):
         for _ in range(MAX_ROUNDS if write else 1):
             models = by_target[target]
             plan = _eligible(models, unsafe, run, attempted)
             if not plan:
                 break
-            attempted.update((finding_key(f), fx) for f, fx in plan)
+            attempted.update(finding_key(f) for f, _ in plan)
             new_models = _fix_target(target, models, plan, run, relint if write else None)
             if new_models is None:
                 break
@@ -86,12 +86,12 @@ def fix_report(report: Report, opts: Options, *, unsafe: bool, write: bool,
 
 
 def _eligible(models: list[ModelReport], unsafe: bool, run: FixRun,
-              attempted: set[tuple[Key, Fix]]) -> list[tuple[Finding, Fix]]:
+              attempted: set[Key]) -> list[tuple[Finding, Fix]]:
     plan = []
     for m in models:
         for f in m.findings:
             fx = f.autofix
-            if fx is None or (finding_key(f), fx) in attempted:
+            if fx is None or finding_key(f) in attempted:
                 continue
             if fx.applicability is Applicability.DISPLAY_ONLY:
                 continue
@@ -100,7 +100,7 @@ def _eligible(models: list[ModelReport], unsafe: bool, run: FixRun,
             reason = _outside_project(fx, m.target) or _shared_call(fx, models)
             if reason is not None:
                 run.notes[finding_key(f)] = f"not fixed: {reason}"
-                attempted.add((finding_key(f), fx))
+                attempted.add(finding_key(f))
                 continue
             plan.append((f, fx))
     return plan
@@ -252,11 +252,10 @@ def _broken(old_keys: set[Key], old_error: str | None, new_models: list[ModelRep
         error = next((m.error for m in new_models if m.error), None)
         if error is not None:
             return f"the model no longer builds ({error})"
-    old_lines = {(file, line) for _, file, line, _ in old_keys}
+    old = {(rule, file, line) for rule, file, line, _ in old_keys}
     for m in new_models:
         for f in m.findings:
-            if (f.severity.value == "error" and finding_key(f) not in old_keys
-                    and (f.location.file, f.location.line) not in old_lines):
+            if f.severity.value == "error" and (f.rule, f.location.file, f.location.line) not in old:
                 return f"it causes {f.code} at line {f.location.line}: {f.message}"
     return None
 
@@ -349,9 +348,10 @@ def _where(f: Finding) -> str:
 
 
 def run_fix_options(report: Report, opts: Options, *, fix: bool, diff: bool, unsafe: bool,
-                    text_output: bool, stdout: TextIO = sys.stdout,
-                    stderr: TextIO = sys.stderr) -> tuple[Report, int | None]:
+                    text_output: bool, stdout: TextIO | None = None,
+                    stderr: TextIO | None = None) -> tuple[Report, int | None]:
     """The CLI's one call: returns the report to render, or an exit code when --diff printed."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     report, run = fix_report(report, opts, unsafe=unsafe, write=not diff)
     if diff:
         stdout.write(unified_diff(run))

@@ -49,6 +49,8 @@ class FixRun:
     #: Text after the run (in memory for --diff).
     texts: dict[str, str] = field(default_factory=dict)
     unsafe_available: int = 0
+    #: Fixes left for a later round because another fix edits the same call (--diff has one).
+    deferred: int = 0
 
     @property
     def changed_files(self) -> list[str]:
@@ -69,7 +71,7 @@ def fix_report(report: Report, opts: Options, *, unsafe: bool, write: bool,
     for target in list(by_target):
         for _ in range(MAX_ROUNDS if write else 1):
             models = by_target[target]
-            plan = _eligible(models, unsafe, run, attempted)
+            plan = _one_fix_per_call(_eligible(models, unsafe, run, attempted), run)
             if not plan:
                 break
             attempted.update(finding_key(f) for f, _ in plan)
@@ -104,6 +106,22 @@ def _eligible(models: list[ModelReport], unsafe: bool, run: FixRun,
                 continue
             plan.append((f, fx))
     return plan
+
+
+def _one_fix_per_call(plan: list[tuple[Finding, Fix]], run: FixRun) -> list[tuple[Finding, Fix]]:
+    """The first fix on each call; the others wait for the next round, recomputed by a re-lint
+    on the edited call (as ruff defers overlapping fixes)."""
+    taken: set[tuple[str | None, int | None]] = set()
+    kept = []
+    run.deferred = 0
+    for f, fx in plan:
+        calls = {(e.location.file, e.location.line) for e in fx.edits}
+        if calls & taken:
+            run.deferred += 1
+            continue
+        taken |= calls
+        kept.append((f, fx))
+    return kept
 
 
 def project_root(target: str) -> Path:
@@ -149,10 +167,9 @@ def _shared_call(fx: Fix, models: list[ModelReport]) -> str | None:
                             "input", "output"):
                         built.add((i, loc.node))
             for f in m.findings:
-                if f.autofix is not None and any(
-                        (e.location.file, e.location.line) == at and e.arguments == edit.arguments
-                        for e in f.autofix.edits):
-                    covered.add((i, f.location.node))
+                for e in f.autofix.edits if f.autofix is not None else ():
+                    if (e.location.file, e.location.line) == at and e.arguments == edit.arguments:
+                        covered.add((i, e.location.node))
         others = sorted({name for _, name in built - covered})
         if others:
             return (f"line {edit.location.line} also builds {', '.join(others[:3])}, "
@@ -322,7 +339,8 @@ def _relative(path: str) -> str:
 
 def summary_lines(run: FixRun, *, write: bool) -> list[str]:
     verb = "fixed" if write else "would fix"
-    lines = [f"{verb} {_where(f)} [{f.rule}] {fx.described}" for f, fx in run.fixed]
+    lines = [f"{verb} {_where(f)} [{f.rule}] {fx.described}{_elsewhere(f, fx)}"
+             for f, fx in run.fixed]
     if not write:  # --fix puts these on the findings in the report
         lines += [f"{file}:{line} [{rule}] {note}" for (rule, file, line, _), note in run.notes.items()]
     count = len(run.fixed)
@@ -337,10 +355,21 @@ def summary_lines(run: FixRun, *, write: bool) -> list[str]:
         extra.append(f"{rolled} rolled back")
     if refused:
         extra.append(f"{refused} not fixable here")
+    if run.deferred and not write:
+        extra.append(f"{run.deferred} more on calls edited here: run --fix, then --diff again")
     if run.unsafe_available:
         extra.append(f"{run.unsafe_available} more with --unsafe-fixes")
     lines.append(head + (f" ({', '.join(extra)})" if extra else "") + ".")
     return lines
+
+
+def _elsewhere(f: Finding, fx: Fix) -> str:
+    """Where the edit went, when that is another line (a merge fixed at the layer that diverged)."""
+    places = [e.location for e in fx.edits if (e.location.file, e.location.line)
+              != (f.location.file, f.location.line)]
+    if not places:
+        return ""
+    return " at " + ", ".join(f"{p.node} (line {p.line})" for p in places)
 
 
 def _where(f: Finding) -> str:

@@ -474,6 +474,8 @@ def run_rule(argv: list[str]) -> int:
 
 def run_sizes(argv: list[str]) -> int:
     args = build_parser(prog="archlint sizes").parse_args(argv)
+    if args.fix or args.diff:
+        raise UsageError("--fix and --diff apply to 'archlint PATH', not to 'archlint sizes'")
     opts = options_from_args(args)
     check_selection(opts)
     report = lint_paths(args.paths or ["."], opts, args)

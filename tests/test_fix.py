@@ -299,3 +299,8 @@ def test_text_report_lists_fixes_and_what_fix_did(tmp_path, capsys):
     assert f"fixed {path}:14 [kernel-stride-checkerboard] kernel_size=4, padding=2, " \
            "output_padding=1" in out
     assert "Fixed 3 findings in 1 file." in out and "All checks passed" in out
+
+
+def test_sizes_rejects_fix(capsys):
+    assert main(["sizes", str(FIXTURES / "conv_bias_before_norm_bad.py"), "--fix"]) == 2
+    assert "--fix and --diff apply to 'archlint PATH'" in capsys.readouterr().err

@@ -67,6 +67,7 @@ def fix_report(report: Report, opts: Options, *, unsafe: bool, write: bool,
     by_target: dict[str, list[ModelReport]] = {}
     for m in report.models:
         by_target.setdefault(m.target, []).append(m)
+    originals = dict(by_target)
     attempted: set[Key] = set()  # each finding gets one try, so a rolled-back fix stays back
     for target in list(by_target):
         for _ in range(MAX_ROUNDS if write else 1):
@@ -79,6 +80,13 @@ def fix_report(report: Report, opts: Options, *, unsafe: bool, write: bool,
             if new_models is None:
                 break
             by_target[target] = new_models
+    if write and opts.confirm:
+        from archlint.cli import confirm_model
+
+        for target, models in by_target.items():
+            if models is not originals[target]:
+                for m in models:
+                    confirm_model(m, opts.device)
     final = Report(models=[m for ms in by_target.values() for m in ms])
     _annotate(final, run, unsafe)
     return final, run
@@ -113,7 +121,6 @@ def _one_fix_per_call(plan: list[tuple[Finding, Fix]], run: FixRun) -> list[tupl
     on the edited call (as ruff defers overlapping fixes)."""
     taken: set[tuple[str | None, int | None]] = set()
     kept = []
-    run.deferred = 0
     for f, fx in plan:
         calls = {(e.location.file, e.location.line) for e in fx.edits}
         if calls & taken:
@@ -183,17 +190,28 @@ def _shared_call(fx: Fix, models: list[ModelReport]) -> str | None:
 def _fix_target(target: str, models: list[ModelReport], plan: list[tuple[Finding, Fix]],
                 run: FixRun, relint: Relint | None) -> list[ModelReport] | None:
     """Edit, re-lint and roll back for one target; the target's new reports (None: unchanged)."""
-    texts = {}
+    texts: dict[str, str] = {}
+    unusable: dict[str, str] = {}
     for _, fx in plan:
         for e in fx.edits:
             path = str(e.location.file)
-            if path not in texts:
+            if path in texts or path in unusable:
+                continue
+            try:
                 texts[path] = run.texts.get(path) or _read(path)
-                run.originals.setdefault(path, texts[path])
+            except (OSError, UnicodeDecodeError) as exc:
+                unusable[path] = f"{path} cannot be read as UTF-8 text ({exc})"
+                continue
+            if relint is not None and not os.access(path, os.W_OK):
+                unusable[path] = f"{path} is not writable"
+                del texts[path]
+                continue
+            run.originals.setdefault(path, texts[path])
     # Which edits libcst can make at all, each refusal with its reason.
     editable = []
     for f, fx in plan:
-        reason = _refusal(fx, texts)
+        reason = next((unusable[str(e.location.file)] for e in fx.edits
+                       if str(e.location.file) in unusable), None) or _refusal(fx, texts)
         if reason is None:
             editable.append((f, fx))
         else:
@@ -217,29 +235,33 @@ def _fix_target(target: str, models: list[ModelReport], plan: list[tuple[Finding
         broken = _broken(old_keys, old_error, new_models)
         return [(f, fx) for f, fx in subset if finding_key(f) in still], broken
 
-    accepted = list(editable)
-    new_models = attempt(accepted)
-    remaining, broken = verdict(accepted, new_models)
-    while remaining and not broken:
-        for f, _ in remaining:
-            run.notes[finding_key(f)] = "rolled back: the edit did not remove the finding"
-        accepted = [p for p in accepted if p not in remaining]
+    try:
+        accepted = list(editable)
         new_models = attempt(accepted)
         remaining, broken = verdict(accepted, new_models)
-    if broken:  # one at a time, to find the edits that break it
-        accepted = []
-        for pair in editable:
-            if finding_key(pair[0]) in run.notes:
-                continue
-            trial = attempt([*accepted, pair])
-            left, broke = verdict([pair], trial)
-            if broke or left:
-                run.notes[finding_key(pair[0])] = (
-                    f"rolled back: {broke}" if broke
-                    else "rolled back: the edit did not remove the finding")
-            else:
-                accepted.append(pair)
-        new_models = attempt(accepted)
+        while remaining and not broken:
+            for f, _ in remaining:
+                run.notes[finding_key(f)] = "rolled back: the edit did not remove the finding"
+            accepted = [p for p in accepted if p not in remaining]
+            new_models = attempt(accepted)
+            remaining, broken = verdict(accepted, new_models)
+        if broken:  # one at a time, to find the edits that break it
+            accepted = []
+            for pair in editable:
+                if finding_key(pair[0]) in run.notes:
+                    continue
+                trial = attempt([*accepted, pair])
+                left, broke = verdict([pair], trial)
+                if broke or left:
+                    run.notes[finding_key(pair[0])] = (
+                        f"rolled back: {broke}" if broke
+                        else "rolled back: the edit did not remove the finding")
+                else:
+                    accepted.append(pair)
+            new_models = attempt(accepted)
+    except BaseException:  # an interrupt mid-trial: leave the files as this round found them
+        _write_all(texts, target)
+        raise
     run.texts.update(_edited(texts, accepted))
     run.fixed.extend(accepted)
     return new_models

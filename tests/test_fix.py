@@ -28,6 +28,7 @@ FIXES = {
     "even-kernel-same-padding": False,
     "kernel-smaller-than-stride": False,
     "kernel-stride-checkerboard": False,
+    "pool-drops-border": False,
     "same-padding-stride": False,
     "skip-connection-mismatch": False,
     "transposed-conv-output-ambiguity": False,

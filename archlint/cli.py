@@ -146,6 +146,12 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--skip-non-models", action="store_true",
                         help="silently skip .py files that define no nn.Module (for pre-commit)")
+    parser.add_argument("--fix", action="store_true",
+                        help="apply the safe fixes to the layers' construction calls, then re-lint")
+    parser.add_argument("--diff", action="store_true",
+                        help="print the fixes as a unified diff instead of writing them")
+    parser.add_argument("--unsafe-fixes", action="store_true",
+                        help="with --fix/--diff, also apply fixes that change shapes or weights")
     return parser
 
 
@@ -232,12 +238,24 @@ def run_lint(argv: list[str]) -> int:
         check_device(opts.device)  # a missing GPU is a usage error, said once
     from archlint.reporters.stream import ReportWriter
 
+    fixing = args.fix or args.diff
+
     with ReportWriter(args) as writer:
+        if fixing:
+            writer.streaming = False  # what remains is known only after the fixes and re-lint
         try:
             report = lint_paths(args.paths or ["."], opts, args, on_result=writer.add)
         except Interrupted as exc:
             writer.finish(exc.report, interrupted=True)
             return 130
+        if fixing:
+            from archlint.fixes.engine import run_fix_options
+
+            report, diff_code = run_fix_options(report, opts, fix=args.fix, diff=args.diff,
+                                                unsafe=args.unsafe_fixes,
+                                                text_output=args.format in ("text", "concise"))
+            if diff_code is not None:
+                return diff_code
         writer.finish(report)
     code = report.exit_code(opts.fail_on)
     return 0 if args.exit_zero and code == 1 else code
@@ -560,6 +578,8 @@ def sizes_parser() -> argparse.ArgumentParser:
 
 
 def run_sizes(argv: list[str]) -> int:
+    if any(a in ("--fix", "--diff", "--unsafe-fixes") for a in argv):
+        raise UsageError("--fix and --diff apply to 'archlint PATH', not to 'archlint sizes'")
     args = sizes_parser().parse_args(argv)
     opts = options_from_args(args)
     check_selection(opts)

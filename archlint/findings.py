@@ -11,6 +11,8 @@ from archlint.graph import Location
 if TYPE_CHECKING:
     import networkx as nx
 
+    from archlint.fixes.model import Fix
+
 
 class Severity(str, Enum):
     INFO = "info"
@@ -39,6 +41,10 @@ class Finding:
     related: list[Location] = field(default_factory=list)
     #: Filled by confirm: {"status": "confirmed"|"refuted"|"not-checked", "detail": str}.
     confirmation: dict[str, str] | None = None
+    #: The rule's fix as data (edits + applicability), which ``--fix`` applies; see archlint.fixes.
+    autofix: "Fix | None" = None
+    #: What ``--fix`` did about it when it is still reported: why it was not fixed or rolled back.
+    fix_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +67,10 @@ class Finding:
             ]
         if self.confirmation is not None:
             out["confirmation"] = self.confirmation
+        if self.autofix is not None:
+            out["autofix"] = self.autofix.to_json()
+        if self.fix_note is not None:
+            out["fix_note"] = self.fix_note
         return out
 
 

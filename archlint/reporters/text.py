@@ -188,6 +188,12 @@ def finding_lines(f: Finding, target: str) -> list[str]:
     lines = [head]
     if f.fix:
         lines.append(f"      [green]fix:[/green] {escape(f.fix)}")
+    if f.fix_note:
+        lines.append(f"      [yellow]autofix:[/yellow] {escape(f.fix_note)}")
+    elif f.autofix is not None and f.autofix.applicability.value != "display-only":
+        flags = "--fix" if f.autofix.applicability.value == "safe" else "--fix --unsafe-fixes"
+        lines.append(f"      [cyan]autofix:[/cyan] {escape(f.autofix.described)} "
+                     f"({f.autofix.applicability}: archlint {flags})")
     if f.sizes:
         lines.append(f"      [dim]sizes:[/dim] {escape(f.sizes)}")
     if f.confirmation:

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from archlint.findings import Finding, ModelReport, Report
-from archlint.reporters import display_path, node_rows, rule_statistics, summary
+from archlint.reporters import display_path, global_text, node_rows, rule_statistics, summary
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -183,21 +183,26 @@ def layer_table(model: ModelReport) -> Table:
             escape(row["name"]),
             row["op"] or "?",
             "x".join(map(str, row["shape"])) if row["shape"] else "?",
-            rf_text(row["rf"], "size"),
+            rf_text(row["rf"], "size", row.get("rf_global_cause")),
             rf_text(row["rf"], "stride"),
             escape(_row_location(row["location"])),
         )
     return table
 
 
-def rf_text(rf: list | None, key: str) -> str:
-    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF."""
+def rf_text(rf: list | None, key: str, cause: dict | None = None) -> str:
+    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF;
+    "global (attention at file:line)" where every axis reads the whole input."""
     if not rf:
         return "?"
+    if all(axis is not None and axis.get("global") for axis in rf):
+        return global_text(cause) if key == "size" else "-"
     return "x".join(_axis_value(axis, key) for axis in rf)
 
 
 def _axis_value(axis: dict | None, key: str) -> str:
+    if axis is not None and axis.get("global"):
+        return "global"
     if axis is None or axis[key] is None:
         return "?"
     text = str(axis[key])

@@ -171,8 +171,10 @@ def fixed_reshapes(g):
     the input size: the reshape works at one resolution only."""
     from archlint.graph import ops
 
-    if g.graph.get("frontend") != "torch":
-        return  # ONNX exports bake every size into constants: no sign of what the author wrote
+    if g.graph.get("frontend") != "torch" or g.graph.get("graph_module") is None:
+        # ONNX exports and eager captures see every size as a number: no sign of what the
+        # author wrote (x.shape[1] or a literal)
+        return
     for name in ops(g):
         data = g.nodes[name]
         target = data["attrs"].target_shape

@@ -150,7 +150,12 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
     if first is None:
         return None
     if op in MAP_OPS or op == "global_pool":
-        return _map_op(name, op, attrs, first, shape)
+        dims = _map_op(name, op, attrs, first, shape)
+        if dims is None and op in ("pad", "slice") and _sizes(first) == shape:
+            return first  # a pad of zero (Swin pads to whole windows) on a token layout
+        if dims is None and op == "slice":
+            return _strided_slice(first, layout_slices(attrs, len(first)), shape)
+        return dims
     if op in ELEMENTWISE_MERGES:
         return _broadcast([i for i in ins], shape)
     if op == "concat":
@@ -322,9 +327,21 @@ def _regroup(first: tuple[Dim, ...], shape: tuple[int, ...]) -> tuple[Dim, ...] 
                 need = 1
             else:
                 return None
-        out.append(Dim(size, tuple(taken)))
+        out.append(Dim(size, _joined(taken)))
     if any(d.size != 1 for d in digits):
         return None
+    return tuple(out)
+
+
+def _joined(digits: list[Digit]) -> tuple[Digit, ...]:
+    """Adjacent digits that count one axis contiguously (a folded-back window) become one."""
+    out: list[Digit] = []
+    for d in digits:
+        if out and out[-1].axis is not None and (out[-1].map, out[-1].axis) == (d.map, d.axis) \
+                and out[-1].step == d.step * d.size:
+            hi = out.pop()
+            d = Digit(hi.size * d.size, d.axis, d.map, d.step, d.extent, hi.grows)
+        out.append(d)
     return tuple(out)
 
 
@@ -346,6 +363,36 @@ def _keep_whole(first, shape) -> tuple[Dim, ...] | None:
             return tuple(left) + (first[k],) + tuple(right)
         acc *= s
     return None
+
+
+def layout_slices(attrs, rank: int) -> list[tuple]:
+    """(start, stop, step) per dim of a slice op, batch and channel dims included."""
+    head = attrs.extra.get("slices_batch_channel") or ((None, None, None),) * 2
+    per = [tuple(h) for h in head] + [tuple(x) for x in (attrs.slices or ())]
+    per += [(None, None, 1)] * (rank - len(per))
+    return [(a, b, 1 if c is None else c) for a, b, c in per[:rank]]
+
+
+def strided_map(digit: Digit, step: int) -> str:
+    """Every ``step``-th position of a map is a map of its own (Swin's patch merging reads the
+    four phases ``x[:, 0::2, 0::2]``...; they share it, so their fields merge)."""
+    return f"{digit.map}/s{step}"
+
+
+def _strided_slice(first, slices, shape) -> tuple[Dim, ...] | None:
+    out = []
+    for dim, (start, stop, step), n in zip(first, slices, shape):
+        if start in (None, 0) and stop is None and step == 1:
+            out.append(dim)
+            continue
+        if not dim.spatial:
+            out.append(_plain(n))
+            continue
+        digit = plain_map(dim)
+        if digit is None or step < 1 or (start or 0) >= step or stop is not None:
+            return None
+        out.append(Dim(n, (Digit(n, digit.axis, strided_map(digit, step), 1, n, digit.grows),)))
+    return tuple(out)
 
 
 def _slice_dim(dim: Dim, size: int) -> Dim:

@@ -547,9 +547,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         token = dims is not None and (op in tf.TOKEN_OPS or (
             op not in ("input", "output") and inputs
             and not (tf.nc_plain(dims) and all(tf.nc_plain(d) for d in in_dims))
-            and op not in ("conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool",
-                           "adaptive_pool", "global_pool", "upsample", "pad", "slice",
-                           "pixel_shuffle", "pixel_unshuffle")))
+            and (op not in tf.MAP_OPS or not tf.nc_plain(in_dims[0]))))
         global_axes = None
         own = None
         if op in ("pointwise", "norm", "output") and rf is not None and not token:

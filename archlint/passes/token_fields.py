@@ -28,7 +28,15 @@ from typing import Any
 
 import networkx as nx
 
-from archlint.passes.provenance import Dim, carried_axes, contracted, plain_map
+from archlint.passes.provenance import (
+    MAP_OPS,
+    Dim,
+    carried_axes,
+    contracted,
+    layout_slices,
+    plain_map,
+    strided_map,
+)
 from archlint.passes.receptive_field import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
 
 #: ops whose field follows the provenance (the rest are the NC* ops of receptive_field).
@@ -68,11 +76,30 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
     """The fields of one op's output from its inputs' (None: unknown)."""
     if not ins or any(f is None for f in ins):
         return None
+    out_dims = g.nodes[name].get("provenance")
+    if g.nodes[name]["op"] in ("add", "sub", "mul", "div", "concat") and out_dims is not None:
+        ins = [_renamed(f, d, out_dims) for f, d in zip(ins, in_dims)]
     combined: Fields = {}
     for fields in ins:
         for key, state in fields.items():
             combined[key] = state if key not in combined else _merge_axis([combined[key], state])
     data = g.nodes[name]
+    if data["op"] in MAP_OPS or data["op"] == "global_pool":
+        # off the N, C, *spatial layout only a no-op (pad by 0) keeps the positions, and a
+        # strided slice (Swin's patch merging) starts a map of every step-th position
+        if data.get("provenance") == in_dims[0]:
+            return combined
+        if data["op"] != "slice" or data.get("provenance") is None:
+            return None
+        dims = in_dims[0]
+        for dim, (start, _, step) in zip(dims, layout_slices(data["attrs"], len(dims))):
+            digit = plain_map(dim)
+            if digit is None or step == 1 and not start:
+                continue
+            state = combined.get((digit.map, digit.axis))
+            combined[(strided_map(digit, step), digit.axis)] = (
+                _window(state, 1, step, -(start or 0)) if isinstance(state, tuple) else state)
+        return combined
     for slot, dim in contracted(g, name):
         dims = in_dims[slot]
         if dims is None or dim >= len(dims):
@@ -90,6 +117,22 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
             if isinstance(state, tuple):
                 combined[(digit.map, digit.axis)] = _window(state, 1, 1, shift)
     return combined
+
+
+def _renamed(fields: Fields, dims: tuple[Dim, ...] | None, out: tuple[Dim, ...]) -> Fields:
+    """A merge lines its operands up position by position: a branch whose positions come from
+    another map of the same grid (x and conv(x)) is read under the output's map names."""
+    if dims is None:
+        return fields
+    renamed = dict(fields)
+    for a, b in zip(reversed(dims), reversed(out)):
+        da, db = plain_map(a), plain_map(b)
+        if da is None or db is None or da.axis != db.axis or da.size != db.size:
+            continue
+        key_a, key_b = (da.map, da.axis), (db.map, db.axis)
+        if key_a != key_b and key_a in renamed:
+            renamed[key_b] = renamed.pop(key_a)
+    return renamed
 
 
 def _mix(fields: Fields, dim: Dim) -> None:

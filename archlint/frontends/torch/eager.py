@@ -55,6 +55,21 @@ class _EagerRecorder(TorchFunctionMode):
         self.names: dict[str, int] = {}
         self.qualnames = {m: name for name, m in builder.root.named_modules()}
 
+    def _parameters(self) -> dict[int, str]:
+        if not hasattr(self, "_named_constants"):
+            root = self.builder.root
+            named = list(root.named_parameters()) + list(root.named_buffers())
+            self._named_constants = {id(t): f"self.{n}" for n, t in named}
+        return self._named_constants
+
+    def _constant_name(self, raw: Any) -> str:
+        return self._parameters().get(id(raw), "a constant")
+
+    def _not_a_parameter(self, raw: Any) -> bool:
+        """Eagerly, a constant operand that is no parameter or buffer was computed at run time
+        (maybe resized to the grid): never claimed fixed."""
+        return id(raw) not in self._parameters()
+
     def run(self) -> None:
         root = self.builder.root
         tracer = fx.Tracer()
@@ -149,6 +164,8 @@ class _EagerRecorder(TorchFunctionMode):
         inputs = self._activation_args(args, kwargs)
         call = OpCall(kind=kind, target=target, args=args, kwargs=kwargs, raw_args=args,
                       raw_kwargs=kwargs, producer=self._producer_of,
+                      constant_name=self._constant_name,
+                      sized_from_activation=self._not_a_parameter,
                       module=target if kind == "module" else None)
         op, attrs, origin = describe(call)
         base = self.qualnames.get(target, "module") if kind == "module" else \

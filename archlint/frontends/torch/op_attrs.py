@@ -388,7 +388,8 @@ def _concat_fn(call: OpCall) -> Attrs:
     raws = call.bound_raw.get("tensors") or ()
     constants = []
     for slot, (value, raw) in enumerate(zip(tensors, raws)):
-        if call.producer(raw) is None and isinstance(value, torch.Tensor) and isinstance(raw, fx.Node):
+        if call.producer(raw) is None and isinstance(value, torch.Tensor) and isinstance(
+                raw, (fx.Node, torch.Tensor)):
             constants.append({"name": call.constant_name(raw), "shape": tuple(value.shape),
                               "adapts": call.sized_from_activation(raw), "slot": slot})
     extra: dict[str, Any] = {"constants": tuple(constants)} if constants else {}
@@ -444,7 +445,7 @@ def _constant_operand(call: OpCall, raws: list[Any]) -> dict[str, Any]:
         value = call.args[slot] if slot < len(call.args) else call.kwargs.get("other")
         if call.producer(raw) is not None or not isinstance(value, torch.Tensor):
             continue
-        if not isinstance(raw, fx.Node) or value.dim() == 0:
+        if not isinstance(raw, (fx.Node, torch.Tensor)) or value.dim() == 0:
             continue
         return {"constant": {"name": call.constant_name(raw), "shape": tuple(value.shape),
                              "adapts": call.sized_from_activation(raw), "slot": slot}}

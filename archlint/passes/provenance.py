@@ -147,6 +147,10 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
         return tuple(_plain(s) for s in shape)
     if op in SAME_LAYOUT:
         return first if first is not None and _sizes(first) == shape else None
+    if op == "concat":
+        rolled = roll_of_concat(g, name)
+        if rolled is not None:
+            return facts.get(rolled[0])
     if first is None:
         return None
     if op in MAP_OPS or op == "global_pool":
@@ -163,6 +167,8 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
         if dims is None and len(ins) == 1 and ins[0] is not None:  # torch.cat([cls, x], 1)
             return _with_constant_prefix(ins[0], attrs, shape)
         return dims
+    if op == "reshape" and attrs.extra.get("perm") is not None:  # ONNX channel-shuffle Transpose
+        return tuple(first[p] for p in attrs.extra["perm"])
     if op in ("flatten", "reshape"):
         return _regroup(first, shape)
     if op == "permute":
@@ -365,9 +371,38 @@ def _keep_whole(first, shape) -> tuple[Dim, ...] | None:
     return None
 
 
+def roll_of_concat(g: nx.DiGraph, name: str) -> tuple[str, int, int] | None:
+    """``cat(x[k:], x[:k])`` along one dim (how ONNX exports ``torch.roll``): (x, dim, shift)."""
+    data = g.nodes[name]
+    shape = _shape(g, name)
+    if shape is None or len(data["inputs"]) != 2:
+        return None
+    axis = (data["attrs"].axis or 0) % len(shape)
+    pieces = []
+    for src in data["inputs"]:
+        piece = g.nodes[src]
+        if piece["op"] != "slice" or not piece["inputs"]:
+            return None
+        cuts = layout_slices(piece["attrs"], len(shape))
+        if any(c != (None, None, 1) and c != (0, None, 1) for i, c in enumerate(cuts) if i != axis):
+            return None
+        pieces.append((piece["inputs"][0], cuts[axis]))
+    (a, (s0, e0, st0)), (b, (s1, e1, st1)) = pieces
+    n = shape[axis]
+    if a != b or st0 != 1 or st1 != 1 or _shape(g, a) != shape:
+        return None
+    begin = (s0 or 0) % n
+    if e0 not in (None, n) or (s1 or 0) != 0 or (e1 if e1 is not None else n) % n != begin:
+        return None
+    shift = -begin if begin <= n // 2 else n - begin
+    return a, axis, shift
+
+
 def layout_slices(attrs, rank: int) -> list[tuple]:
     """(start, stop, step) per dim of a slice op, batch and channel dims included."""
-    head = attrs.extra.get("slices_batch_channel") or ((None, None, None),) * 2
+    head = list(attrs.extra.get("slices_batch_channel") or ((None, None, None),) * 2)
+    for axis, value in (attrs.extra.get("non_spatial_slices") or {}).items():  # ONNX
+        head[axis] = value
     per = [tuple(h) for h in head] + [tuple(x) for x in (attrs.slices or ())]
     per += [(None, None, 1)] * (rank - len(per))
     return [(a, b, 1 if c is None else c) for a, b, c in per[:rank]]

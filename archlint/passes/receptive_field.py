@@ -505,7 +505,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
     """Write ``rf``, ``rf_global``, ``rf_global_axes``, ``rf_global_cause`` and ``rf_aligned``
     on every node (see the module docs and :mod:`archlint.passes.token_fields`)."""
     from archlint.passes import token_fields as tf
-    from archlint.passes.provenance import provenance_pass
+    from archlint.passes.provenance import provenance_pass, roll_of_concat
 
     if any("provenance" not in d for _, d in g.nodes(data=True)):
         provenance_pass(g)
@@ -553,7 +553,12 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         if op in ("pointwise", "norm", "output") and rf is not None and not token:
             global_axes = copied_axes.get(inputs[0])
         if token:
-            own = tf.token_fields(g, name, [fields.get(i) for i in inputs], in_dims)
+            rolled = roll_of_concat(g, name) if op == "concat" else None
+            if rolled is not None:  # ONNX's torch.roll: cat(x[k:], x[:k])
+                own = tf.token_fields(g, name, [fields.get(rolled[0])],
+                                      [nodes[rolled[0]].get("provenance")])
+            else:
+                own = tf.token_fields(g, name, [fields.get(i) for i in inputs], in_dims)
             if own is not None and any(v is ATTENDED for v in own.values()) and not any(
                     v is ATTENDED for i in inputs for v in (fields.get(i) or {}).values()):
                 cause = name

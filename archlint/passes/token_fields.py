@@ -35,6 +35,7 @@ from archlint.passes.provenance import (
     contracted,
     layout_slices,
     plain_map,
+    roll_of_concat,
     strided_map,
 )
 from archlint.passes.receptive_field import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
@@ -105,9 +106,16 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
         if dims is None or dim >= len(dims):
             return None
         _mix(combined, dims[dim])
+    rolls = []
     if data["op"] == "roll":
+        rolls = list(zip(data["attrs"].extra["shifts"], data["attrs"].extra["dims"]))
+    elif data["op"] == "concat":
+        rolled = roll_of_concat(g, name)
+        if rolled is not None:  # the caller passes the rolled tensor as the only input
+            rolls = [(rolled[2], rolled[1])]
+    if rolls:
         dims = in_dims[0]
-        for shift, dim in zip(data["attrs"].extra["shifts"], data["attrs"].extra["dims"]):
+        for shift, dim in rolls:
             digit = plain_map(dims[dim % len(dims)])
             if digit is None:
                 for key in carried_axes(dims[dim % len(dims)]):

@@ -227,13 +227,15 @@ def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _T
 def _has_gaps(
     model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors, activations: set[str]
 ) -> bool:
-    """A known op with concrete inputs whose activation output ONNX left unknown (typically a
-    Resize whose sizes are arithmetic on a runtime shape that data propagation cannot follow)."""
+    """A known op with concrete inputs whose output ONNX left unknown (typically a Resize whose
+    sizes are arithmetic on a runtime shape that data propagation cannot follow, or a class
+    token's Expand to a shape built by ConstantOfShape/Where, which would leave the token
+    Concat one short)."""
     opsets = {o.domain: o.version for o in model.opset_import}
     local_functions = {(f.domain, f.name) for f in model.functions}
     for _, node in nodes:
         out = node.output[0] if node.output else ""
-        if out not in activations or _concrete(tensors.shapes.get(out)):
+        if not out or _concrete(tensors.shapes.get(out)):
             continue
         if all(_concrete(tensors.shapes.get(t)) for t in node.input if t) and _schema(node, opsets, local_functions):
             return True

@@ -57,9 +57,30 @@ class OpMapping:
         if t == "Slice":
             return "slice", self._slice(node, a)
         if t == "Split":
+            rank = len(self.tensors.shapes.get(node.input[0]) or ())
+            axis = a.get("axis", 0) % rank if rank else a.get("axis", 0)
+            if rank and axis >= 2:
+                return "split", Attrs(extra={"split_dim": axis})
             return "slice", Attrs(axis=a.get("axis", 0), extra={"split": True})
         if t == "Concat":
-            return "concat", Attrs(axis=a.get("axis"))
+            return "concat", Attrs(axis=a.get("axis"), extra=self._constants(node, concat=True))
+        if t in ("Softmax", "LogSoftmax"):
+            return self._softmax(node, a)
+        if t == "Gather":
+            return self._gather(node, a)
+        if t == "Einsum":
+            return "einsum", Attrs(extra={
+                "equation": a["equation"].replace(" ", ""),
+                "operands": tuple("act" if i in self.producer else
+                                  tuple(self.tensors.shapes.get(i) or ()) for i in node.input)})
+        if t == "Expand" and node.input[0] in self.producer:
+            return "expand", Attrs()
+        if t == "ReduceMean" and node.op_type in SPATIAL_REDUCES:
+            kind, attrs = self._reduce(node, a)
+            if kind == "unknown" and attrs.extra.get("axes") is not None:
+                return "reduce", Attrs(extra={"kind": "avg", "dims": tuple(attrs.extra["axes"]),
+                                              "keepdim": attrs.extra["keepdims"]})
+            return kind, attrs
         if t in ARITHMETIC_MERGES or t in ELEMENTWISE_OTHER:
             return self._elementwise(node)
         if t == "Flatten":
@@ -71,6 +92,8 @@ class OpMapping:
             return "reshape", Attrs(target_shape=tuple(out) if out is not None else None)
         if t == "Transpose":
             return self._transpose(node, a)
+        if t == "MatMul" and all(i in self.producer for i in node.input[:2]):
+            return "matmul", Attrs()
         if t in ("Gemm", "MatMul"):
             return "linear", self._linear(node, a)
         if t in NORM_OPS:
@@ -88,8 +111,47 @@ class OpMapping:
 
     def _elementwise(self, node: onnx.NodeProto) -> tuple[str, Attrs]:
         if self._activation_count(node) < 2:
-            return "pointwise", Attrs()
+            return "pointwise", Attrs(extra=self._constants(node, concat=False))
         return ARITHMETIC_MERGES.get(node.op_type, "unknown"), Attrs()
+
+    def _constants(self, node: onnx.NodeProto, *, concat: bool) -> dict[str, Any]:
+        """Static operands with a shape (initializers, or computed from them): a position
+        embedding or class token. ``adapts``: it is computed from an activation's shape."""
+        found = []
+        for slot, name in enumerate(node.input):
+            if not name or name in self.producer:
+                continue
+            shape = self.tensors.shapes.get(name)
+            if not shape or len(shape) < 2 or any(d is None for d in shape):
+                continue
+            found.append({"name": name, "shape": tuple(shape), "slot": slot,
+                          "adapts": bool(self.static.shape_sources(name))})
+        if not found:
+            return {}
+        return {"constants": tuple(found)} if concat else {"constant": found[0]}
+
+    def _softmax(self, node: onnx.NodeProto, a: dict[str, Any]) -> tuple[str, Attrs]:
+        rank = len(self.tensors.shapes.get(node.input[0]) or ())
+        if self.opsets.get("", 1) >= 13:
+            axis = a.get("axis", -1)
+        else:  # before opset 13 softmax runs over every dim from axis on, flattened
+            axis = a.get("axis", 1)
+            if rank and axis % rank != rank - 1:
+                return "pointwise", Attrs()
+        return "softmax", Attrs(axis=int(axis))
+
+    def _gather(self, node: onnx.NodeProto, a: dict[str, Any]) -> tuple[str, Attrs]:
+        """``x[:, 0]`` exports as Gather with a scalar index: an index op."""
+        rank = len(self.tensors.shapes.get(node.input[0]) or ())
+        if node.input[0] not in self.producer or not rank:
+            return "unknown", Attrs()
+        indices = self.static.value(node.input[1]) if len(node.input) > 1 else None
+        axis = a.get("axis", 0) % rank
+        if indices is None or indices.ndim != 0:
+            return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
+                                         + (("tensor",),), "rank": rank})
+        return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
+                                     + (("int", int(indices)),), "rank": rank})
 
     def _spatial_rank(self, tensor: str, fallback: int | None = None) -> int:
         shape = self.tensors.shapes.get(tensor)
@@ -297,7 +359,7 @@ class OpMapping:
         # axes alone, as in ShuffleNet's channel shuffle, only moves channels around.
         if rank >= 4 and perm[0] == 0 and perm[-2:] == [rank - 2, rank - 1]:
             return "reshape", Attrs(target_shape=tuple(out) if out else None, extra={"perm": perm})
-        return "unknown", Attrs(extra={"perm": perm})
+        return "permute", Attrs(extra={"perm": tuple(int(p) for p in perm)})
 
     def _linear(self, node: onnx.NodeProto, a: dict[str, Any]) -> Attrs:
         a_static = node.input[0] not in self.producer

@@ -178,3 +178,30 @@ def test_hugging_face_models(name):
     verdict = check_field(m.graph, reached, unit)
     if name in ("vit", "deit", "segformer"):
         assert verdict == "global"
+
+
+# -- the ONNX path agrees with the torch path ---------------------------------------------------
+
+
+def _summary(model_report):
+    g = model_report.graph
+    out = next(n for n in g if g.nodes[n]["op"] == "output")
+    rf = g.nodes[out]["rf"]
+    flags = g.nodes[out].get("rf_global_axes") or ()
+    fields = tuple("global" if f else None if r is None else (r.size, r.stride, r.padding)
+                   for r, f in zip(rf or (), flags or (False,) * len(rf or ())))
+    loud = {f.rule for f in model_report.findings if f.severity.value in LOUD}
+    return g.nodes[out]["shapes"], fields, loud
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_onnx_export_agrees_with_torch(name, tmp_path):
+    path = FIXTURES / name
+    module = _load(path)
+    model = _model_of(module).eval()
+    onnx_path = tmp_path / f"{path.stem}.onnx"
+    torch.onnx.export(model, (module.example_input,), str(onnx_path), dynamo=False,
+                      opset_version=17)
+    torch_side = _summary(api.lint(path).models[0])
+    onnx_side = _summary(api.lint(onnx_path).models[0])
+    assert onnx_side == torch_side

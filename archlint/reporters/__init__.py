@@ -151,6 +151,8 @@ def global_text(cause: dict[str, Any] | None) -> str:
     where = display_path(cause.get("file")) if cause.get("file") else cause.get("node")
     if cause.get("line"):
         where = f"{where}:{cause['line']}"
+    elif cause.get("file"):
+        where = f"{where} [{cause.get('node')}]"
     return f"global ({what} at {where})"
 
 

@@ -49,7 +49,12 @@ class OpMapping:
         if t in GLOBAL_POOLS:
             return "global_pool", Attrs(mode=t[len("Global"):-len("Pool")].lower())
         if t in SPATIAL_REDUCES:
-            return self._reduce(node, a)
+            kind, attrs = self._reduce(node, a)
+            if kind == "unknown" and attrs.extra.get("axes") is not None:  # a mean over tokens
+                return "reduce", Attrs(extra={"kind": SPATIAL_REDUCES[t],
+                                              "dims": tuple(attrs.extra["axes"]),
+                                              "keepdim": attrs.extra["keepdims"]})
+            return kind, attrs
         if t == "Pad":
             return "pad", self._pad(node, a)
         if t in ("Resize", "Upsample"):
@@ -75,12 +80,6 @@ class OpMapping:
                                   tuple(self.tensors.shapes.get(i) or ()) for i in node.input)})
         if t == "Expand" and node.input[0] in self.producer:
             return "expand", Attrs()
-        if t == "ReduceMean" and node.op_type in SPATIAL_REDUCES:
-            kind, attrs = self._reduce(node, a)
-            if kind == "unknown" and attrs.extra.get("axes") is not None:
-                return "reduce", Attrs(extra={"kind": "avg", "dims": tuple(attrs.extra["axes"]),
-                                              "keepdim": attrs.extra["keepdims"]})
-            return kind, attrs
         if t in ARITHMETIC_MERGES or t in ELEMENTWISE_OTHER:
             return self._elementwise(node)
         if t == "Flatten":

@@ -88,21 +88,24 @@ def fixed_position_embedding(ctx):
         if ctx.node(node)["error"] is not None:
             continue
         for record, i in locked_dims(g, node):
-            dim = ctx.node(node)["provenance"][i]
+            dims = ctx.node(node)["provenance"]
+            dim = dims[i]
+            grid = _grid([d for d in dims if d.spatial])
             yield ctx.finding(
                 node,
-                _message(g, node, record, i, dim),
+                _message(g, node, record, i, dim, grid),
                 fix="interpolate the embedding to the token grid at run time "
                 "(F.interpolate(pos, size=(h, w), mode='bicubic'), as timm's "
                 "dynamic_img_size=True does), or use relative / rotary position encodings",
-                sizes=f"only inputs that give the {_grid(dim)} grid it was made for "
+                sizes=f"only inputs that give the {grid} grid it was made for "
                 f"({_example(g)})",
             )
 
 
-def _grid(dim) -> str:
+def _grid(dims) -> str:
+    """Positions per input axis over the dims that hold them ('14x14')."""
     per_axis: dict[int, int] = {}
-    for d in dim.spatial:
+    for d in {x for dim in dims for x in dim.spatial}:
         per_axis[d.axis] = per_axis.get(d.axis, 1) * d.size
     return "x".join(str(per_axis[a]) for a in sorted(per_axis))
 
@@ -114,7 +117,7 @@ def _example(g) -> str:
     return "the example size"
 
 
-def _message(g, node, record, i, dim) -> str:
+def _message(g, node, record, i, dim, grid) -> str:
     data = g.nodes[node]
     verb = "concatenated beside" if data["op"] == "concat" else "combined with"
     shape = "x".join(str(s) for s in record["shape"])
@@ -125,5 +128,5 @@ def _message(g, node, record, i, dim) -> str:
     return (
         f"{record['name']} ({shape}) is {verb} the activations along dim {i}, which holds "
         f"{dim.size - dim.prefix} spatial positions{extra} ({describe(dim)}{source}); its size "
-        f"is fixed, so the model runs only at the input size that gives a {_grid(dim)} grid"
+        f"is fixed, so the model runs only at the input size that gives a {grid} grid"
     )

@@ -337,7 +337,9 @@ def test_global_pools_and_spatial_reduce_mean():
     op = the_op(m18)
     assert op["op"] == "global_pool" and op["shapes"] == ((1, 4),)
     channel = the_op(mf.single_op("ReduceMean", [1, 4, 5, 6], opset=13, axes=[1]))
-    assert channel["op"] == "unknown" and channel["shapes"] == ((1, 1, 5, 6),)
+    # a mean over channels mixes no positions: a reduce, which keeps the receptive field
+    assert channel["op"] == "reduce" and channel["shapes"] == ((1, 1, 5, 6),)
+    assert channel["attrs"].extra["dims"] == (1,)
 
 
 def _graph_model(nodes, initializers, in_shape=(1, 3, 8, 8), opset=17, outputs=("y",)):
@@ -515,7 +517,9 @@ def test_norms_pointwise_and_pixel_shuffles():
     m = _graph_model(nodes, bn_inits, in_shape=(1, 4, 6, 6))
     c = capture(m)
     kinds = [node(c, n)["op"] for n in ("bn", "lrn", "inorm", "drop", "clip", "cast", "softmax", "ident", "d2s", "s2d")]
-    assert kinds == ["norm"] * 3 + ["pointwise"] * 5 + ["pixel_shuffle", "pixel_unshuffle"]
+    # Softmax says which dim it normalizes: token mixing when that dim holds positions
+    assert kinds == (["norm"] * 3 + ["pointwise"] * 3 + ["softmax"] + ["pointwise"]
+                     + ["pixel_shuffle", "pixel_unshuffle"])
     assert node(c, "d2s")["attrs"].factor == 2 and node(c, "d2s")["shapes"] == ((1, 1, 12, 12),)
     assert node(c, "s2d")["shapes"] == tuple(run_ort(m)) == ((1, 4, 6, 6),)
 

@@ -76,12 +76,59 @@ def _input_shapes(
                 )
             symbolic = [str(d) if d else "?" for d in shape if not isinstance(d, int)]
             if symbolic:
-                notes.append(
-                    f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}); "
-                    "shapes stay unknown until you pass --input-shape"
-                )
+                example = _assumed_example(graph, value.name, shape)
+                if example is None:
+                    notes.append(
+                        f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}); "
+                        "shapes stay unknown until you pass --input-shape"
+                    )
+                else:
+                    shape, assumed = example, True
+                    notes.append(
+                        f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}); "
+                        f"assumed {_shape_text(shape)} (pass --input-shape to choose)"
+                    )
         shapes[value.name] = shape
     return real, shapes, assumed
+
+
+#: the spatial size tried for a symbolic dim: the common ImageNet size, which every stride up to
+#: 32 and the usual patch sizes (14, 16, 32 via 224 = 14 * 16) divide.
+ASSUMED_SPATIAL = 224
+
+
+def _assumed_example(
+    graph: onnx.GraphProto, name: str, shape: tuple[int | str | None, ...]
+) -> tuple[int, ...] | None:
+    """An example for symbolic dims: declared dims kept, channels from the first Conv's weight,
+    spatial dims ASSUMED_SPATIAL when the first windowed layer's kernel fits in it."""
+    if len(shape) < 3:
+        return None
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    first = next((n for n in graph.node if name in n.input), None)
+    kernel: tuple[int, ...] = ()
+    channels = None
+    if first is not None and first.op_type in ("Conv", "ConvTranspose") and len(first.input) > 1:
+        w = weights.get(first.input[1])
+        group = next((a.i for a in first.attribute if a.name == "group"), 1)
+        if w is not None and len(w) == len(shape):
+            channels = w[1] * group if first.op_type == "Conv" else w[0]
+            kernel = w[2:]
+    out = [shape[0] if isinstance(shape[0], int) else 1]
+    if isinstance(shape[1], int):
+        out.append(shape[1])
+    elif channels is not None:
+        out.append(int(channels))
+    else:
+        return None
+    for i, d in enumerate(shape[2:]):
+        if isinstance(d, int):
+            out.append(d)
+        elif i < len(kernel) and kernel[i] > ASSUMED_SPATIAL:
+            return None
+        else:
+            out.append(ASSUMED_SPATIAL)
+    return tuple(out)
 
 
 def _declared_shape(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:

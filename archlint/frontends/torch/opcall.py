@@ -128,7 +128,13 @@ def _fx_call(
 
     def sized_from_activation(raw: Any) -> bool:
         """True when a size read from an activation shaped this value beyond its batch dim
-        (``F.interpolate(self.pos_embed, size=(h, w))``); ``expand(B, -1, -1)`` does not count."""
+        (``F.interpolate(self.pos_embed, size=(h, w))``, ``torch.linspace(0, 1, h)``);
+        ``cls_token.expand(B, -1, -1)`` does not count."""
+        def reads_sizes(a: Any) -> bool:
+            found = []
+            fx.node.map_arg(a, lambda x: found.append(x) or x)
+            return any(sources.get(x) or x in ir_of for x in found)
+
         stack, seen = [raw], set()
         while stack:
             node = stack.pop()
@@ -137,12 +143,14 @@ def _fx_call(
             seen.add(node)
             if node.op == "get_attr" or node in ir_of:
                 continue
-            if node.target in _BATCH_ONLY and node.op == "call_method":
+            if _batch_only_use(node):  # expand(B, ...): the first size is the batch
+                if reads_sizes((node.args[2:], node.kwargs)):
+                    return True
+                stack.append(node.args[0])
                 continue
-            inputs = node.all_input_nodes
-            if any(sources.get(a) or a in ir_of for a in inputs) and not _batch_only_use(node):
+            if reads_sizes((node.args, node.kwargs)):
                 return True
-            stack.extend(inputs)
+            stack.extend(node.all_input_nodes)
         return False
 
     kind = {"call_module": "module", "call_function": "function", "call_method": "method"}[n.op]

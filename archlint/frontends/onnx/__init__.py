@@ -42,7 +42,12 @@ from archlint.frontends.onnx.inference import (
     _inference_model,
     _input_shapes,
 )
-from archlint.frontends.onnx.loading import _check_header, _load, _sorted_nodes
+from archlint.frontends.onnx.loading import (
+    _check_header,
+    _load,
+    _sorted_nodes,
+    external_data_outside,
+)
 
 __all__ = ["capture_file", "capture_model"]
 
@@ -58,7 +63,9 @@ def capture_file(path: Path, options: Options) -> list[Capture]:
     """
     path = Path(path)
     model = _load(path)
-    return [_capture(model, options, name=path.stem, file=str(path))]
+    capture = _capture(model, options, name=path.stem, file=str(path))
+    capture.notes[:0] = external_data_outside(model, path.parent)
+    return [capture]
 
 
 def capture_model(model: onnx.ModelProto, options: Options) -> Capture:

@@ -77,10 +77,11 @@ def _input_shapes(
             symbolic = [str(d) if d else "?" for d in shape if not isinstance(d, int)]
             if symbolic:
                 example = _assumed_example(graph, value.name, shape)
-                if example is None:
-                    notes.append(
-                        f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}); "
-                        "shapes stay unknown until you pass --input-shape"
+                if example is None:  # never a clean report over unknown shapes
+                    raise TargetError(
+                        f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}) "
+                        "and its first layer does not say which sizes it takes; pass "
+                        "--input-shape"
                     )
                 else:
                     shape, assumed = example, True

@@ -115,3 +115,30 @@ def _outer_reads(graph: onnx.GraphProto) -> list[str]:
     local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     local |= {o for n in graph.node for o in n.output}
     return [t for n in graph.node for t in _node_reads(n) if t not in local]
+
+
+def external_data_outside(model: onnx.ModelProto, folder: Path | None) -> list[str]:
+    """Warnings for tensors whose external data points outside the model's folder (an absolute
+    path, or one that climbs out with '..'). Only the reference is read; the file never is."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    warnings = []
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        path = Path(location)
+        outside = path.is_absolute() or location.startswith(("/", "\\"))
+        if not outside and folder is not None:
+            base = folder.resolve()
+            target = (base / path).resolve()
+            outside = base != target and base not in target.parents
+        elif not outside:
+            outside = ".." in path.parts
+        if outside:
+            warnings.append(
+                f"warning: tensor {tensor.name!r} keeps its data in {location!r}, outside the "
+                "model's folder; archlint never opens it, but loading this model with its "
+                "external data would read that file"
+            )
+    return warnings

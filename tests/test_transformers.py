@@ -205,3 +205,55 @@ def test_onnx_export_agrees_with_torch(name, tmp_path):
     torch_side = _summary(api.lint(path).models[0])
     onnx_side = _summary(api.lint(onnx_path).models[0])
     assert onnx_side == torch_side
+
+
+# -- kernel-smaller-than-stride counts pixels read by any branch --------------------------------
+
+
+def test_kernel_smaller_than_stride_sees_sibling_branches(tmp_path):
+    path = tmp_path / "branches.py"
+    path.write_text('''
+import torch
+from torch import nn
+
+
+class StackSum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.skip = nn.Conv2d(8, 8, 1, stride=2)
+        self.main = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return torch.stack([self.skip(x), self.main(x)]).sum(0)
+
+
+class PreActShortcut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(8)
+        self.shortcut = nn.Conv2d(8, 8, 1, stride=2)
+        self.conv = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        out = torch.relu(self.bn(x))
+        return self.shortcut(x) + self.conv(out)
+
+
+class Alone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.skip = nn.Conv2d(8, 8, 1, stride=2)
+
+    def forward(self, x):
+        return self.skip(x)
+
+
+example_input = torch.zeros(1, 8, 16, 16)
+''')
+    report = api.lint(path)
+    found = {m.model: [f for f in m.findings if f.rule == "kernel-smaller-than-stride"]
+             for m in report.models}
+    for model in ("StackSum", "PreActShortcut"):
+        assert [f.severity.value for f in found[model]] == ["info"], found[model]
+        assert "reads them" in found[model][0].message
+    assert [f.severity.value for f in found["Alone"]] == ["warning"]

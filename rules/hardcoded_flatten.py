@@ -9,6 +9,13 @@ pool fixes the grid first (VGG's `AdaptiveAvgPool2d((7, 7))` + `Linear(512 * 7 *
 `x.view(-1, N)` with a constant `N` is an error: at any other resolution it does not raise when
 the element count happens to divide, it silently changes the batch size instead.
 
+It reads the axis provenance, so it follows positions through any layout: it also fires on a
+Linear (or `x @ self.weight`) over a dimension of tokens, such as MLP-Mixer's token-mixing
+`Linear(196)` behind a transpose, and on a reshape to a literal size that lands on a dimension of
+positions (`x.view(1, 196, C)`). It stays quiet when the weight spans channels, attention heads
+(`(B, h, N, d).transpose(1, 2).reshape(B, N, C)`) or the offsets inside a window, which do not
+change with the input size.
+
 ## Why is this bad?
 The model works at the one size it was written for and fails at every other one, usually far
 from the line that causes it ("mat1 and mat2 shapes cannot be multiplied"). With
@@ -30,6 +37,8 @@ x = torch.flatten(self.pool(self.features(x)), 1)
 
 ## References
 - PyTorch docs, `nn.AdaptiveAvgPool2d` and `torch.flatten`.
+- Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", 2021 (token-mixing MLPs
+  fix the number of patches).
 - torchvision's VGG/AlexNet heads (adaptive pooling before the classifier), and Lin et al.,
   "Network In Network", 2013 (global average pooling instead of a fixed-size dense head).
 """

@@ -60,6 +60,12 @@ Per op (``p`` is the begin padding):
 * merges: the hull of the branches' spans (with equal centres: the largest field); branches
   with different strides give an unknown field. A concat along a spatial axis: unknown there.
 * linear on a spatial tensor: global along its last axis.
+
+Off the ``N, C, *spatial`` layout (tokens, windows, channels-last) the field follows the axis
+provenance instead (:mod:`archlint.passes.token_fields`): ``rf`` then has one entry per input
+spatial axis, ``rf_global_axes`` says per axis whether every value reads the whole input, and
+``rf_global_cause`` names the op that made it so (attention, a token MLP, a mean over tokens).
+Such a field (``ATTENDED``) dominates a merge, unlike pooled data broadcast back (``GLOBAL``).
 """
 
 from __future__ import annotations

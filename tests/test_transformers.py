@@ -257,3 +257,21 @@ example_input = torch.zeros(1, 8, 16, 16)
         assert [f.severity.value for f in found[model]] == ["info"], found[model]
         assert "reads them" in found[model][0].message
     assert [f.severity.value for f in found["Alone"]] == ["warning"]
+
+
+# -- --confirm backs a global claim with a gradient probe ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vit.py", "pvt_sra.py"])
+def test_confirm_checks_global_fields_with_a_probe(name):
+    from archlint.confirm import confirm_report
+
+    report = api.lint(FIXTURES / name)
+    (model,) = report.models
+    confirm_report(model)
+    rf = model.confirm["receptive_field"]
+    # the last local map is measured as before, and the global claim at the output separately
+    assert rf["status"] == "confirmed"
+    assert rf["global"]["node"] == "output" and rf["global"]["status"] == "confirmed"
+    assert "reads all" in rf["global"]["note"]
+    assert "global at output: confirmed" in model.confirm["rf"]

@@ -121,18 +121,38 @@ def _shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
 def provenance_pass(g: nx.DiGraph) -> None:
     """Write ``provenance`` on every node (see the module docs)."""
     facts: dict[str, tuple[Dim, ...] | None] = {}
+    from_input: set[str] = set()
     for name in ops(g):
         data = g.nodes[name]
         shape = _shape(g, name)
+        if data["op"] == "input" or any(i in from_input for i in data["inputs"]):
+            from_input.add(name)
         try:
-            dims = _step(g, name, data, shape, facts) if shape is not None else None
+            if shape is None:
+                dims = None
+            elif name not in from_input:  # computed from weights/buffers only: no positions
+                dims = tuple(_plain(s) for s in shape)
+            else:
+                dims = _step(g, name, data, shape, facts)
         except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError):
             dims = None  # attrs this pass cannot read: unknown, never a guess
-        if dims is not None and (len(dims) != len(shape) or
-                                 any(d is not None and d.size != s for d, s in zip(dims, shape))):
-            dims = None
-        facts[name] = dims
-        data["provenance"] = dims
+        facts[name] = data["provenance"] = _fitted(dims, shape)
+
+
+def _fitted(dims, shape) -> tuple[Dim, ...] | None:
+    """The dims checked against the real shape: a position-free dim of another size (one piece
+    of a split, read through a tuple element) is resized; a dim of positions must match."""
+    if dims is None or shape is None or len(dims) != len(shape):
+        return None
+    out = []
+    for d, s in zip(dims, shape):
+        if d is not None and d.size == s:
+            out.append(d)
+        elif d is not None and not d.spatial:
+            out.append(_plain(s))
+        else:
+            return None
+    return tuple(out)
 
 
 def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
@@ -146,7 +166,7 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
     if not inputs:
         return tuple(_plain(s) for s in shape)
     if op in SAME_LAYOUT:
-        return first if first is not None and _sizes(first) == shape else None
+        return first if first is not None and len(first) == len(shape) else None
     if op == "concat":
         rolled = roll_of_concat(g, name)
         if rolled is not None:

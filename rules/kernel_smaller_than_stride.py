@@ -163,9 +163,21 @@ def _sibling_reader(g, name: str) -> str | None:
         if spatial_out(g, candidate) is None or g.nodes[candidate]["inputs"][0] not in (
                 sources | nx.descendants(g, fork)):
             continue
-        if after & nx.descendants(g, candidate):
+        meet = after & nx.descendants(g, candidate)
+        if meet and _sums(g, min(meet, key=list(g.nodes).index)):
             return candidate
     return None
+
+
+def _sums(g, node: str) -> bool:
+    """The branches meet in a sum (``a + b``, or ``torch.stack([a, b]).sum(0)``): every pixel one
+    of them reads reaches each output value. A concat keeps the branches' channels apart."""
+    data = g.nodes[node]
+    if data["op"] in ELEMENTWISE_MERGES:
+        return True
+    if data["op"] == "unknown" and data["origin"].endswith("stack"):
+        return any(g.nodes[c]["op"] == "reduce" for c in g.successors(node))
+    return False
 
 
 def _full_reader(g, residual: tuple[str, str, str]) -> str | None:

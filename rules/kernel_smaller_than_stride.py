@@ -89,6 +89,19 @@ def kernel_smaller_than_stride(ctx):
             f"{_percent(skipped)} of the input pixels never reach the output"
         )
         residual = _residual_block_of(g, name)
+        if residual is None:
+            sibling = _sibling_reader(g, name)
+            if sibling is not None:
+                yield ctx.finding(
+                    name,
+                    f"{message} on this branch, but another branch merged with it reads them "
+                    f"({layer_name(g, sibling)})",
+                    fix="if it matters, pool before it: "
+                    f"nn.AvgPool2d({stride}), then a stride-1 layer",
+                    severity="info",
+                    related=[g.nodes[sibling]["location"]],
+                )
+                continue
         if residual is not None:
             reader = _full_reader(g, residual)
             beside = (
@@ -131,6 +144,49 @@ def _residual_block_of(g, name: str) -> tuple[str, str, str] | None:
                 if spatial_out(g, other) == spatial_out(g, add):
                     return fork, add, other
     return None
+
+
+def _sibling_reader(g, name: str) -> str | None:
+    """A layer on another branch from the same input that reads every pixel, whose output meets
+    this one's downstream (a pre-activation shortcut, a ``torch.stack(...).sum(0)`` merge)."""
+    node = g.nodes[name]
+    if not node["inputs"]:
+        return None
+    fork = node["inputs"][0]
+    after = nx.descendants(g, name)
+    if not after:
+        return None
+    # the fork itself, and what it was computed from through size-keeping ops (pre-activation)
+    sources = {fork}
+    current = fork
+    while g.nodes[current]["op"] in ("pointwise", "norm") and g.nodes[current]["inputs"]:
+        current = g.nodes[current]["inputs"][0]
+        sources.add(current)
+    for candidate in sorted(set().union(*(nx.descendants(g, s) for s in sources)) - after - {name},
+                            key=list(g.nodes).index):
+        if g.nodes[candidate]["op"] not in WINDOW_OPS:
+            continue
+        axes = windows(g.nodes[candidate]["attrs"])
+        if not axes or any(read_fraction(k, s, d) != 1 for k, s, d, _ in axes):
+            continue
+        if spatial_out(g, candidate) is None or g.nodes[candidate]["inputs"][0] not in (
+                sources | nx.descendants(g, fork)):
+            continue
+        meet = after & nx.descendants(g, candidate)
+        if meet and _sums(g, min(meet, key=list(g.nodes).index)):
+            return candidate
+    return None
+
+
+def _sums(g, node: str) -> bool:
+    """The branches meet in a sum (``a + b``, or ``torch.stack([a, b]).sum(0)``): every pixel one
+    of them reads reaches each output value. A concat keeps the branches' channels apart."""
+    data = g.nodes[node]
+    if data["op"] in ELEMENTWISE_MERGES:
+        return True
+    if data["op"] == "unknown" and data["origin"].endswith("stack"):
+        return any(g.nodes[c]["op"] == "reduce" for c in g.successors(node))
+    return False
 
 
 def _full_reader(g, residual: tuple[str, str, str]) -> str | None:

@@ -158,10 +158,11 @@ def test_json_follows_the_versioned_contract(workdir):
     assert [n["name"] for n in unet["nodes"]] == ["x", "down", "up", "odd"]
     assert nodes["down"] == {
         "name": "down", "op": "conv", "shape": [1, 8, 16, 16],
-        "rf": [{"size": 3, "stride": 2, "padding": 1}] * 2,
+        "rf": [{"size": 3, "stride": 2, "padding": 1, "global": False}] * 2,
+        "rf_global_cause": None,
         "location": {"file": unet["target"], "line": 12, "node": "down"},
     }
-    assert nodes["up"]["rf"][0] == {"size": 3, "stride": 1, "padding": "1/2"}
+    assert nodes["up"]["rf"][0] == {"size": 3, "stride": 1, "padding": "1/2", "global": False}
     assert nodes["odd"]["rf"] is None and nodes["odd"]["shape"] is None
     assert unet["admissible_sizes"] == {"min": [16, 16], "multiple": [16, 16]}
     assert onnx_model["findings"][0]["location"] == {"file": None, "line": None, "node": "Gemm_3"}
@@ -179,9 +180,9 @@ def test_json_statistics(workdir):
 def test_rf_to_json_keeps_fractions_exact():
     rf = (RF(Fraction(7, 2), Fraction(1, 4), Fraction(-3, 2)), None, RF(5.0, 2, 0))
     assert rf_to_json(rf) == [
-        {"size": "7/2", "stride": "1/4", "padding": "-3/2"},
+        {"size": "7/2", "stride": "1/4", "padding": "-3/2", "global": False},
         None,
-        {"size": 5, "stride": 2, "padding": 0},
+        {"size": 5, "stride": 2, "padding": 0, "global": False},
     ]
 
 

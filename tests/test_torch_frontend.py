@@ -670,8 +670,9 @@ class Net(nn.Module):
 """)
     g = only(path, input_shapes=((1, 3, 8, 8),)).graph
     assert [g.nodes[n]["op"] for n in ("mul", "add", "mul_1")] == ["pointwise"] * 3
-    unknown = g.nodes[node_by_origin(g, "torch.einsum")]
-    assert unknown["op"] == "unknown" and unknown["shapes"] == ((1, 6, 6, 4),)
+    einsum = g.nodes[node_by_origin(g, "torch.einsum")]
+    assert einsum["op"] == "einsum" and einsum["shapes"] == ((1, 6, 6, 4),)
+    assert einsum["attrs"].extra["equation"] == "nchw->nhwc"
 
 
 def test_dict_and_none_returns_do_not_crash(tmp_path):

@@ -101,7 +101,8 @@ def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
                 "name": name,
                 "op": data.get("op"),
                 "shape": list(shapes[0]) if shapes else None,
-                "rf": rf_to_json(data.get("rf")),
+                "rf": rf_to_json(data.get("rf"), data.get("rf_global_axes")),
+                "rf_global_cause": global_cause(g, data.get("rf_global_cause")),
                 "location": {
                     "file": getattr(loc, "file", None),
                     "line": getattr(loc, "line", None),
@@ -112,20 +113,52 @@ def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
     return rows
 
 
-def rf_to_json(rf: Any) -> list[dict[str, Any] | None] | None:
-    """A node's receptive field, per axis ``{"size", "stride", "padding"}``; None if unknown."""
+def rf_to_json(rf: Any, global_axes: Any = None) -> list[dict[str, Any] | None] | None:
+    """A node's receptive field, per axis ``{"size", "stride", "padding", "global"}``; None if
+    unknown. A global axis (every value reads the whole input along it) has null size, stride
+    and padding and ``"global": true``."""
     if rf is None:
         return None
-    return [
-        None
-        if axis is None
-        else {
-            "size": number_to_json(axis.size),
-            "stride": number_to_json(axis.stride),
-            "padding": number_to_json(axis.padding),
-        }
-        for axis in rf
-    ]
+    flags = tuple(global_axes or ())
+    out: list[dict[str, Any] | None] = []
+    for i, axis in enumerate(rf):
+        if i < len(flags) and flags[i]:
+            out.append({"size": None, "stride": None, "padding": None, "global": True})
+        elif axis is None:
+            out.append(None)
+        else:
+            out.append({
+                "size": number_to_json(axis.size),
+                "stride": number_to_json(axis.stride),
+                "padding": number_to_json(axis.padding),
+                "global": False,
+            })
+    return out
+
+
+def global_cause(g: Any, node: str | None) -> dict[str, Any] | None:
+    """The op that made the field global (attention, a token MLP...), for "global (attention at
+    file:line)"."""
+    if node is None or node not in g:
+        return None
+    loc = g.nodes[node].get("location")
+    return {"node": node, "op": g.nodes[node].get("op"), "file": getattr(loc, "file", None),
+            "line": getattr(loc, "line", None)}
+
+
+def global_text(cause: dict[str, Any] | None) -> str:
+    """'global (attention at vit.py:18)'."""
+    if not cause:
+        return "global"
+    what = {"softmax": "attention", "matmul": "attention", "attention": "attention",
+            "einsum": "attention", "linear": "token MLP", "reduce": "mean over tokens"}.get(
+        cause.get("op") or "", cause.get("op") or "mixing")
+    where = display_path(cause.get("file")) if cause.get("file") else cause.get("node")
+    if cause.get("line"):
+        where = f"{where}:{cause['line']}"
+    elif cause.get("file"):
+        where = f"{where} [{cause.get('node')}]"
+    return f"global ({what} at {where})"
 
 
 def number_to_json(value: Any) -> int | float | str | None:

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from archlint.findings import ModelReport
-from archlint.reporters import display_path, rf_to_json
+from archlint.reporters import global_cause, display_path, rf_to_json
 
 FAILED_MARK = "\u2717"
 
@@ -34,6 +34,8 @@ class LayerRow:
     ops: int = 1
     #: node names folded into this row
     members: list[str] = field(default_factory=list)
+    #: the op that made the field global (attention, a token MLP...), for "global (... at f:l)"
+    rf_cause: dict | None = None
 
 
 def layer_rows(model: ModelReport, depth: int | None = None) -> list[LayerRow]:
@@ -57,7 +59,9 @@ def layer_rows(model: ModelReport, depth: int | None = None) -> list[LayerRow]:
             name=qualname,
             op=data.get("op") or "?",
             shape=tuple(shapes[0]) if shapes else None,
-            rf="global" if data.get("rf_global") else rf_to_json(data.get("rf")),
+            rf="global" if data.get("rf_global") else rf_to_json(data.get("rf"),
+                                                                  data.get("rf_global_axes")),
+            rf_cause=global_cause(g, data.get("rf_global_cause")),
             params=getattr(cost, "params", None),
             macs=getattr(cost, "macs", None),
             location=_location(loc),
@@ -70,7 +74,7 @@ def layer_rows(model: ModelReport, depth: int | None = None) -> list[LayerRow]:
             _absorb(last, row)
         elif key is not None:
             folded = LayerRow(key, "module", row.shape, row.rf, row.params, row.macs, row.location,
-                              row.failed, 1, [name])
+                              row.failed, 1, [name], row.rf_cause)
             rows.append(folded)
         else:
             rows.append(row)
@@ -87,7 +91,7 @@ def _fold_key(scope: str, depth: int | None) -> str | None:
 
 
 def _absorb(row: LayerRow, other: LayerRow) -> None:
-    row.shape, row.rf = other.shape, other.rf  # a module's output is its last op's
+    row.shape, row.rf, row.rf_cause = other.shape, other.rf, other.rf_cause  # a module's output is its last op's
     row.params = None if row.params is None or other.params is None else row.params + other.params
     row.macs = None if row.macs is None or other.macs is None else row.macs + other.macs
     row.failed = row.failed or other.failed
@@ -136,7 +140,8 @@ def layer_table(model: ModelReport, depth: int | None = None) -> Table:
         table.add_row(
             name, op,
             "x".join(map(str, row.shape)) if row.shape else "?",
-            *(("global", "-") if row.rf == "global" else (rf_text(row.rf, "size"), rf_text(row.rf, "stride"))),
+            *(("global", "-") if row.rf == "global"
+              else (rf_text(row.rf, "size", row.rf_cause), rf_text(row.rf, "stride"))),
             count_text(row.params), compact(row.macs), escape(row.location),
         )
     return table

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archlint.findings import Finding, ModelReport, Report
-from archlint.reporters import display_path, rule_statistics, summary
+from archlint.reporters import display_path, global_text, rule_statistics, summary
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -248,14 +248,19 @@ def render_statistics(report: Report, console: Console) -> None:
 # --- --show layers (the table itself lives in reporters/layers.py) ---------------------------
 
 
-def rf_text(rf: list | None, key: str) -> str:
-    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF."""
+def rf_text(rf: list | None, key: str, cause: dict | None = None) -> str:
+    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF;
+    "global (attention at file:line)" where every axis reads the whole input."""
     if not rf:
         return "?"
+    if all(axis is not None and axis.get("global") for axis in rf):
+        return global_text(cause) if key == "size" else "-"
     return "x".join(_axis_value(axis, key) for axis in rf)
 
 
 def _axis_value(axis: dict | None, key: str) -> str:
+    if axis is not None and axis.get("global"):
+        return "global"
     if axis is None or axis[key] is None:
         return "?"
     text = str(axis[key])

@@ -108,7 +108,7 @@ def _node(g: nx.DiGraph, name: str, group: int | None) -> dict[str, Any]:
     loc = data.get("location")
     shapes = data.get("shapes")
     cost = data.get("cost")
-    rf = rf_to_json(data.get("rf"))
+    rf = rf_to_json(data.get("rf"), data.get("rf_global_axes"))
     return {
         "name": getattr(loc, "node", None) or name,
         "op": data.get("op"),

@@ -31,7 +31,10 @@
   function shapeText(shape) { return shape ? shape.join("x") : "?"; }
   function axisText(rf, key) {
     if (!rf) return "?";
-    return rf.map(function (a) { return a == null || a[key] == null ? "?" : String(a[key]); }).join("x");
+    return rf.map(function (a) {
+      if (a != null && a.global) return key === "size" ? "global" : "-";
+      return a == null || a[key] == null ? "?" : String(a[key]);
+    }).join("x");
   }
   function rfText(node) {
     if (node.rf_global) return "RF global";

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
-from archlint.config import ConfigError, Options, load_config, parse_shape
+from archlint.config import ConfigError, Options, find_config, load_config, parse_model_spec, parse_shape
 from archlint.deadline import TimedOut, deadline
 
 if TYPE_CHECKING:
@@ -105,7 +105,8 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
                         help=".py model files, .onnx files, folders or globs (default: .)")
     parser.add_argument("--version", action="version", version=f"archlint {__version__}")
     parser.add_argument("--model", metavar="NAME",
-                        help="the model to lint in a .py file: an instance, a class or a factory")
+                        help="the model to lint in a .py file: an instance, a class or a factory, "
+                        "with literal constructor arguments if it needs them: 'Net(3, width=64)'")
     parser.add_argument("--input-shape", action="append", metavar="SHAPE", dest="input_shape",
                         help="example input shape like 1,3,224,224 (repeat for several inputs)")
     parser.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
@@ -131,6 +132,9 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
     parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                         help="lint N targets in parallel processes (0: one per CPU)")
     parser.add_argument("--config", metavar="PATH", help="a pyproject.toml to read [tool.archlint] from")
+    parser.add_argument("--show-settings", action="store_true",
+                        help="print the config, import name and import roots each target uses; "
+                        "lint nothing")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--skip-non-models", action="store_true",
                         help="silently skip .py files that define no nn.Module (for pre-commit)")
@@ -141,15 +145,18 @@ def _flatten(groups: list[list[str]] | None) -> tuple[str, ...] | None:
     return None if groups is None else tuple(v for group in groups for v in group)
 
 
-def options_from_args(args: argparse.Namespace) -> Options:
-    """[tool.archlint] from the nearest pyproject.toml (or --config), then the CLI on top."""
-    if args.config is not None:
+def options_from_args(args: argparse.Namespace, config: Options | None = None) -> Options:
+    """``config`` ([tool.archlint] of one target; default: --config, else the nearest to the
+    working directory), then the CLI on top."""
+    if config is None and args.config is not None:
         config_path = Path(args.config)
         if not config_path.is_file():
             raise ConfigError(f"--config {args.config}: no such file")
         config = load_config(path=config_path)
-    else:
+    elif config is None:
         config = load_config(Path.cwd())
+    if args.model is not None:
+        parse_model_spec(args.model)  # a bad spec is a usage error before anything is imported
 
     select = _flatten(args.select)
     extend = _flatten(args.extend_select) or ()
@@ -206,6 +213,7 @@ def check_selection(opts: Options) -> None:
 
 def run_lint(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    _CONFIGS.clear()  # a fresh run (main() may be called again in one process) reads them anew
     opts = options_from_args(args)
     if args.skip_non_models and _nothing_to_lint(args.paths):
         return 0  # pre-commit handed only plain scripts: done before loading any rule
@@ -214,6 +222,8 @@ def run_lint(argv: list[str]) -> int:
         from archlint.confirm import check_device
 
         check_device(opts.device)  # a missing GPU is a usage error, said once
+    if args.show_settings:
+        return show_settings(args.paths or ["."], args)
     report = lint_paths(args.paths or ["."], opts, args)
 
     from archlint.api import gc_paused
@@ -223,8 +233,19 @@ def run_lint(argv: list[str]) -> int:
         render(report, args.format, sys.stdout, show_layers=args.show == "layers",
                statistics=args.statistics)
     sys.stdout.flush()
-    code = report.exit_code(opts.fail_on)
+    code = _exit_code(report, args)
     return 0 if args.exit_zero and code == 1 else code
+
+
+def _exit_code(report: Report, args: argparse.Namespace) -> int:
+    """As ``report.exit_code``, each target judged by its own config's fail-on (or --fail-on)."""
+    from archlint.findings import Report as _Report
+
+    if report.failed_targets:
+        return 2
+    codes = [_Report(models=[m]).exit_code(target_options(m.target, args).fail_on)
+             for m in report.models]
+    return max(codes, default=0)
 
 
 def _nothing_to_lint(paths: list[str]) -> bool:
@@ -242,12 +263,32 @@ def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace) -> Rep
     files = [str(f) for f in expansion.files]
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     show_progress = not args.no_progress and len(files) > 1 and sys.stderr.isatty()
+    per_file = [target_options(f, args, opts) for f in files]
+    # A file of layers that all need arguments is no model when a walk or pre-commit finds it.
+    kept = [i for i, f in enumerate(expansion.files)
+            if (f in expansion.named and not args.skip_non_models)
+            or not _only_building_blocks(files[i], per_file[i])]
+    files, per_file = [files[i] for i in kept], [per_file[i] for i in kept]
+    for checked in {o.config_file: o for o in per_file}.values():
+        check_selection(checked)
     report = Report()
-    for models in lint_files(files, opts, jobs=jobs, show_progress=show_progress):
+    for models in lint_files(files, opts, jobs=jobs, show_progress=show_progress,
+                             per_file=per_file):
         report.models.extend(models)
     for problem in expansion.problems:
         report.models.append(unusable_report(problem.path, problem.reason))
     return report
+
+
+def _only_building_blocks(path: str, opts: Options) -> bool:
+    if not path.endswith(".py") or opts.model is not None or opts.models_for(path):
+        return False
+    from archlint.frontends.source import holds_only_building_blocks
+
+    try:
+        return holds_only_building_blocks(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def unusable_report(path: str, reason: str) -> ModelReport:
@@ -258,22 +299,83 @@ def unusable_report(path: str, reason: str) -> ModelReport:
     return ModelReport(target=path, frontend=frontend, model=None, error=reason)  # type: ignore[arg-type]
 
 
+_CONFIGS: dict[str, Options] = {}
+
+
+def target_options(path: str, args: argparse.Namespace, default: Options | None = None) -> Options:
+    """The options for one target: the nearest [tool.archlint] above it (as ruff: per file),
+    else ``default`` (the working directory's); --config beats both; the CLI goes on top."""
+    config_path = find_config(Path(path)) if args.config is None else None
+    if config_path is None:
+        if default is None:
+            if "" not in _CONFIGS:
+                _CONFIGS[""] = options_from_args(args)
+            default = _CONFIGS[""]
+        return default
+    key = str(config_path)
+    if key not in _CONFIGS:
+        _CONFIGS[key] = options_from_args(args, load_config(path=config_path))
+    return _CONFIGS[key]
+
+
+def show_settings(paths: list[str], args: argparse.Namespace) -> int:
+    """``--show-settings``: for each target, the config it uses and how it is imported."""
+    from archlint.project import import_plan
+    from archlint.targets import expand_targets
+
+    expansion = expand_targets(paths, skip_non_models=args.skip_non_models)
+    for f in expansion.files:
+        opts = target_options(str(f), args)
+        print(f"{f}:")
+        print(f"  config: {opts.config_file or '(none found: defaults)'}")
+        if f.suffix.lower() == ".py":
+            plan = import_plan(f, opts.import_roots())
+            print(f"  project root: {plan.project_root or '(none found)'}")
+            print(f"  imported as: {plan.module_name or '(a standalone file)'}")
+            print(f"  import roots: {', '.join(str(r) for r in plan.import_roots)}")
+            models = (opts.model,) if opts.model else opts.models_for(f)
+            if models:
+                print(f"  models: {', '.join(models)}")
+        for name in ("select", "extend_select", "ignore", "fail_on", "input_shapes",
+                     "sizes_range", "timeout"):
+            value = getattr(opts, name)
+            if value not in (None, ()):
+                print(f"  {name.replace('_', '-')}: {_setting(value)}")
+        ignored = sorted(opts.ignored_for(str(f)) - set(opts.ignore))
+        if ignored:
+            print(f"  per-file-ignores: {', '.join(ignored)}")
+    for problem in expansion.problems:
+        print(f"{problem.path}: {problem.reason}", file=sys.stderr)
+    return 2 if expansion.problems else 0
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        return " ".join(",".join(str(d) for d in v) for v in value)
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 def lint_files(files: list[str], opts: Options, *, jobs: int = 1,
-               show_progress: bool = False) -> list[list[ModelReport]]:
-    """Lint each file; one result list per file, in order. A failure stays with its file."""
+               show_progress: bool = False,
+               per_file: list[Options] | None = None) -> list[list[ModelReport]]:
+    """Lint each file (with ``per_file[i]`` when given, else ``opts``); one result list per
+    file, in order. A failure stays with its file."""
+    per_file = per_file if per_file is not None else [opts] * len(files)
     with _progress(len(files), show_progress) as advance:
         if jobs <= 1 or len(files) <= 1:
             results = []
             for i, f in enumerate(files):
                 if i:
                     gc.collect()  # the previous target's graph (the console entry turns GC off)
-                results.append(lint_target(f, opts))
+                results.append(lint_target(f, per_file[i]))
                 advance()
             return results
-        return _lint_in_processes(files, opts, jobs, advance)
+        return _lint_in_processes(files, per_file, jobs, advance)
 
 
-def _lint_in_processes(files: list[str], opts: Options, jobs: int,
+def _lint_in_processes(files: list[str], per_file: list[Options], jobs: int,
                        advance: Callable[[], None]) -> list[list[ModelReport]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -287,7 +389,8 @@ def _lint_in_processes(files: list[str], opts: Options, jobs: int,
         for group in groups:
             with ProcessPoolExecutor(max_workers=min(jobs, len(group)),
                                      mp_context=_mp_context()) as pool:
-                futures = {pool.submit(lint_target, files[i], opts, True): i for i in group}
+                futures = {pool.submit(lint_target, files[i], per_file[i], True): i
+                           for i in group}
                 for future in as_completed(futures):
                     i = futures[future]
                     try:
@@ -458,7 +561,11 @@ def run_rule(argv: list[str]) -> int:
 
     rule = rule_by_id(args.rule)
     if rule is None:
-        raise UsageError(f"unknown rule {args.rule!r} (see 'archlint rules')")
+        from archlint.registry import all_rules
+        from archlint.suggest import did_you_mean
+
+        hint = did_you_mean(args.rule, [n for r in all_rules() for n in (r.id, r.code)])
+        raise UsageError(f"unknown rule {args.rule!r}{hint} (see 'archlint rules')")
     header = (f"# {rule.id} ({rule.code})\n\n"
               f"Severity: {rule.severity}. Enabled by default: {'yes' if rule.default_enabled else 'no'}. "
               f"Frontends: {', '.join(sorted(rule.frontends))}.\n\n{rule.summary}.\n\n")
@@ -476,6 +583,7 @@ def run_rule(argv: list[str]) -> int:
 
 def run_sizes(argv: list[str]) -> int:
     args = build_parser(prog="archlint sizes").parse_args(argv)
+    _CONFIGS.clear()
     opts = options_from_args(args)
     check_selection(opts)
     report = lint_paths(args.paths or ["."], opts, args)

@@ -35,6 +35,8 @@ class Unusable:
 class Expansion:
     files: list[Path] = field(default_factory=list)
     problems: list[Unusable] = field(default_factory=list)
+    #: The files named one by one (not found by a folder walk or a glob).
+    named: set[Path] = field(default_factory=set)
 
 
 def expand_targets(args: list[str], *, skip_non_models: bool = False) -> Expansion:
@@ -67,6 +69,7 @@ def expand_targets(args: list[str], *, skip_non_models: bool = False) -> Expansi
                 if not skip_non_models:
                     out.problems.append(Unusable(arg, "not a .py or .onnx file"))
                 continue
+            out.named.add(path)
             add(path)
         elif path.is_symlink():
             out.problems.append(Unusable(arg, "broken symbolic link (or a symlink loop)"))

@@ -222,7 +222,7 @@ def test_one_input_for_two_is_not_analyzed(tmp_path, monkeypatch, capsys):
     code, out, _ = run(tmp_path, "two.py", "--input-shape", "1,3,32,32",
                        monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2
-    assert "TwoStream.forward takes 2 required input(s) (image, depth) but depth is not given" in out
+    assert "TwoStream.forward takes 2 inputs (image, depth) but depth is not given" in out
 
 
 def test_an_unusable_example_input_is_not_analyzed(tmp_path, monkeypatch, capsys):

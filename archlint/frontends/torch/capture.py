@@ -274,7 +274,7 @@ def _missing_inputs(module: nn.Module, name: str, inputs: ExampleInputs) -> str 
     if not missing:
         return None
     return (
-        f"{name}.forward takes {len(required)} required input(s) ({', '.join(required)}) but "
+        f"{name}.forward takes {len(required)} inputs ({', '.join(required)}) but "
         f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not given: set "
         "example_input = (t1, t2, ...) or pass --input-shape once per input, and "
         "example_kwargs = {...} for keyword inputs"

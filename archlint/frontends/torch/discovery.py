@@ -272,9 +272,10 @@ def _named_candidate(namespace: types.ModuleType, path: Path, spec: ModelSpec, o
         if missing is None:
             raise TargetError(f"{origin} {spec.text}: {_signature_error(obj, args, kwargs)}")
         if missing:
-            what = f"class {name}" if is_class else f"{name}()"
+            what = f"class {name} needs constructor arguments" if is_class \
+                else f"{name}() needs arguments"
             raise TargetError(
-                f"{origin} {spec.text}: {what} needs constructor arguments ({', '.join(missing)}); "
+                f"{origin} {spec.text}: {what} ({', '.join(missing)}); "
                 f"give them as --model \"{name}({', '.join(f'{m}=...' for m in missing)})\" "
                 "(literals only) or in [tool.archlint] models"
             )

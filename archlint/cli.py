@@ -223,7 +223,9 @@ def run_lint(argv: list[str]) -> int:
 
         check_device(opts.device)  # a missing GPU is a usage error, said once
     if args.show_settings:
-        return show_settings(args.paths or ["."], args)
+        from archlint.show_settings import show_settings
+
+        return show_settings(args.paths or ["."], args, target_options)
     report = lint_paths(args.paths or ["."], opts, args)
 
     from archlint.api import gc_paused
@@ -316,45 +318,6 @@ def target_options(path: str, args: argparse.Namespace, default: Options | None 
     if key not in _CONFIGS:
         _CONFIGS[key] = options_from_args(args, load_config(path=config_path))
     return _CONFIGS[key]
-
-
-def show_settings(paths: list[str], args: argparse.Namespace) -> int:
-    """``--show-settings``: for each target, the config it uses and how it is imported."""
-    from archlint.project import import_plan
-    from archlint.targets import expand_targets
-
-    expansion = expand_targets(paths, skip_non_models=args.skip_non_models)
-    for f in expansion.files:
-        opts = target_options(str(f), args)
-        print(f"{f}:")
-        print(f"  config: {opts.config_file or '(none found: defaults)'}")
-        if f.suffix.lower() == ".py":
-            plan = import_plan(f, opts.import_roots())
-            print(f"  project root: {plan.project_root or '(none found)'}")
-            print(f"  imported as: {plan.module_name or '(a standalone file)'}")
-            print(f"  import roots: {', '.join(str(r) for r in plan.import_roots)}")
-            models = (opts.model,) if opts.model else opts.models_for(f)
-            if models:
-                print(f"  models: {', '.join(models)}")
-        for name in ("select", "extend_select", "ignore", "fail_on", "input_shapes",
-                     "sizes_range", "timeout"):
-            value = getattr(opts, name)
-            if value not in (None, ()):
-                print(f"  {name.replace('_', '-')}: {_setting(value)}")
-        ignored = sorted(opts.ignored_for(str(f)) - set(opts.ignore))
-        if ignored:
-            print(f"  per-file-ignores: {', '.join(ignored)}")
-    for problem in expansion.problems:
-        print(f"{problem.path}: {problem.reason}", file=sys.stderr)
-    return 2 if expansion.problems else 0
-
-
-def _setting(value: object) -> str:
-    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
-        return " ".join(",".join(str(d) for d in v) for v in value)
-    if isinstance(value, tuple):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 def lint_files(files: list[str], opts: Options, *, jobs: int = 1,

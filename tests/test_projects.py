@@ -384,3 +384,13 @@ def test_pre_commit_passes_a_fixed_package(tmp_path, precommit_env):
     result = pre_commit(root, precommit_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Passed" in result.stdout
+
+
+def test_monorepo_fail_on_is_per_project(monorepo, monkeypatch, capsys):
+    audio = monorepo / "audio" / "pyproject.toml"
+    audio.write_text(audio.read_text() + 'fail-on = "error"\n')
+    code, out, _ = lint(monorepo, "audio", "vision", monkeypatch=monkeypatch, capsys=capsys)
+    assert "AL102 warning" in out and code == 0  # audio's warning is below its fail-on
+    code, out, _ = lint(monorepo, "audio", "--fail-on", "warning", monkeypatch=monkeypatch,
+                        capsys=capsys)
+    assert code == 1  # the command line beats the config

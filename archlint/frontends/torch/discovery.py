@@ -28,14 +28,14 @@ import torch.nn as nn
 
 from archlint.config import ModelSpec
 from archlint.frontends import TargetError
-from archlint.suggest import did_you_mean
-from archlint.project import ImportPlan
 from archlint.frontends.torch.locate import (
     ConstructionSites,
     _FileNames,
     _one_line,
     _user_frame_of,
 )
+from archlint.project import ImportPlan
+from archlint.suggest import did_you_mean
 
 _module_ids = itertools.count()
 
@@ -51,7 +51,7 @@ def _importing_from(plan: ImportPlan) -> Iterator[None]:
     shadowed = _shadowing_modules(plan)
     for name in shadowed:
         del sys.modules[name]
-    sys.path[:0] = [r for r in roots]
+    sys.path[:0] = roots
     try:
         yield
     finally:

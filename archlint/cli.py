@@ -259,17 +259,17 @@ def _nothing_to_lint(paths: list[str]) -> bool:
 
 def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace) -> Report:
     from archlint.findings import Report
-    from archlint.targets import expand_targets
+    from archlint.targets import building_block_files, expand_targets
 
     expansion = expand_targets(paths, skip_non_models=args.skip_non_models)
     files = [str(f) for f in expansion.files]
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     show_progress = not args.no_progress and len(files) > 1 and sys.stderr.isatty()
     per_file = [target_options(f, args, opts) for f in files]
-    # A file of layers that all need arguments is no model when a walk or pre-commit finds it.
-    kept = [i for i, f in enumerate(expansion.files)
-            if (f in expansion.named and not args.skip_non_models)
-            or not _only_building_blocks(files[i], per_file[i])]
+    configured = {f: bool(o.model or o.models_for(f)) for f, o in zip(expansion.files, per_file)}
+    blocks = building_block_files(expansion.files, expansion.named,
+                                  pre_commit=args.skip_non_models, named_models=configured.get)
+    kept = [i for i, f in enumerate(expansion.files) if f not in blocks]
     files, per_file = [files[i] for i in kept], [per_file[i] for i in kept]
     for checked in {o.config_file: o for o in per_file}.values():
         check_selection(checked)
@@ -280,17 +280,6 @@ def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace) -> Rep
     for problem in expansion.problems:
         report.models.append(unusable_report(problem.path, problem.reason))
     return report
-
-
-def _only_building_blocks(path: str, opts: Options) -> bool:
-    if not path.endswith(".py") or opts.model is not None or opts.models_for(path):
-        return False
-    from archlint.frontends.source import holds_only_building_blocks
-
-    try:
-        return holds_only_building_blocks(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def unusable_report(path: str, reason: str) -> ModelReport:

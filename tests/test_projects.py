@@ -394,3 +394,22 @@ def test_monorepo_fail_on_is_per_project(monorepo, monkeypatch, capsys):
     code, out, _ = lint(monorepo, "audio", "--fail-on", "warning", monkeypatch=monkeypatch,
                         capsys=capsys)
     assert code == 1  # the command line beats the config
+
+
+def test_walk_lints_a_model_that_needs_arguments_and_no_one_uses(tmp_path, monkeypatch, capsys):
+    """A folder walk skips a file of layers only when another file uses them: a model class
+    that needs arguments and is used nowhere is reported, with how to give them."""
+    root = write(tmp_path, {"pyproject.toml": "", "layers.py": LAYERS,
+                            "unet.py": "import torch.nn as nn\nfrom layers import ConvBlock\n\n\n"
+                                       "class UNet(nn.Module):\n"
+                                       "    def __init__(self, classes):\n"
+                                       "        super().__init__()\n"
+                                       "        self.b = ConvBlock(3, classes)\n\n"
+                                       "    def forward(self, x):\n        return self.b(x)\n"})
+    code, out, _ = lint(root, ".", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert "layers.py" not in out
+    assert "unet.py" in out and 'give them as --model "UNet(classes=...)"' in out
+    (root / "pyproject.toml").write_text('[tool.archlint]\nmodels = ["unet.py::UNet(classes=4)"]\n')
+    code, out, _ = lint(root, ".", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and "could not be analyzed" not in out, out

@@ -12,7 +12,7 @@ import ast
 import re
 import sys
 
-__all__ = ["defines_models", "holds_only_building_blocks"]
+__all__ = ["building_block_classes", "defines_models", "holds_only_building_blocks"]
 
 #: Cheap textual gate: a file that mentions none of these cannot hold a model.
 _MENTIONS = re.compile(r"torch|Module|Sequential|import")
@@ -69,14 +69,20 @@ def holds_only_building_blocks(text: str) -> bool:
     ...     "    def __init__(self, c=3):\\n        super().__init__()")
     False
     """
+    return bool(building_block_classes(text))
+
+
+def building_block_classes(text: str) -> list[str]:
+    """The names of the model classes of ``text`` when they all need constructor arguments and
+    nothing at module level builds one (see :func:`holds_only_building_blocks`), else []."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
-        return False
+        return []
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and _could_be_model_class(n, True)]
     if not classes or any(_assigns_a_call(stmt) for stmt in _module_level(tree.body)):
-        return False
-    return all(_init_needs_arguments(c) for c in classes)
+        return []
+    return [c.name for c in classes] if all(_init_needs_arguments(c) for c in classes) else []
 
 
 def _init_needs_arguments(node: ast.ClassDef) -> bool:

@@ -402,3 +402,29 @@ def test_bad_model_spec_in_the_config(tmp_path, monkeypatch, capsys):
     code, _, err = run(tmp_path, "net.py", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2
     assert "open is not a literal" in err
+
+
+def test_a_list_annotated_forward_without_an_example_cannot_be_analyzed(tmp_path, monkeypatch,
+                                                                       capsys):
+    (tmp_path / "multi.py").write_text(HEAD + '''\
+from typing import List
+
+
+class Multi(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, views: List[torch.Tensor]):
+        return sum(self.conv(v) for v in views)
+''')
+    code, out, _ = run(tmp_path, "multi.py", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and "AL001" not in out
+    assert "cannot build an input for Multi: forward's views is annotated" in out
+    # a list of two views as the example: one graph input per view
+    (tmp_path / "multi.py").write_text((tmp_path / "multi.py").read_text()
+                                       + "example_input = ([(1, 3, 8, 8), (1, 3, 8, 8)],)\n")
+    code, payload = run_json(tmp_path, "multi.py", monkeypatch=monkeypatch, capsys=capsys)
+    (model,) = payload["models"]
+    assert model["error"] is None and code == 0
+    assert [n["name"] for n in model["nodes"] if n["op"] == "input"] == ["views_0", "views_1"]

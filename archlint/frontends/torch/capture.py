@@ -190,7 +190,7 @@ def _capture_eval(
     n_positional = len(inputs.args) if inputs is not None and inputs.args is not None else 1
     gm, trace_error = _fx_trace(module, n_positional, files)
     first_is_tensor = assumed or isinstance(inputs.args[0] if inputs.args else None, InputSpec)
-    container = _container_input(gm, module) if first_is_tensor else None
+    container = _container_input(gm, module, assumed) if first_is_tensor else None
     if container is not None:
         given = "" if assumed else " (the example input given is a tensor)"
         return Capture(name=name, graph=None, error=f"cannot build an input for {name}: "

@@ -330,9 +330,10 @@ def _layer_reading_input(gm: fx.GraphModule) -> tuple[str, nn.Module] | None:
 _DICT_METHODS = frozenset({"keys", "items", "values", "get"})
 
 
-def _container_input(gm: fx.GraphModule | None, module: nn.Module) -> str | None:
-    """Why an assumed tensor cannot stand in for forward's first input: forward reads it as a
-    dict (``batch["image"]``, ``batch.items()``), or annotates it as a mapping or sequence."""
+def _container_input(gm: fx.GraphModule | None, module: nn.Module, assumed: bool) -> str | None:
+    """Why a tensor cannot stand in for forward's first input: forward reads it as a dict
+    (``batch["image"]``, ``batch.items()``), or (for an assumed input) annotates it as a mapping
+    or a sequence."""
     param = _first_param(module)
     if param is None:
         return None
@@ -345,7 +346,7 @@ def _container_input(gm: fx.GraphModule | None, module: nn.Module) -> str | None
                 keys.append(user.args[1])
             elif user.op == "call_method" and user.target in _DICT_METHODS:
                 keys.append("...")
-    annotation = _annotation_text(param)
+    annotation = _annotation_text(param) if assumed else ""
     if not keys and not re.search(r"\b(dict|Dict|Mapping|TypedDict|list|List|Sequence)\b",
                                   annotation):
         return None

@@ -413,7 +413,14 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
 def _import_frontend_for(path: str) -> None:
     """Import the torch frontend before a model file's time limit starts: the limit is for the
     target's own import and capture, and an alarm inside ``import torch`` would leave torch half
-    initialized for every later target. Files with no model never import it."""
+    initialized for every later target. Files with no model never import it. The same holds
+    for the onnx package and an ``.onnx`` target (its import alone can take seconds)."""
+    if path.lower().endswith(".onnx") and "archlint.frontends.onnx" not in sys.modules:
+        try:
+            import archlint.frontends.onnx  # noqa: F401
+        except ImportError:
+            pass  # lint() reports it
+        return
     if not path.endswith(".py") or "archlint.frontends.torch" in sys.modules:
         return
     from archlint.frontends.source import defines_models

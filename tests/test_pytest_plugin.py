@@ -141,6 +141,10 @@ def test_models_from_config_are_collected_with_the_flag(project):
     )
     without = project.runpytest("-p", "no:cacheprovider", "--co", "-q", "test_arch.py")
     assert "archlint[" not in without.stdout.str()
+    listed = project.runpytest("-p", "no:cacheprovider", "--co", "-q", "--archlint", "test_arch.py")
+    # the three model items are counted with the collected tests, not left out of the total
+    n_tests = without.stdout.str().count("::")
+    listed.stdout.fnmatch_lines([f"{n_tests + 3} test*collected*"])
     (project.path / "test_arch.py").unlink()
     result = project.runpytest("-p", "no:cacheprovider", "-v", "--archlint")
     result.assert_outcomes(passed=1, failed=2)

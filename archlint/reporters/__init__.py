@@ -1,4 +1,5 @@
-"""Reporters: turn a :class:`~archlint.findings.Report` into text, JSON, SARIF or GitHub lines.
+"""Reporters: turn a :class:`~archlint.findings.Report` into text, JSON, SARIF, GitHub lines or
+a self-contained HTML page (``reporters/html/``).
 
 Each reporter module has ``render(report, stream, *, show_layers=False, statistics=False)``.
 The helpers here are the facts every format shares, read from the report (and, for the layer
@@ -18,7 +19,7 @@ from archlint.findings import Finding, Report, Severity
 if TYPE_CHECKING:
     import networkx as nx
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "concise", "json", "sarif", "github", "html")
 
 
 def get_renderer(fmt: str) -> Callable[..., None]:
@@ -30,6 +31,10 @@ def get_renderer(fmt: str) -> Callable[..., None]:
         from archlint.reporters.sarif import render
     elif fmt == "github":
         from archlint.reporters.github import render
+    elif fmt == "html":
+        from archlint.reporters.html import render
+    elif fmt == "concise":
+        from archlint.reporters.text import render_concise as render
     else:
         raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     return render

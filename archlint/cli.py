@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
-from archlint.config import ConfigError, Options, load_config, parse_shape
+from archlint.config import ConfigError, Options, find_config, load_config, parse_model_spec, parse_shape
 from archlint.deadline import TimedOut, deadline
 
 if TYPE_CHECKING:
@@ -106,7 +106,8 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
                         help=".py model files, .onnx files, folders or globs (default: .)")
     parser.add_argument("--version", action="version", version=f"archlint {__version__}")
     parser.add_argument("--model", metavar="NAME",
-                        help="the model to lint in a .py file: an instance, a class or a factory")
+                        help="the model to lint in a .py file: an instance, a class or a factory, "
+                        "with literal constructor arguments if it needs them: 'Net(3, width=64)'")
     parser.add_argument("--input-shape", action="append", metavar="SHAPE", dest="input_shape",
                         help="example input shape like 1,3,224,224 (repeat for several inputs)")
     parser.add_argument("--format", "--output-format", dest="format", default="text",
@@ -143,6 +144,9 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
     parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                         help="lint N targets in parallel processes (0: one per CPU)")
     parser.add_argument("--config", metavar="PATH", help="a pyproject.toml to read [tool.archlint] from")
+    parser.add_argument("--show-settings", action="store_true",
+                        help="print the config, import name and import roots each target uses; "
+                        "lint nothing")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--skip-non-models", action="store_true",
                         help="silently skip .py files that define no nn.Module (for pre-commit)")
@@ -159,15 +163,18 @@ def _flatten(groups: list[list[str]] | None) -> tuple[str, ...] | None:
     return None if groups is None else tuple(v for group in groups for v in group)
 
 
-def options_from_args(args: argparse.Namespace) -> Options:
-    """[tool.archlint] from the nearest pyproject.toml (or --config), then the CLI on top."""
-    if args.config is not None:
+def options_from_args(args: argparse.Namespace, config: Options | None = None) -> Options:
+    """``config`` ([tool.archlint] of one target; default: --config, else the nearest to the
+    working directory), then the CLI on top."""
+    if config is None and args.config is not None:
         config_path = Path(args.config)
         if not config_path.is_file():
             raise ConfigError(f"--config {args.config}: no such file")
         config = load_config(path=config_path)
-    else:
+    elif config is None:
         config = load_config(Path.cwd())
+    if args.model is not None:
+        parse_model_spec(args.model)  # a bad spec is a usage error before anything is imported
 
     select = _flatten(args.select)
     extend = _flatten(args.extend_select) or ()
@@ -224,6 +231,7 @@ def check_selection(opts: Options) -> None:
 
 def run_lint(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    _CONFIGS.clear()  # a fresh run (main() may be called again in one process) reads them anew
     if args.format == "full":
         args.format = "text"
     if args.depth is not None and args.depth < 0:
@@ -236,6 +244,10 @@ def run_lint(argv: list[str]) -> int:
         from archlint.confirm import check_device
 
         check_device(opts.device)  # a missing GPU is a usage error, said once
+    if args.show_settings:
+        from archlint.show_settings import show_settings
+
+        return show_settings(args.paths or ["."], args, target_options)
     from archlint.reporters.stream import ReportWriter
 
     fixing = args.fix or args.diff
@@ -257,8 +269,19 @@ def run_lint(argv: list[str]) -> int:
             if diff_code is not None:
                 return diff_code
         writer.finish(report)
-    code = report.exit_code(opts.fail_on)
+    code = _exit_code(report, args)
     return 0 if args.exit_zero and code == 1 else code
+
+
+def _exit_code(report: Report, args: argparse.Namespace) -> int:
+    """As ``report.exit_code``, each target judged by its own config's fail-on (or --fail-on)."""
+    from archlint.findings import Report as _Report
+
+    if report.failed_targets:
+        return 2
+    codes = [_Report(models=[m]).exit_code(target_options(m.target, args).fail_on)
+             for m in report.models]
+    return max(codes, default=0)
 
 
 class Interrupted(Exception):
@@ -281,15 +304,24 @@ def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace,
     """Lint every target; ``on_result`` sees each target's models as soon as they are done
     (in order). Ctrl-C raises :class:`Interrupted` with the targets that finished."""
     from archlint.findings import Report
-    from archlint.targets import expand_targets
+    from archlint.targets import building_block_files, expand_targets
 
     expansion = expand_targets(paths, skip_non_models=args.skip_non_models)
     files = [str(f) for f in expansion.files]
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     show_progress = not args.no_progress and len(files) > 1 and sys.stderr.isatty()
+    per_file = [target_options(f, args, opts) for f in files]
+    configured = {f: bool(o.model or o.models_for(f)) for f, o in zip(expansion.files, per_file)}
+    blocks = building_block_files(expansion.files, expansion.named,
+                                  pre_commit=args.skip_non_models, named_models=configured.get)
+    kept = [i for i, f in enumerate(expansion.files) if f not in blocks]
+    files, per_file = [files[i] for i in kept], [per_file[i] for i in kept]
+    for checked in {o.config_file: o for o in per_file}.values():
+        check_selection(checked)
     report = Report()
     try:
-        for models in iter_lint_files(files, opts, jobs=jobs, show_progress=show_progress):
+        for models in iter_lint_files(files, opts, jobs=jobs, show_progress=show_progress,
+                                      per_file=per_file):
             report.models.extend(models)
             if on_result is not None:
                 on_result(models)
@@ -310,29 +342,53 @@ def unusable_report(path: str, reason: str) -> ModelReport:
     return ModelReport(target=path, frontend=frontend, model=None, error=reason)  # type: ignore[arg-type]
 
 
+_CONFIGS: dict[str, Options] = {}
+
+
+def target_options(path: str, args: argparse.Namespace, default: Options | None = None) -> Options:
+    """The options for one target: the nearest [tool.archlint] above it (as ruff: per file),
+    else ``default`` (the working directory's); --config beats both; the CLI goes on top."""
+    config_path = find_config(Path(path)) if args.config is None else None
+    if config_path is None:
+        if default is None:
+            if "" not in _CONFIGS:
+                _CONFIGS[""] = options_from_args(args)
+            default = _CONFIGS[""]
+        return default
+    key = str(config_path)
+    if key not in _CONFIGS:
+        _CONFIGS[key] = options_from_args(args, load_config(path=config_path))
+    return _CONFIGS[key]
+
+
 def lint_files(files: list[str], opts: Options, *, jobs: int = 1,
-               show_progress: bool = False) -> list[list[ModelReport]]:
-    """Lint each file; one result list per file, in order. A failure stays with its file."""
-    return list(iter_lint_files(files, opts, jobs=jobs, show_progress=show_progress))
+               show_progress: bool = False,
+               per_file: list[Options] | None = None) -> list[list[ModelReport]]:
+    """Lint each file (with ``per_file[i]`` when given, else ``opts``); one result list per
+    file, in order. A failure stays with its file."""
+    return list(iter_lint_files(files, opts, jobs=jobs, show_progress=show_progress,
+                                per_file=per_file))
 
 
 def iter_lint_files(files: list[str], opts: Options, *, jobs: int = 1,
-                    show_progress: bool = False) -> Iterator[list[ModelReport]]:
+                    show_progress: bool = False,
+                    per_file: list[Options] | None = None) -> Iterator[list[ModelReport]]:
     """Like :func:`lint_files`, yielding each file's results as soon as it (and every file
     before it) is done."""
+    per_file = per_file if per_file is not None else [opts] * len(files)
     with _progress(len(files), show_progress) as advance:
         if jobs <= 1 or len(files) <= 1:
             for i, f in enumerate(files):
                 if i:
                     gc.collect()  # the previous target's graph (the console entry turns GC off)
                 advance(f, 0)
-                yield lint_target(f, opts)
+                yield lint_target(f, per_file[i])
                 advance(None, 1)
             return
-        yield from _lint_in_processes(files, opts, jobs, advance)
+        yield from _lint_in_processes(files, per_file, jobs, advance)
 
 
-def _lint_in_processes(files: list[str], opts: Options, jobs: int,
+def _lint_in_processes(files: list[str], per_file: list[Options], jobs: int,
                        advance: Callable[[str | None, int], None]) -> Iterator[list[ModelReport]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -347,7 +403,8 @@ def _lint_in_processes(files: list[str], opts: Options, jobs: int,
         for group in groups:
             with ProcessPoolExecutor(max_workers=min(jobs, len(group)),
                                      mp_context=_mp_context()) as pool:
-                futures = {pool.submit(lint_target, files[i], opts, True): i for i in group}
+                futures = {pool.submit(lint_target, files[i], per_file[i], True): i
+                           for i in group}
                 for future in as_completed(futures):
                     i = futures[future]
                     try:
@@ -432,7 +489,14 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
 def _import_frontend_for(path: str) -> None:
     """Import the torch frontend before a model file's time limit starts: the limit is for the
     target's own import and capture, and an alarm inside ``import torch`` would leave torch half
-    initialized for every later target. Files with no model never import it."""
+    initialized for every later target. Files with no model never import it. The same holds
+    for the onnx package and an ``.onnx`` target (its import alone can take seconds)."""
+    if path.lower().endswith(".onnx") and "archlint.frontends.onnx" not in sys.modules:
+        try:
+            import archlint.frontends.onnx  # noqa: F401
+        except ImportError:
+            pass  # lint() reports it
+        return
     if not path.endswith(".py") or "archlint.frontends.torch" in sys.modules:
         return
     from archlint.frontends.source import defines_models
@@ -537,7 +601,11 @@ def run_rule(argv: list[str]) -> int:
 
     rule = rule_by_id(args.rule)
     if rule is None:
-        raise UsageError(f"unknown rule {args.rule!r} (see 'archlint rules')")
+        from archlint.registry import all_rules
+        from archlint.suggest import did_you_mean
+
+        hint = did_you_mean(args.rule, [n for r in all_rules() for n in (r.id, r.code)])
+        raise UsageError(f"unknown rule {args.rule!r}{hint} (see 'archlint rules')")
     header = (f"# {rule.id} ({rule.code})\n\n"
               f"Severity: {rule.severity}. Enabled by default: {'yes' if rule.default_enabled else 'no'}. "
               f"Frontends: {', '.join(sorted(rule.frontends))}.\n\n{rule.summary}.\n\n")
@@ -561,7 +629,8 @@ def sizes_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help=".py model files, .onnx files, folders or globs (default: .)")
     parser.add_argument("--model", metavar="NAME",
-                        help="the model in a .py file: an instance, a class or a factory")
+                        help="the model in a .py file: an instance, a class or a factory, with literal "
+                        "constructor arguments if it needs them: 'Net(3, width=64)'")
     parser.add_argument("--input-shape", action="append", metavar="SHAPE", dest="input_shape",
                         help="example input shape like 1,3,224,224 (repeat for several inputs)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
@@ -581,6 +650,7 @@ def run_sizes(argv: list[str]) -> int:
     if any(a in ("--fix", "--diff", "--unsafe-fixes") for a in argv):
         raise UsageError("--fix and --diff apply to 'archlint PATH', not to 'archlint sizes'")
     args = sizes_parser().parse_args(argv)
+    _CONFIGS.clear()
     opts = options_from_args(args)
     check_selection(opts)
     report = lint_paths(args.paths or ["."], opts, args)

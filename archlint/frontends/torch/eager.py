@@ -50,11 +50,14 @@ class _EagerRecorder(TorchFunctionMode):
     """Records each torch call made by forward (outside leaf modules) and each leaf module call,
     connecting them by tensor identity."""
 
-    def __init__(self, builder: _GraphBuilder, inputs: list[torch.Tensor]):
+    def __init__(self, builder: _GraphBuilder, inputs: list[torch.Tensor],
+                 args: tuple | None = None, kwargs: dict | None = None):
         super().__init__()
         self.builder = builder
         self.g = builder.g
         self.inputs = inputs
+        self.call_args = tuple(inputs) if args is None else args
+        self.call_kwargs = kwargs or {}
         self.producer: dict[int, str] = {}
         self.keep: list[Any] = []  # keeps recorded tensors alive so their ids stay unique
         self.leaf_depth = 0
@@ -97,7 +100,7 @@ class _EagerRecorder(TorchFunctionMode):
         out: Any = None
         try:
             with torch.no_grad(), torch.device("meta"), self:
-                out = meta.call(root, tuple(self.inputs), {})
+                out = meta.call(root, self.call_args, self.call_kwargs)
         except _StopCapture:
             out = None
         except Exception as exc:

@@ -75,6 +75,9 @@ class _TorchConfirmer(_Confirmer):
         traced = self.g.graph.get("graph_module")
         if traced is not None:
             return fx.GraphModule(module, copy.deepcopy(traced.graph))
+        if self.g.graph.get("input_structured"):
+            # dict or keyword inputs run only through the fx graph's one placeholder per tensor
+            raise RuntimeError("a model with dict or keyword inputs needs its fx graph to run")
         # Re-trace with the frontend's tracer so that fx node names match ``fx_names``.
         try:
             from archlint.frontends.torch import _ArchlintTracer as Tracer
@@ -93,6 +96,8 @@ class _TorchConfirmer(_Confirmer):
             try:
                 self._gm = self.graph_module(module)
             except Exception:
+                if self.g.graph.get("input_structured"):
+                    raise  # no way to call forward with its dict or keywords: nothing confirmed
                 self._gm = False
         inputs = [torch.randn(s, device=self.device) for s in input_shapes]
         with torch.no_grad():

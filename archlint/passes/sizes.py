@@ -105,7 +105,6 @@ class SizeSweep:
         self._step: Callable[..., Any] | None = None
         self._producers: dict[str, tuple[str, ...]] = {}
         self._undecided: np.ndarray = np.zeros(self.length, dtype=bool)
-        self._merge_nodes: set[str] = set()
         self.symbolic: Any = None  # the SymbolicSizes adopted (torch), else None
 
     @property
@@ -137,18 +136,13 @@ class SizeSweep:
         return self._undecided[self._sweep_slice(sweep)].copy()
 
     def adopt(self, result: Any) -> None:
-        """Take the admissible and undecided sizes of the symbolic engine (one answer for the
-        JSON, the text and the rules). A size where an elementwise merge only agrees because a
-        size-dependent 1-pixel branch broadcasts stays out of the admissible set."""
+        """Take the admissible and undecided sizes of the symbolic engine: one answer for the
+        JSON, the text and the rules (admissible = PyTorch runs)."""
         self.symbolic = result
-        merges = np.zeros(self.length, dtype=bool)
-        for node in self._failing:
-            if node in self._merge_nodes:
-                merges |= np.unpackbits(self._invalid[node], count=self.length).astype(bool)
         for sweep in self.sweeps:
             part = self._sweep_slice(sweep)
-            self._bad[part] = ~result.ok[sweep] | merges[part]
-            self._undecided[part] = result.undecided[sweep] & ~merges[part]
+            self._bad[part] = ~result.ok[sweep]
+            self._undecided[part] = result.undecided[sweep]
 
     def mark_unknown_undecided(self) -> None:
         """Formulas alone past an op they cannot model: what they do not reject is undecided."""
@@ -454,8 +448,6 @@ class _Forward:
             if invalid is not None:
                 sweep._invalid[name] = np.packbits(invalid)
                 sweep._failing.append(name)
-                if self.data[name]["op"] in ELEMENTWISE_MERGES:
-                    sweep._merge_nodes.add(name)
                 bad |= invalid
             srcs = producers[name]
             cost = self._new_bytes(srcs, dims, ok, values)

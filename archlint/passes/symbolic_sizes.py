@@ -215,33 +215,54 @@ LETTERS = {"batch": "N", "length": "L", "depth": "D", "height": "H", "width": "W
 
 
 def _python_checks(runs: list[Any], example_run: Any, spatial: list[str]) -> list[PythonCheck]:
-    found: dict[tuple[str, int], PythonCheck] = {}
+    found: dict[tuple[str, int], tuple[set[str], str, bool]] = {}
     for run in runs:
         if run.ok or run.unsupported or not run.python_check or run.error_frame is None:
             continue
-        file, line = run.error_frame
+        key = run.error_frame
+        constraints, error, fires = found.get(key, (set(), run.error, False))
         constraint = _constraint(run)
-        fires = run is example_run
-        key = (file, line)
-        if key in found:
-            old = found[key]
-            merged = _merge_constraints(old.constraint, constraint)
-            found[key] = PythonCheck(file, line, merged, old.error, old.fires_at_example or fires)
-        else:
-            found[key] = PythonCheck(file, line, constraint, run.error, fires)
-    return list(found.values())
+        if constraint:
+            constraints.add(constraint)
+        if run is example_run:
+            error, fires = run.error, True
+        found[key] = (constraints, error, fires)
+    return [PythonCheck(file, line, _join(constraints), error, fires)
+            for (file, line), (constraints, error, fires) in found.items()]
 
 
-def _constraint(run: Any) -> str:
+def _constraint(run: Any) -> str | None:
     """What must hold to pass the check: the negation of the last guard before the raise."""
     import sympy
 
     guards = [g for g in run.guards if g.frame == run.error_frame] or run.guards
-    if not guards:
-        return "the input size is constrained"
+    if not guards or run.fixed and set(run.fixed) != {"batch"}:
+        return None  # a size-1 run raises without deciding anything on a symbol
     names = {symbol: LETTERS.get(axis, axis) for symbol, axis in run.symbols.items()}
-    expr = sympy.Not(guards[-1].expr)
-    return render(expr, names)
+    return render(sympy.Not(guards[-1].expr), names)
+
+
+def _join(constraints: set[str]) -> str:
+    """"H must be a multiple of 32" + "W must be ..." -> "H and W must be multiples of 32"."""
+    if not constraints:
+        return "the input size is constrained"
+    by_tail: dict[str, list[str]] = {}
+    other = []
+    for c in sorted(constraints):
+        if " must be a multiple of " in c:
+            axis, tail = c.split(" must be a multiple of ")
+            by_tail.setdefault(tail, []).append(axis)
+        else:
+            other.append(c)
+    order = "NDHWL"
+    parts = []
+    for tail, axes in by_tail.items():
+        axes = sorted(set(axes), key=lambda a: order.index(a) if a in order else 9)
+        if len(axes) == 1:
+            parts.append(f"{axes[0]} must be a multiple of {tail}")
+        else:
+            parts.append(f"{', '.join(axes[:-1])} and {axes[-1]} must be multiples of {tail}")
+    return "; ".join(parts + other[:2])
 
 
 def render(expr: Any, names: dict[Any, str]) -> str:
@@ -257,16 +278,6 @@ def render(expr: Any, names: dict[Any, str]) -> str:
             left, right = text[len(a):-1].split(",")
             text = f"{left.strip()} {b} {right.strip()}"
     return f"needs {text}"
-
-
-def _merge_constraints(a: str, b: str) -> str:
-    if a == b:
-        return a
-    parts_a, parts_b = a.split(" must be "), b.split(" must be ")
-    if len(parts_a) == 2 and len(parts_b) == 2 and parts_a[1] == parts_b[1]:
-        tail = parts_a[1].replace("a multiple", "multiples")
-        return f"{parts_a[0]} and {parts_b[0]} must be {tail}"
-    return f"{a}; {b}"
 
 
 # -- graphs the formulas already model exactly --------------------------------------------------

@@ -43,6 +43,7 @@ from archlint.frontends.torch.parity import check_cpu_only_rules
 
 #: Axis names of an input's dims past (batch, channels), by spatial rank.
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+LETTERS = {"batch": "N", "length": "L", "depth": "D", "height": "H", "width": "W"}
 
 _TORCH_INIT = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "__init__.py")
 
@@ -193,8 +194,14 @@ def _classify(run: SymbolicRun, exc: BaseException, files: _FileNames) -> None:
         return
     run.error = _one_line(exc)
     innermost = frames[-1] if frames else None
-    by_check = any(f.filename == _TORCH_INIT and f.name.startswith("_check") for f in frames)
-    run.python_check = by_check or (innermost is not None and _is_user_file(innermost.filename))
+    by_check = any(f.filename == _TORCH_INIT and f.name.startswith("_check") and i > 0
+                   and _is_user_file(frames[i - 1].filename) for i, f in enumerate(frames))
+    raised_here = innermost is not None and _is_user_file(innermost.filename) and (
+        (innermost.line or "").lstrip().startswith(("raise", "assert")))
+    run.python_check = by_check or raised_here
+    names = {str(sym): LETTERS.get(axis, axis) for sym, axis in run.symbols.items()}
+    for sym in sorted(names, key=len, reverse=True):
+        run.error = run.error.replace(sym, names[sym])
 
 
 def _spatial_output(output: Any, rank: int) -> tuple[Any, ...] | None:

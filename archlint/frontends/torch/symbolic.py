@@ -240,6 +240,7 @@ class _Calls(TorchFunctionMode):
         self.run = run
         self.files = files
         self.batch_symbols = batch_symbols
+        self.literal_batch: dict[int, tuple[torch.Tensor, tuple[str, int, str]]] = {}
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
@@ -248,10 +249,27 @@ class _Calls(TorchFunctionMode):
             return _interpolate(args, kwargs)
         with contextlib.suppress(Exception):
             check_cpu_only_rules("function", func, args, kwargs)
-        out = func(*args, **kwargs)
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            if self.batch_symbols and self.run.batch_lock is None:
+                self._blame_literal_batch(args)
+            raise
         if self.batch_symbols and func in _LAYOUT_FUNCS and self.run.batch_lock is None:
             self._note_batch_lock(func, args, out)
         return out
+
+    def _blame_literal_batch(self, args: tuple) -> None:
+        """A call failing on a batch-1 tensor made by expand/view(1, ...) next to a batched one:
+        the fix is where the literal batch was written."""
+        tensors = [a for a in _flat(args) if isinstance(a, torch.Tensor) and a.dim() > 0]
+        if not any(_mentions(t.shape[0], self.batch_symbols) for t in tensors):
+            return
+        for t in tensors:
+            made = self.literal_batch.get(id(t))
+            if made is not None and made[0] is t:
+                self.run.batch_lock = made[1]
+                return
 
     def _note_batch_lock(self, func: Callable, args: tuple, out: Any) -> None:
         x = args[0] if args else None
@@ -260,6 +278,12 @@ class _Calls(TorchFunctionMode):
         if x.dim() == 0 or out.dim() == 0:
             return
         had = _mentions(x.shape[0], self.batch_symbols)
+        if not had and out.shape[0] == 1 and not isinstance(out.shape[0], torch.SymInt):
+            frame = _user_frame(sys._getframe(1), self.files)
+            if frame is not None:
+                name = getattr(func, "__name__", str(func))
+                self.literal_batch[id(out)] = (out, (frame[0], frame[1], name))
+            return
         if not had or _mentions(out.shape[0], self.batch_symbols):
             return
         if any(_mentions(s, self.batch_symbols) for s in out.shape[1:]) or isinstance(
@@ -318,3 +342,13 @@ def _interpolate(args: tuple, kwargs: dict) -> Any:
             raise RuntimeError(f"Input and output sizes should be greater than 0, but got "
                                f"input ({tuple(x.shape[2:])}) and output ({tuple(sizes)})")
     return x.new_empty((*x.shape[:2], *sizes))
+
+
+def _flat(items: Any) -> list[Any]:
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out.extend(_flat(item))
+        else:
+            out.append(item)
+    return out

@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from archlint.passes.sizes_eval import UnknownFunction, evaluate, holds
 
 #: Re-runs after the example's, and the time they may take together.
 MAX_RUNS = 14
@@ -71,6 +70,8 @@ class SymbolicSizes:
 
 
 def symbolic_size_pass(g: Any, lo: int, hi: int) -> SymbolicSizes | None:
+    from archlint.passes.sizes_eval import UnknownFunction
+
     runner: Callable | None = g.graph.get("symbolic_runner")
     example: dict[str, int] | None = g.graph.get("symbolic_example")
     if runner is None or not example:
@@ -166,6 +167,8 @@ def _example_index(example: dict[str, int], points: dict[str, np.ndarray], total
 def _region(run: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
     """The points that take this run's path: its literal axes equal, its symbols >= 2, and
     every guard true."""
+    from archlint.passes.sizes_eval import holds
+
     region = np.ones(total, dtype=bool)
     for axis, value in run.fixed.items():
         region &= points[axis] == value
@@ -180,6 +183,8 @@ def _region(run: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
 
 def _same_size(run: Any, points: dict[str, np.ndarray], spatial: list[str],
                region: np.ndarray) -> np.ndarray:
+    from archlint.passes.sizes_eval import UnknownFunction, evaluate
+
     out = run.out_spatial
     if out is None or len(out) != len(spatial):
         return np.zeros(len(region), dtype=bool)

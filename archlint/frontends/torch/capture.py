@@ -206,10 +206,9 @@ def _attach_symbolic_runner(g, module: nn.Module, shapes: list[tuple[int, ...]],
     """Leave the sizes pass a way to run ``forward`` symbolically at any size
     (:mod:`archlint.frontends.torch.symbolic`), the example point, and whether the fx graph
     reads sizes (if not, the per-op formulas are already exact)."""
-    from archlint.frontends.torch.symbolic import AXIS_NAMES
-
     first = shapes[0] if shapes else ()
-    names = AXIS_NAMES.get(len(first) - 2)
+    names = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}.get(
+        len(first) - 2)
     if not names:
         return
     example = {"batch": int(first[0]), **{n: int(v) for n, v in zip(names, first[2:])}}

@@ -95,6 +95,8 @@ def symbolic_run(
     env.guards = _FramedGuards(run, files)
     mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
     inputs = []
+    param = next(iter(module.parameters()), None)
+    device = param.device.type if param is not None else "meta"
     for shape, dtype in zip(shapes, dtypes):
         names = _axis_names(len(shape))
         sizes, dynamic = [], []
@@ -105,9 +107,10 @@ def symbolic_run(
             dynamic.append(DimDynamic.DYNAMIC if is_symbol else DimDynamic.STATIC)
             if name is not None and not is_symbol:
                 run.fixed[name] = value
-        meta = torch.empty(sizes, dtype=dtype, device="meta")
         context = StatelessSymbolicContext(dynamic_sizes=dynamic)
-        fake = mode.from_tensor(meta, symbolic_context=context)
+        fake = mode.from_tensor(torch.empty(sizes, dtype=dtype, device="meta"),
+                                symbolic_context=context) if device == "meta" else \
+            _fake_on(mode, sizes, dtype, device, context)
         for name, size in zip(names, fake.shape):
             if name is not None and isinstance(size, torch.SymInt):
                 run.symbols[size.node.expr] = name
@@ -352,3 +355,11 @@ def _flat(items: Any) -> list[Any]:
         else:
             out.append(item)
     return out
+
+
+def _fake_on(mode: Any, sizes: list[int], dtype: torch.dtype, device: str, context: Any) -> Any:
+    """A symbolic fake input on a real device: built from a meta tensor, then its fake device
+    set (no data is ever allocated)."""
+    fake = mode.from_tensor(torch.empty(sizes, dtype=dtype, device="meta"), symbolic_context=context)
+    fake.fake_device = torch.device(device)
+    return fake

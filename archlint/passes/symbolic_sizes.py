@@ -95,7 +95,9 @@ def symbolic_size_pass(g: Any, lo: int, hi: int) -> SymbolicSizes | None:
         runs.append(run)
         index = len(runs) - 1
         if run.unsupported:
-            if at is not None:
+            if at is not None and getattr(run, "point_ok", False) and state[at] == 0:
+                state[at] = 1
+            elif at is not None:
                 blocked[at] = True
             reasons.append(f"{run.unsupported}" + (f" (at {run.error_frame[0]}:{run.error_frame[1]})"
                                                    if run.error_frame else ""))

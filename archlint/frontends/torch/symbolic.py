@@ -71,7 +71,13 @@ class SymbolicRun:
     unsupported: str | None = None         # archlint could not model this run (undecided)
     out_spatial: tuple[Any, ...] | None = None  # output spatial sizes (sympy), rank-matched
     batch_lock: tuple[str, int, str] | None = None  # (file, line, call) dropping the batch
+    point_ok: bool = False                 # unsupported, but a literal run at the point works
     seconds: float = 0.0
+
+
+def _literal_run(module: nn.Module, shapes: list[tuple[int, ...]], dtypes: list[torch.dtype],
+                 point: dict[str, int], files: _FileNames) -> SymbolicRun:
+    return symbolic_run(module, shapes, dtypes, point, files, literal=True)
 
 
 def symbolic_run(
@@ -80,8 +86,10 @@ def symbolic_run(
     dtypes: list[torch.dtype],
     point: dict[str, int],
     files: _FileNames,
+    literal: bool = False,
 ) -> SymbolicRun:
-    """Run ``module`` at ``point`` (axis name -> size) with the sizes as symbols."""
+    """Run ``module`` at ``point`` (axis name -> size) with the sizes as symbols (as literals
+    with ``literal``)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import (
         DimDynamic,
@@ -103,7 +111,7 @@ def symbolic_run(
         for i, (name, example) in enumerate(zip(names, shape)):
             value = point.get(name, example) if name is not None else example
             sizes.append(value)
-            is_symbol = name is not None and value >= 2
+            is_symbol = name is not None and value >= 2 and not literal
             dynamic.append(DimDynamic.DYNAMIC if is_symbol else DimDynamic.STATIC)
             if name is not None and not is_symbol:
                 run.fixed[name] = value
@@ -131,7 +139,21 @@ def symbolic_run(
         run.seconds = time.perf_counter() - started
     for ra in _deferred_asserts(env):
         run.guards.append(Guard(ra, None))
+    if not run.ok and not run.unsupported and run.symbols:
+        _verify_failure(run, module, shapes, dtypes, point, files)
     return run
+
+
+def _verify_failure(run: SymbolicRun, module: nn.Module, shapes: list[tuple[int, ...]],
+                    dtypes: list[torch.dtype], point: dict[str, int], files: _FileNames) -> None:
+    """A failure with symbols must also happen with the same sizes as literals; if that run
+    works, the failure was an artefact of symbolic tracing: the point runs, its region is
+    unknown."""
+    literal = {axis: value for axis, value in point.items()}
+    check = _literal_run(module, shapes, dtypes, literal, files)
+    if check.ok:
+        run.unsupported = f"symbolic tracing failed where a plain run works ({run.error})"
+        run.point_ok = True
 
 
 def _axis_names(rank: int) -> list[str | None]:
@@ -199,6 +221,7 @@ def _classify(run: SymbolicRun, exc: BaseException, files: _FileNames) -> None:
         run.error_frame = (files.display(user[-1].filename), user[-1].lineno)
     text = f"{type(exc).__name__}: {_one_line(exc)}"
     if type(exc).__name__ in _UNSUPPORTED_NAMES or isinstance(exc, NotImplementedError) or (
+        "concrete integers" in str(exc)) or (
         "meta" in str(exc).lower() and "tensor" in str(exc).lower()
     ):
         run.unsupported = text
@@ -258,6 +281,8 @@ class _Calls(TorchFunctionMode):
         if func is F.interpolate:
             args, kwargs = _symbolic_interpolate_size(args, kwargs)
             return _interpolate(args, kwargs)
+        if func is F.pad:
+            return _pad(args, kwargs)
         with contextlib.suppress(Exception):
             check_cpu_only_rules("function", func, args, kwargs)
         try:
@@ -371,3 +396,29 @@ def _fake_on(mode: Any, sizes: list[int], dtype: torch.dtype, device: str, conte
     fake = mode.from_tensor(torch.empty(sizes, dtype=dtype, device="meta"), symbolic_context=context)
     fake.fake_device = torch.device(device)
     return fake
+
+
+def _pad(args: tuple, kwargs: dict) -> Any:
+    """``F.pad``; with symbolic pad widths (a composite kernel takes only concrete ones), an
+    empty tensor of the constant-mode output shape after PyTorch's own size check."""
+    try:
+        return F.pad(*args, **kwargs)
+    except RuntimeError as exc:
+        if "concrete integers" not in str(exc):
+            raise
+    params = ("input", "pad", "mode", "value")
+    bound = dict(zip(params, args))
+    bound.update(kwargs)
+    x, pad, mode = bound["input"], list(bound["pad"]), bound.get("mode", "constant")
+    if mode != "constant" or len(pad) % 2 or len(pad) // 2 > x.dim():
+        raise NotImplementedError(f"pad mode {mode!r} with symbolic widths")
+    shape = list(x.shape)
+    for i in range(len(pad) // 2):
+        dim = x.dim() - 1 - i
+        new = shape[dim] + pad[2 * i] + pad[2 * i + 1]
+        if new < 0:
+            raise RuntimeError(f"The input size {shape[dim]}, plus negative padding "
+                               f"{pad[2 * i]} and {pad[2 * i + 1]} resulted in a negative output "
+                               f"size, which is invalid. Check dimension {dim} of your input.")
+        shape[dim] = new
+    return x.new_empty(shape)

@@ -283,6 +283,8 @@ class _Calls(TorchFunctionMode):
             return _interpolate(args, kwargs)
         if func is F.pad:
             return _pad(args, kwargs)
+        if func in _POOLS and _has_symbolic_window(args, kwargs):
+            return _pool(func, args, kwargs)
         with contextlib.suppress(Exception):
             check_cpu_only_rules("function", func, args, kwargs)
         try:
@@ -421,4 +423,55 @@ def _pad(args: tuple, kwargs: dict) -> Any:
                                f"{pad[2 * i]} and {pad[2 * i + 1]} resulted in a negative output "
                                f"size, which is invalid. Check dimension {dim} of your input.")
         shape[dim] = new
+    return x.new_empty(shape)
+
+
+_POOLS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3,
+          F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
+
+
+def _has_symbolic_window(args: tuple, kwargs: dict) -> bool:
+    window = list(args[1:3]) + [kwargs.get("kernel_size"), kwargs.get("stride")]
+    return any(isinstance(v, torch.SymInt) or (isinstance(v, (list, tuple)) and any(
+        isinstance(e, torch.SymInt) for e in v)) for v in window)
+
+
+def _pool(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """A pool whose window is a symbolic size (``avg_pool2d(y, y.shape[2:])``): the kernel
+    would specialize it, so the output shape comes from PyTorch's formula
+    ``floor((n + 2p - d(k - 1) - 1) / s) + 1`` (ceil mode: PyTorch's last-window rule), with its
+    checks."""
+    nd = _POOLS[func]
+    params = ("input", "kernel_size", "stride", "padding")
+    bound = dict(zip(params, args))
+    bound.update(kwargs)
+    x = bound["input"]
+    extra = set(bound) - {"input", "kernel_size", "stride", "padding", "ceil_mode",
+                          "count_include_pad", "divisor_override", "dilation", "return_indices"}
+    if extra or bound.get("return_indices"):
+        raise NotImplementedError("pool with a symbolic window")
+
+    def per_axis(v: Any, default: Any) -> list[Any]:
+        v = default if v is None or (isinstance(v, (list, tuple)) and not v) else v
+        return list(v) if isinstance(v, (list, tuple)) else [v] * nd
+
+    k = per_axis(bound["kernel_size"], None)
+    st = per_axis(bound.get("stride"), bound["kernel_size"])
+    pad = per_axis(bound.get("padding", 0), 0)
+    dil = per_axis(bound.get("dilation", 1), 1)
+    ceil = bool(bound.get("ceil_mode", False))
+    shape = list(x.shape)
+    for i in range(nd):
+        n = shape[x.dim() - nd + i]
+        if pad[i] * 2 > k[i]:
+            raise RuntimeError("pad should be at most half of effective kernel size")
+        span = n + 2 * pad[i] - dil[i] * (k[i] - 1) - 1
+        if span < 0:
+            raise RuntimeError(f"Given input size too small: output size is too small")
+        out = (span + (st[i] - 1 if ceil else 0)) // st[i] + 1
+        if ceil and (out - 1) * st[i] >= n + pad[i]:
+            out = out - 1
+        if out < 1:
+            raise RuntimeError("Output size is too small")
+        shape[x.dim() - nd + i] = out
     return x.new_empty(shape)

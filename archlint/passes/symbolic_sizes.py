@@ -309,7 +309,8 @@ def formula_is_exact(g: Any, sweep: Any) -> bool:
         data = g.nodes[name]
         op = data["op"]
         if op == "concat":
-            if (data["attrs"].axis or 1) % max(len((data.get("shapes") or [()])[0] or ()), 1) == 0:
+            axis = 1 if data["attrs"].axis is None else data["attrs"].axis
+            if axis <= 0:  # the batch axis, or a negative one that may be
                 return False
             continue
         if op == "flatten":

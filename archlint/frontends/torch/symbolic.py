@@ -351,7 +351,9 @@ def _symbolic_interpolate_size(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     x = bound["input"]
     dims = x.dim() - 2
     factors = list(scale) if isinstance(scale, (list, tuple)) else [scale] * dims
-    if len(factors) != dims or not any(isinstance(f, (torch.SymFloat, torch.SymInt)) for f in factors):
+    symbolic = any(isinstance(f, (torch.SymFloat, torch.SymInt)) for f in factors) or any(
+        isinstance(n, torch.SymInt) for n in x.shape[2:])
+    if len(factors) != dims or not symbolic:
         return args, kwargs
     sizes = [torch.sym_int(x.shape[i + 2] * f) if isinstance(f, (torch.SymFloat, torch.SymInt))
              else math.trunc(x.shape[i + 2] * float(f)) for i, f in enumerate(factors)]

@@ -23,3 +23,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(findings, name)
     raise AttributeError(f"module 'archlint' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so that tab completion and dir(archlint) show archlint.lint.
+    return sorted({*globals(), *__all__})

@@ -29,13 +29,16 @@ def lint(
     target: Any,
     example_inputs: Any = None,
     config: Options | None = None,
+    *,
+    example_kwargs: dict[str, Any] | None = None,
     **options: Any,
 ) -> Report:
     """Lint one target and return its :class:`Report`.
 
     ``target`` is a path to a ``.py`` model file or a ``.onnx`` file, an ``nn.Module``, or an
     ``onnx.ModelProto``. ``example_inputs`` is a tensor, a tuple of tensors, or a shape tuple
-    (or a list of shape tuples) for several inputs. ``config`` defaults to ``[tool.archlint]``
+    (or a list of shape tuples) for several inputs, and may hold dicts and lists of them;
+    ``example_kwargs`` gives forward's keyword inputs the same way. ``config`` defaults to ``[tool.archlint]``
     of the nearest pyproject.toml; keyword ``options`` (``select``, ``ignore``, ``model``,
     ``input_shapes``, ``fail_on``, ...) override it.
 
@@ -48,7 +51,7 @@ def lint(
     opts = config.merged(**options)
     report = Report()
     with gc_paused():
-        report.models.extend(_lint_one(target, example_inputs, opts))
+        report.models.extend(_lint_one(target, example_inputs, opts, example_kwargs))
     return report
 
 
@@ -65,7 +68,8 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _lint_one(target: Any, example_inputs: Any, opts: Options) -> list[ModelReport]:
+def _lint_one(target: Any, example_inputs: Any, opts: Options,
+              example_kwargs: Any = None) -> list[ModelReport]:
     if isinstance(target, (str, Path)):
         path = Path(target)
         frontend = "onnx" if path.suffix.lower() == ".onnx" else "torch"
@@ -81,13 +85,14 @@ def _lint_one(target: Any, example_inputs: Any, opts: Options) -> list[ModelRepo
                 source = None
             else:
                 source = _read_source(path)
-                if opts.model is None and not defines_models(source.text, named=True):
+                if opts.model is None and not opts.models_for(path) \
+                        and not defines_models(source.text, named=True):
                     # The AST pre-filter: no torch, and no rules, for a file with no model.
                     return [ModelReport(target=str(path), frontend=frontend, model=path.stem,
                                         error=f"no model found in {path}: define an nn.Module "
                                         "subclass or a module-level nn.Module instance, or pass "
                                         "--model")]
-                captures = _capture_torch_file(path, opts, example_inputs)
+                captures = _capture_torch_file(path, opts, example_inputs, example_kwargs)
         except TargetError as exc:
             source = _read_source_quietly(path) if frontend == "torch" else None
             failed = Capture(name=path.stem, graph=None, error=str(exc))
@@ -104,13 +109,15 @@ def _lint_one(target: Any, example_inputs: Any, opts: Options) -> list[ModelRepo
     from archlint.frontends import torch as torch_frontend
 
     try:
-        capture = torch_frontend.capture_module(target, example_inputs, opts)
+        capture = torch_frontend.capture_module(target, example_inputs, opts,
+                                                example_kwargs=example_kwargs)
     except TargetError as exc:
         capture = Capture(name=type(target).__name__, graph=None, error=str(exc))
     return [lint_capture(capture, capture.name, "torch", opts, None)]
 
 
-def _capture_torch_file(path: Path, opts: Options, example_inputs: Any) -> list[Capture]:
+def _capture_torch_file(path: Path, opts: Options, example_inputs: Any,
+                        example_kwargs: Any = None) -> list[Capture]:
     try:
         from archlint.frontends import torch as torch_frontend
     except ImportError as exc:
@@ -119,7 +126,8 @@ def _capture_torch_file(path: Path, opts: Options, example_inputs: Any) -> list[
                 "linting a .py model needs PyTorch: pip install 'archlint[torch]'"
             ) from None
         raise
-    return torch_frontend.capture_file(path, opts, example_inputs=example_inputs)
+    return torch_frontend.capture_file(path, opts, example_inputs=example_inputs,
+                                       example_kwargs=example_kwargs)
 
 
 def _read_source(path: Path) -> SourceFile:

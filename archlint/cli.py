@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
-from archlint.config import ConfigError, Options, load_config, parse_shape
+from archlint.config import ConfigError, Options, find_config, load_config, parse_model_spec, parse_shape
 from archlint.deadline import TimedOut, deadline
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_lint(argv)
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `archlint ... | head`: stop quietly, and keep Python from complaining at exit.
@@ -105,10 +106,19 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
                         help=".py model files, .onnx files, folders or globs (default: .)")
     parser.add_argument("--version", action="version", version=f"archlint {__version__}")
     parser.add_argument("--model", metavar="NAME",
-                        help="the model to lint in a .py file: an instance, a class or a factory")
+                        help="the model to lint in a .py file: an instance, a class or a factory, "
+                        "with literal constructor arguments if it needs them: 'Net(3, width=64)'")
     parser.add_argument("--input-shape", action="append", metavar="SHAPE", dest="input_shape",
                         help="example input shape like 1,3,224,224 (repeat for several inputs)")
-    parser.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
+    parser.add_argument("--format", "--output-format", dest="format", default="text",
+                        choices=("text", "full", "concise", "json", "sarif", "github", "html"),
+                        help="text (full, the default), concise (one line per finding), json, "
+                        "sarif, github, or html (a self-contained page; see -o)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the report to FILE instead of stdout")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="color the text report (auto: on a terminal; NO_COLOR and "
+                        "FORCE_COLOR are honoured)")
     parser.add_argument("--select", action="append", type=_csv, metavar="RULES",
                         help="rule ids, codes or code prefixes to run (replaces the default set)")
     parser.add_argument("--extend-select", action="append", type=_csv, metavar="RULES",
@@ -120,7 +130,10 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
     parser.add_argument("--exit-zero", action="store_true",
                         help="exit 0 even with findings (2 still means a target failed)")
     parser.add_argument("--show", choices=("layers",),
-                        help="'layers': a table of every op's shape and receptive field")
+                        help="'layers': the model summary, every op's shape, receptive field, "
+                        "parameters and MACs")
+    parser.add_argument("--depth", type=int, metavar="N",
+                        help="with --show layers: fold modules deeper than N into one row")
     parser.add_argument("--statistics", action="store_true", help="count findings per rule")
     parser.add_argument("--sizes-range", metavar="LO,HI", help="input sizes the sweep covers")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
@@ -131,9 +144,18 @@ def build_parser(prog: str = "archlint") -> argparse.ArgumentParser:
     parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                         help="lint N targets in parallel processes (0: one per CPU)")
     parser.add_argument("--config", metavar="PATH", help="a pyproject.toml to read [tool.archlint] from")
+    parser.add_argument("--show-settings", action="store_true",
+                        help="print the config, import name and import roots each target uses; "
+                        "lint nothing")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--skip-non-models", action="store_true",
                         help="silently skip .py files that define no nn.Module (for pre-commit)")
+    parser.add_argument("--fix", action="store_true",
+                        help="apply the safe fixes to the layers' construction calls, then re-lint")
+    parser.add_argument("--diff", action="store_true",
+                        help="print the fixes as a unified diff instead of writing them")
+    parser.add_argument("--unsafe-fixes", action="store_true",
+                        help="with --fix/--diff, also apply fixes that change shapes or weights")
     return parser
 
 
@@ -141,15 +163,18 @@ def _flatten(groups: list[list[str]] | None) -> tuple[str, ...] | None:
     return None if groups is None else tuple(v for group in groups for v in group)
 
 
-def options_from_args(args: argparse.Namespace) -> Options:
-    """[tool.archlint] from the nearest pyproject.toml (or --config), then the CLI on top."""
-    if args.config is not None:
+def options_from_args(args: argparse.Namespace, config: Options | None = None) -> Options:
+    """``config`` ([tool.archlint] of one target; default: --config, else the nearest to the
+    working directory), then the CLI on top."""
+    if config is None and args.config is not None:
         config_path = Path(args.config)
         if not config_path.is_file():
             raise ConfigError(f"--config {args.config}: no such file")
         config = load_config(path=config_path)
-    else:
+    elif config is None:
         config = load_config(Path.cwd())
+    if args.model is not None:
+        parse_model_spec(args.model)  # a bad spec is a usage error before anything is imported
 
     select = _flatten(args.select)
     extend = _flatten(args.extend_select) or ()
@@ -206,6 +231,11 @@ def check_selection(opts: Options) -> None:
 
 def run_lint(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    _CONFIGS.clear()  # a fresh run (main() may be called again in one process) reads them anew
+    if args.format == "full":
+        args.format = "text"
+    if args.depth is not None and args.depth < 0:
+        raise UsageError("--depth must be 0 or more")
     opts = options_from_args(args)
     if args.skip_non_models and _nothing_to_lint(args.paths):
         return 0  # pre-commit handed only plain scripts: done before loading any rule
@@ -214,17 +244,52 @@ def run_lint(argv: list[str]) -> int:
         from archlint.confirm import check_device
 
         check_device(opts.device)  # a missing GPU is a usage error, said once
-    report = lint_paths(args.paths or ["."], opts, args)
+    if args.show_settings:
+        from archlint.show_settings import show_settings
 
-    from archlint.api import gc_paused
-    from archlint.reporters import render
+        return show_settings(args.paths or ["."], args, target_options)
+    from archlint.reporters.stream import ReportWriter
 
-    with gc_paused():  # report dicts hold no cycles; a collection over a large graph would
-        render(report, args.format, sys.stdout, show_layers=args.show == "layers",
-               statistics=args.statistics)
-    sys.stdout.flush()
-    code = report.exit_code(opts.fail_on)
+    fixing = args.fix or args.diff
+
+    with ReportWriter(args) as writer:
+        if fixing:
+            writer.streaming = False  # what remains is known only after the fixes and re-lint
+        try:
+            report = lint_paths(args.paths or ["."], opts, args, on_result=writer.add)
+        except Interrupted as exc:
+            writer.finish(exc.report, interrupted=True)
+            return 130
+        if fixing:
+            from archlint.fixes.engine import run_fix_options
+
+            report, diff_code = run_fix_options(report, opts, fix=args.fix, diff=args.diff,
+                                                unsafe=args.unsafe_fixes,
+                                                text_output=args.format in ("text", "concise"))
+            if diff_code is not None:
+                return diff_code
+        writer.finish(report)
+    code = _exit_code(report, args)
     return 0 if args.exit_zero and code == 1 else code
+
+
+def _exit_code(report: Report, args: argparse.Namespace) -> int:
+    """As ``report.exit_code``, each target judged by its own config's fail-on (or --fail-on)."""
+    from archlint.findings import Report as _Report
+
+    if report.failed_targets:
+        return 2
+    codes = [_Report(models=[m]).exit_code(target_options(m.target, args).fail_on)
+             for m in report.models]
+    return max(codes, default=0)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run: carries the report of the targets that finished."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 def _nothing_to_lint(paths: list[str]) -> bool:
@@ -234,19 +299,38 @@ def _nothing_to_lint(paths: list[str]) -> bool:
     return bool(paths) and not expansion.files and not expansion.problems
 
 
-def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace) -> Report:
+def lint_paths(paths: list[str], opts: Options, args: argparse.Namespace,
+               on_result: Callable[[list[ModelReport]], None] | None = None) -> Report:
+    """Lint every target; ``on_result`` sees each target's models as soon as they are done
+    (in order). Ctrl-C raises :class:`Interrupted` with the targets that finished."""
     from archlint.findings import Report
-    from archlint.targets import expand_targets
+    from archlint.targets import building_block_files, expand_targets
 
     expansion = expand_targets(paths, skip_non_models=args.skip_non_models)
     files = [str(f) for f in expansion.files]
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     show_progress = not args.no_progress and len(files) > 1 and sys.stderr.isatty()
+    per_file = [target_options(f, args, opts) for f in files]
+    configured = {f: bool(o.model or o.models_for(f)) for f, o in zip(expansion.files, per_file)}
+    blocks = building_block_files(expansion.files, expansion.named,
+                                  pre_commit=args.skip_non_models, named_models=configured.get)
+    kept = [i for i, f in enumerate(expansion.files) if f not in blocks]
+    files, per_file = [files[i] for i in kept], [per_file[i] for i in kept]
+    for checked in {o.config_file: o for o in per_file}.values():
+        check_selection(checked)
     report = Report()
-    for models in lint_files(files, opts, jobs=jobs, show_progress=show_progress):
-        report.models.extend(models)
-    for problem in expansion.problems:
-        report.models.append(unusable_report(problem.path, problem.reason))
+    try:
+        for models in iter_lint_files(files, opts, jobs=jobs, show_progress=show_progress,
+                                      per_file=per_file):
+            report.models.extend(models)
+            if on_result is not None:
+                on_result(models)
+    except KeyboardInterrupt:
+        raise Interrupted(report) from None
+    problems = [unusable_report(p.path, p.reason) for p in expansion.problems]
+    report.models.extend(problems)
+    if on_result is not None and problems:
+        on_result(problems)
     return report
 
 
@@ -258,27 +342,59 @@ def unusable_report(path: str, reason: str) -> ModelReport:
     return ModelReport(target=path, frontend=frontend, model=None, error=reason)  # type: ignore[arg-type]
 
 
+_CONFIGS: dict[str, Options] = {}
+
+
+def target_options(path: str, args: argparse.Namespace, default: Options | None = None) -> Options:
+    """The options for one target: the nearest [tool.archlint] above it (as ruff: per file),
+    else ``default`` (the working directory's); --config beats both; the CLI goes on top."""
+    config_path = find_config(Path(path)) if args.config is None else None
+    if config_path is None:
+        if default is None:
+            if "" not in _CONFIGS:
+                _CONFIGS[""] = options_from_args(args)
+            default = _CONFIGS[""]
+        return default
+    key = str(config_path)
+    if key not in _CONFIGS:
+        _CONFIGS[key] = options_from_args(args, load_config(path=config_path))
+    return _CONFIGS[key]
+
+
 def lint_files(files: list[str], opts: Options, *, jobs: int = 1,
-               show_progress: bool = False) -> list[list[ModelReport]]:
-    """Lint each file; one result list per file, in order. A failure stays with its file."""
+               show_progress: bool = False,
+               per_file: list[Options] | None = None) -> list[list[ModelReport]]:
+    """Lint each file (with ``per_file[i]`` when given, else ``opts``); one result list per
+    file, in order. A failure stays with its file."""
+    return list(iter_lint_files(files, opts, jobs=jobs, show_progress=show_progress,
+                                per_file=per_file))
+
+
+def iter_lint_files(files: list[str], opts: Options, *, jobs: int = 1,
+                    show_progress: bool = False,
+                    per_file: list[Options] | None = None) -> Iterator[list[ModelReport]]:
+    """Like :func:`lint_files`, yielding each file's results as soon as it (and every file
+    before it) is done."""
+    per_file = per_file if per_file is not None else [opts] * len(files)
     with _progress(len(files), show_progress) as advance:
         if jobs <= 1 or len(files) <= 1:
-            results = []
             for i, f in enumerate(files):
                 if i:
                     gc.collect()  # the previous target's graph (the console entry turns GC off)
-                results.append(lint_target(f, opts))
-                advance()
-            return results
-        return _lint_in_processes(files, opts, jobs, advance)
+                advance(f, 0)
+                yield lint_target(f, per_file[i])
+                advance(None, 1)
+            return
+        yield from _lint_in_processes(files, per_file, jobs, advance)
 
 
-def _lint_in_processes(files: list[str], opts: Options, jobs: int,
-                       advance: Callable[[], None]) -> list[list[ModelReport]]:
+def _lint_in_processes(files: list[str], per_file: list[Options], jobs: int,
+                       advance: Callable[[str | None, int], None]) -> Iterator[list[ModelReport]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     results: dict[int, list[ModelReport]] = {}
+    next_out = 0
     pending = list(range(len(files)))
     isolated = False  # after a worker died, run the rest one per pool so it can't take others
     while pending:
@@ -287,7 +403,8 @@ def _lint_in_processes(files: list[str], opts: Options, jobs: int,
         for group in groups:
             with ProcessPoolExecutor(max_workers=min(jobs, len(group)),
                                      mp_context=_mp_context()) as pool:
-                futures = {pool.submit(lint_target, files[i], opts, True): i for i in group}
+                futures = {pool.submit(lint_target, files[i], per_file[i], True): i
+                           for i in group}
                 for future in as_completed(futures):
                     i = futures[future]
                     try:
@@ -299,9 +416,14 @@ def _lint_in_processes(files: list[str], opts: Options, jobs: int,
                         else:
                             broken.append(i)
                             continue
-                    advance()
+                    advance(files[i], 1)
+                    while next_out in results:  # in order: stream the finished prefix
+                        yield results[next_out]
+                        next_out += 1
         pending, isolated = sorted(broken), True
-    return [results[i] for i in range(len(files))]
+    while next_out < len(files):
+        yield results[next_out]
+        next_out += 1
 
 
 def _mp_context():
@@ -312,17 +434,26 @@ def _mp_context():
 
 
 @contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[str | None, int], None]]:
+    """``advance(file, steps)``: show ``file`` as the current one and move the bar."""
     if not enabled:
-        yield lambda: None
+        yield lambda file, steps: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from archlint.reporters import display_path
+
     with Progress(TextColumn("linting"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[file]}"),
                   console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("lint", total=total)
-        yield lambda: progress.advance(task)
+        task = progress.add_task("lint", total=total, file="")
+
+        def advance(file: str | None, steps: int) -> None:
+            fields = {"file": display_path(file) or file} if file else {}
+            progress.update(task, advance=steps, **fields)
+
+        yield advance
 
 
 def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelReport]:
@@ -358,7 +489,14 @@ def lint_target(path: str, opts: Options, portable: bool = False) -> list[ModelR
 def _import_frontend_for(path: str) -> None:
     """Import the torch frontend before a model file's time limit starts: the limit is for the
     target's own import and capture, and an alarm inside ``import torch`` would leave torch half
-    initialized for every later target. Files with no model never import it."""
+    initialized for every later target. Files with no model never import it. The same holds
+    for the onnx package and an ``.onnx`` target (its import alone can take seconds)."""
+    if path.lower().endswith(".onnx") and "archlint.frontends.onnx" not in sys.modules:
+        try:
+            import archlint.frontends.onnx  # noqa: F401
+        except ImportError:
+            pass  # lint() reports it
+        return
     if not path.endswith(".py") or "archlint.frontends.torch" in sys.modules:
         return
     from archlint.frontends.source import defines_models
@@ -386,8 +524,10 @@ def confirm_model(m: ModelReport, device: str) -> None:
         m.notes.append(f"confirm failed: {type(exc).__name__}: {exc}")
 
 
-_PORTABLE_NODE_KEYS = ("op", "origin", "inputs", "attrs", "shapes", "location", "error", "rf")
-_PORTABLE_GRAPH_KEYS = ("name", "target", "frontend", "input_shapes", "input_assumed", "capture_note")
+_PORTABLE_NODE_KEYS = ("op", "origin", "inputs", "attrs", "shapes", "location", "error", "rf",
+                       "rf_global", "cost", "scope")
+_PORTABLE_GRAPH_KEYS = ("name", "target", "frontend", "input_shapes", "input_assumed", "capture_note",
+                        "cost_totals")
 
 
 def portable_report(m: ModelReport) -> ModelReport:
@@ -406,6 +546,9 @@ def portable_graph(g: "nx.DiGraph | None") -> "nx.DiGraph | None":
         return None
     import networkx as nx
 
+    from archlint.passes.costs import cost_pass
+
+    cost_pass(g)  # parameters are read from the module, which stays in the worker
     out = nx.DiGraph()
     out.graph.update({k: g.graph[k] for k in _PORTABLE_GRAPH_KEYS if k in g.graph})
     for name, data in g.nodes(data=True):
@@ -458,7 +601,11 @@ def run_rule(argv: list[str]) -> int:
 
     rule = rule_by_id(args.rule)
     if rule is None:
-        raise UsageError(f"unknown rule {args.rule!r} (see 'archlint rules')")
+        from archlint.registry import all_rules
+        from archlint.suggest import did_you_mean
+
+        hint = did_you_mean(args.rule, [n for r in all_rules() for n in (r.id, r.code)])
+        raise UsageError(f"unknown rule {args.rule!r}{hint} (see 'archlint rules')")
     header = (f"# {rule.id} ({rule.code})\n\n"
               f"Severity: {rule.severity}. Enabled by default: {'yes' if rule.default_enabled else 'no'}. "
               f"Frontends: {', '.join(sorted(rule.frontends))}.\n\n{rule.summary}.\n\n")
@@ -474,8 +621,36 @@ def run_rule(argv: list[str]) -> int:
     return 0
 
 
+def sizes_parser() -> argparse.ArgumentParser:
+    """``archlint sizes``: only the options that change which sizes are found."""
+    parser = argparse.ArgumentParser(
+        prog="archlint sizes",
+        description="Print the input sizes each model accepts (no rules are run).")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help=".py model files, .onnx files, folders or globs (default: .)")
+    parser.add_argument("--model", metavar="NAME",
+                        help="the model in a .py file: an instance, a class or a factory, with literal "
+                        "constructor arguments if it needs them: 'Net(3, width=64)'")
+    parser.add_argument("--input-shape", action="append", metavar="SHAPE", dest="input_shape",
+                        help="example input shape like 1,3,224,224 (repeat for several inputs)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--sizes-range", metavar="LO,HI", help="input sizes the sweep covers")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="time allowed to import and analyze one target")
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                        help="analyze N targets in parallel processes (0: one per CPU)")
+    parser.add_argument("--config", metavar="PATH", help="a pyproject.toml to read [tool.archlint] from")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.set_defaults(select=None, extend_select=None, ignore=None, fail_on=None, confirm=False,
+                        device=None, skip_non_models=False)
+    return parser
+
+
 def run_sizes(argv: list[str]) -> int:
-    args = build_parser(prog="archlint sizes").parse_args(argv)
+    if any(a in ("--fix", "--diff", "--unsafe-fixes") for a in argv):
+        raise UsageError("--fix and --diff apply to 'archlint PATH', not to 'archlint sizes'")
+    args = sizes_parser().parse_args(argv)
+    _CONFIGS.clear()
     opts = options_from_args(args)
     check_selection(opts)
     report = lint_paths(args.paths or ["."], opts, args)

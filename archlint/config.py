@@ -8,17 +8,25 @@ Recognised keys in ``[tool.archlint]``::
     per-file-ignores = { "models/legacy_*.py" = ["hardcoded-flatten"] }
     fail-on = "warning"                              # error | warning | info
     input-shape = [1, 3, 224, 224]                   # or a list of shapes
-    models = ["models/unet.py", "models/resnet.py::resnet50"]   # for the pytest plugin
+    models = ["models/unet.py", "models/net.py::Net(width=64)"]   # which model, built how
+    pythonpath = ["src", "third_party"]             # import roots, as pytest's pythonpath
     sizes-range = [1, 4096]
+
+Each target uses the nearest pyproject.toml above it that has a ``[tool.archlint]`` table (as
+ruff does); paths in it are relative to that file's folder.
 """
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from archlint.suggest import did_you_mean
 
 
 class ConfigError(Exception):
@@ -40,6 +48,8 @@ class Options:
     confirm: bool = False
     device: str = "cpu"
     models: tuple[str, ...] = ()
+    #: Extra import roots (relative to the config file's folder), as pytest's ``pythonpath``.
+    pythonpath: tuple[str, ...] = ()
     #: Where the config came from, for messages.
     config_file: str | None = None
 
@@ -56,6 +66,26 @@ class Options:
                 for s in given["input_shapes"]
             )
         return replace(self, **given)
+
+    @property
+    def config_dir(self) -> Path | None:
+        return Path(self.config_file).resolve().parent if self.config_file else None
+
+    def import_roots(self) -> tuple[Path, ...]:
+        """``pythonpath`` as absolute folders."""
+        base = self.config_dir or Path.cwd()
+        return tuple((base / p).resolve() for p in self.pythonpath)
+
+    def models_for(self, path: str | Path) -> tuple[str, ...]:
+        """The model specs ``models`` gives for this file ("net.py::Net(width=64)" -> "Net(width=64)")."""
+        base = self.config_dir or Path.cwd()
+        here = os.path.realpath(path)
+        specs = []
+        for entry in self.models:
+            file, sep, spec = entry.partition("::")
+            if sep and spec and os.path.realpath(base / file) == here:
+                specs.append(spec)
+        return tuple(specs)
 
     def ignored_for(self, path: str | None) -> set[str]:
         out = set(self.ignore)
@@ -92,6 +122,60 @@ def check_shape(dims: tuple[int, ...], what: str) -> tuple[int, ...]:
     return dims
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model in a file, and its constructor arguments: ``Net``, ``Net(3, num_classes=10)``."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    called: bool = False  # written with parentheses: build it with exactly these arguments
+    text: str = ""
+
+
+def parse_model_spec(text: str, what: str = "--model") -> ModelSpec:
+    """``"Net(3, num_classes=10)"`` -> ModelSpec. Arguments must be literals: they are read with
+    :func:`ast.literal_eval`, never evaluated."""
+    usage = f"{what} {text!r}: expected NAME or NAME(literal arguments), like Net(3, num_classes=10)"
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ConfigError(usage) from None
+    call = tree if isinstance(tree, ast.Call) else None
+    name = _dotted_name(call.func if call else tree)
+    if name is None:
+        raise ConfigError(usage)
+    if call is None:
+        return ModelSpec(name, text=text.strip())
+    args, kwargs = [], []
+    for node in [*call.args, *call.keywords]:
+        value = node.value if isinstance(node, ast.keyword) else node
+        if isinstance(node, ast.Starred) or (isinstance(node, ast.keyword) and node.arg is None):
+            raise ConfigError(f"{what} {text!r}: *args and **kwargs cannot be given; "
+                              "write each argument out")
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise ConfigError(
+                f"{what} {text!r}: {ast.unparse(value)} is not a literal; arguments must be "
+                "numbers, strings, True/False/None, or tuples, lists and dicts of them"
+            ) from None
+        if isinstance(node, ast.keyword):
+            kwargs.append((node.arg, literal))
+        else:
+            args.append(literal)
+    return ModelSpec(name, tuple(args), tuple(kwargs), called=True, text=text.strip())
+
+
+def _dotted_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted_name(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
 def find_pyproject(start: Path) -> Path | None:
     start = start.resolve()
     for d in [start, *start.parents] if start.is_dir() else [start.parent, *start.parent.parents]:
@@ -99,6 +183,30 @@ def find_pyproject(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` that has a ``[tool.archlint]`` table
+    (ruff's rule: a pyproject.toml without the table does not stop the search)."""
+    start = start.resolve()
+    for d in [start, *start.parents] if start.is_dir() else [start.parent, *start.parent.parents]:
+        candidate = d / "pyproject.toml"
+        if candidate.is_file() and _has_archlint_table(candidate):
+            return candidate
+    return None
+
+
+def _has_archlint_table(pyproject: Path) -> bool:
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return True  # unreadable: load_config gives the reason
+    if "archlint" not in text:
+        return False
+    try:
+        return "archlint" in tomllib.loads(text).get("tool", {})
+    except tomllib.TOMLDecodeError:
+        return True  # broken: load_config gives the reason
 
 
 _KEYS = {
@@ -112,12 +220,13 @@ _KEYS = {
     "timeout": "timeout",
     "models": "models",
     "device": "device",
+    "pythonpath": "pythonpath",
 }
 
 
 def load_config(start: Path | None = None, path: Path | None = None) -> Options:
-    """Options from ``[tool.archlint]`` of the nearest pyproject.toml (or ``path``)."""
-    pyproject = path if path is not None else find_pyproject(start or Path.cwd())
+    """Options from ``[tool.archlint]`` of the nearest pyproject.toml that has one (or ``path``)."""
+    pyproject = path if path is not None else find_config(start or Path.cwd())
     if pyproject is None:
         return Options()
     try:
@@ -130,7 +239,8 @@ def load_config(start: Path | None = None, path: Path | None = None) -> Options:
     values: dict[str, Any] = {"config_file": str(pyproject)}
     for key, value in table.items():
         if key not in _KEYS:
-            raise ConfigError(f"{pyproject}: unknown key {key!r} in [tool.archlint]")
+            raise ConfigError(f"{pyproject}: unknown key {key!r} in [tool.archlint]"
+                              + did_you_mean(key, _KEYS, what="known keys"))
         values[_KEYS[key]] = _convert(_KEYS[key], value, f"{pyproject}: [tool.archlint] {key}")
     return Options(**values)
 
@@ -143,8 +253,15 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
 
 def _convert(name: str, value: Any, what: str) -> Any:
     """Check one ``[tool.archlint]`` value; ``what`` names it for the one-line error."""
-    if name in ("select", "extend_select", "ignore", "models"):
+    if name in ("select", "extend_select", "ignore", "pythonpath"):
         return _strings(value, what)
+    if name == "models":
+        entries = _strings(value, what)
+        for entry in entries:
+            file, sep, spec = entry.partition("::")
+            if sep:
+                parse_model_spec(spec, f"{what} entry {file}::")
+        return entries
     if name == "per_file_ignores":
         if not isinstance(value, dict):
             raise ConfigError(f"{what} must be a table of pattern = [ids]")

@@ -11,6 +11,8 @@ from archlint.graph import Location
 if TYPE_CHECKING:
     import networkx as nx
 
+    from archlint.fixes.model import Fix
+
 
 class Severity(str, Enum):
     INFO = "info"
@@ -39,6 +41,10 @@ class Finding:
     related: list[Location] = field(default_factory=list)
     #: Filled by confirm: {"status": "confirmed"|"refuted"|"not-checked", "detail": str}.
     confirmation: dict[str, str] | None = None
+    #: The rule's fix as data (edits + applicability), which ``--fix`` applies; see archlint.fixes.
+    autofix: "Fix | None" = None
+    #: What ``--fix`` did about it when it is still reported: why it was not fixed or rolled back.
+    fix_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +67,10 @@ class Finding:
             ]
         if self.confirmation is not None:
             out["confirmation"] = self.confirmation
+        if self.autofix is not None:
+            out["autofix"] = self.autofix.to_json()
+        if self.fix_note is not None:
+            out["fix_note"] = self.fix_note
         return out
 
 
@@ -84,6 +94,19 @@ class ModelReport:
     sizes_summary: str | None = None
     confirm: dict[str, Any] | None = None
 
+    def __repr__(self) -> str:
+        ops = "no graph" if self.graph is None else f"{self.graph.number_of_nodes()} ops"
+        parts = [f"target={self.target!r}", f"model={self.model!r}", f"frontend={self.frontend!r}",
+                 ops, f"findings={len(self.findings)}"]
+        if self.error is not None:
+            parts.append(f"error={self.error!r}")
+        if self.sizes_summary:
+            parts.append(f"sizes={self.sizes_summary!r}")
+        return f"ModelReport({', '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        return Report(models=[self])._repr_html_()
+
 
 @dataclass
 class Report:
@@ -96,6 +119,34 @@ class Report:
     @property
     def failed_targets(self) -> list[ModelReport]:
         return [m for m in self.models if m.error is not None]
+
+    def __repr__(self) -> str:
+        from collections import Counter
+
+        counts = Counter(f.severity.value for f in self.findings)
+        tally = ", ".join(f"{counts[s]} {s}" + ("s" if counts[s] != 1 and s != "info" else "")
+                          for s in ("error", "warning", "info") if counts[s])
+        lines = [f"Report({len(self.models)} model{'s' if len(self.models) != 1 else ''}, "
+                 f"{len(self.findings)} finding{'s' if len(self.findings) != 1 else ''}"
+                 + (f": {tally}" if tally else "") + ")"]
+        for m in self.models[:20]:
+            name = m.target + (f" ({m.model})" if m.model else "")
+            state = f"error: {m.error}" if m.error else f"{len(m.findings)} findings"
+            lines.append(f"  {name}: {state}")
+        if len(self.models) > 20:
+            lines.append(f"  ... and {len(self.models) - 20} more")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The HTML report inline in a notebook, isolated in an iframe (its styles and scripts
+        stay out of the notebook's page)."""
+        import html
+
+        from archlint.reporters.html import report_to_html
+
+        page = html.escape(report_to_html(self), quote=True)
+        return (f'<iframe srcdoc="{page}" style="width:100%;height:760px;border:1px solid #d0d7de" '
+                'title="archlint report"></iframe>')
 
     def exit_code(self, fail_on: str | Severity = Severity.WARNING) -> int:
         """2 if a target could not be analyzed, else 1 if a finding is at/above fail_on, else 0."""

@@ -57,6 +57,17 @@ OP_KINDS = frozenset(
         "pointwise",
         "pixel_shuffle",
         "pixel_unshuffle",
+        # token layouts (attrs.extra documents each; see archlint.passes.provenance)
+        "permute",  # extra["perm"]: output dim i is input dim perm[i] (transpose, movedim)
+        "matmul",  # A @ B over the last two dims; extra["weight"]: a parameter operand
+        "einsum",  # extra["equation"], extra["operands"]: "act" or a constant's shape each
+        "attention",  # SDPA / nn.MultiheadAttention: inputs q, k, v; extra["seq_dim"] of k
+        "softmax",  # attrs.axis: the dim it normalizes over
+        "reduce",  # mean/sum/amax over extra["dims"] (not all spatial axes), extra["keepdim"]
+        "index",  # x[0], x[:, 0], x[:, 1:]: extra["index"] per dim
+        "expand",  # broadcast size-1 dims (Tensor.expand)
+        "roll",  # extra["shifts"], extra["dims"]: a cyclic shift
+        "split",  # chunk/split/unbind along extra["split_dim"] (a dim past channels)
         "output",
         "unknown",
     }
@@ -126,6 +137,9 @@ class Attrs:
     slices: tuple[tuple[int | None, int | None, int], ...] | None = None
     #: pixel_shuffle / pixel_unshuffle / DepthToSpace factor.
     factor: int | None = None
+    #: token layouts: a constant operand (parameter or buffer) of an elementwise op or concat,
+    #: as ``extra["constant"] = {"name", "shape", "adapts", "slot"}`` (set by the frontends;
+    #: ``adapts`` is True when it is resized from an activation's size at run time).
     #: anything else a rule may want for its message (frontend-specific, documented where set).
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

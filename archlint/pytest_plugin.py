@@ -82,7 +82,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:  # unknown marker arguments stop the run before anything runs
         marker_options(item)
     if config.getoption("archlint", default=False):
-        items.extend(_model_items(session, config))
+        model_items = _model_items(session, config)
+        items.extend(model_items)
+        if model_items:
+            # Items added here were not collected by a collector: report them as collected,
+            # so "collected N items" and `--co` count them (the terminal counts collect reports).
+            report = pytest.CollectReport(model_items[0].parent.nodeid, "passed", None,
+                                          result=model_items)
+            config.hook.pytest_collectreport(report=report)
 
 
 class ArchlintFixture:

@@ -63,7 +63,10 @@ def select_rules(
 
     for sel in [*(select or []), *(ignore or []), *(extend_select or [])]:
         if not any(matches(r, sel) for r in rules):
-            raise ValueError(f"unknown rule selector {sel!r} (see 'archlint rules')")
+            from archlint.suggest import did_you_mean
+
+            hint = did_you_mean(sel, [n for r in rules for n in (r.id, r.code)])
+            raise ValueError(f"unknown rule selector {sel!r}{hint} (see 'archlint rules')")
     if select:
         chosen = [r for r in rules if any(matches(r, s) for s in select)]
     else:

@@ -31,6 +31,8 @@ from archlint.graph import Location, ops
 if TYPE_CHECKING:
     import networkx as nx
 
+    from archlint.fixes.model import Fix
+
 DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "References")
 
 
@@ -128,6 +130,7 @@ class RuleContext:
         severity: str | Severity | None = None,
         sizes: str | None = None,
         related: Iterable[Location] = (),
+        autofix: "Fix | None" = None,
     ) -> Finding:
         """A finding of the running rule, located at a node's location (or a given Location)."""
         assert self.rule is not None, "finding() is only valid while a rule runs"
@@ -145,4 +148,5 @@ class RuleContext:
             fix=fix,
             sizes=sizes,
             related=list(related),
+            autofix=autofix,
         )

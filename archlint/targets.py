@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 MODEL_SUFFIXES = (".py", ".onnx")
 #: Folder names never worth walking into.
@@ -35,6 +37,8 @@ class Unusable:
 class Expansion:
     files: list[Path] = field(default_factory=list)
     problems: list[Unusable] = field(default_factory=list)
+    #: The files named one by one (not found by a folder walk or a glob).
+    named: set[Path] = field(default_factory=set)
 
 
 def expand_targets(args: list[str], *, skip_non_models: bool = False) -> Expansion:
@@ -67,6 +71,7 @@ def expand_targets(args: list[str], *, skip_non_models: bool = False) -> Expansi
                 if not skip_non_models:
                     out.problems.append(Unusable(arg, "not a .py or .onnx file"))
                 continue
+            out.named.add(path)
             add(path)
         elif path.is_symlink():
             out.problems.append(Unusable(arg, "broken symbolic link (or a symlink loop)"))
@@ -75,6 +80,39 @@ def expand_targets(args: list[str], *, skip_non_models: bool = False) -> Expansi
         else:
             out.problems.append(Unusable(arg, "no such file or directory"))
     return out
+
+
+def building_block_files(files: list[Path], named: set[Path], *, pre_commit: bool,
+                         named_models: Callable[[Path], bool]) -> set[Path]:
+    """The ``.py`` files that hold only building blocks (every model class needs constructor
+    arguments, nothing builds one at import) and are not to be linted as models: under
+    pre-commit, every such file (its users are linted when they change); in a folder walk or a
+    glob, those with a class that another file of the run names (``from layers import Block``).
+    A file named on the command line, or whose models ``named_models`` says the config names,
+    is always linted."""
+    from archlint.frontends.source import building_block_classes
+
+    texts: dict[Path, str] = {}
+    for f in files:
+        if f.suffix.lower() == ".py":
+            try:
+                texts[f] = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                pass
+    blocks = {}
+    for f, text in texts.items():
+        if (f in named and not pre_commit) or named_models(f):
+            continue
+        names = building_block_classes(text)
+        if names:
+            blocks[f] = names
+    if pre_commit:
+        return set(blocks)
+    return {
+        f for f, names in blocks.items()
+        if any(re.search(rf"\b{re.escape(n)}\b", t) for n in names
+               for g, t in texts.items() if g != f)
+    }
 
 
 def _exists(path: Path) -> bool:

@@ -19,6 +19,7 @@ self.pool = nn.AvgPool2d(3, stride=1, padding=1)    # count_include_pad=True by 
 ```python
 self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
 ```
+`archlint --fix` makes this edit (a safe fix).
 
 ## References
 - PyTorch docs, `nn.AvgPool2d`: `count_include_pad`.
@@ -29,8 +30,14 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from archlint.fixes import Applicability, call_fix
 from archlint.rule import rule
 from archlint_rules._topology import fmt_size, spatial_in, windows
+
+
+#: ``--fix`` passes count_include_pad=False at the pool's construction call. Safe: no shape and no
+#: parameter changes; only the border values, which the PyTorch docs' option exists to correct.
+FIX_APPLICABILITY = Applicability.SAFE
 
 
 def first_window_share(n: int, kernel: int, pad_begin: int) -> Fraction:
@@ -70,4 +77,5 @@ def avgpool_count_include_pad(ctx):
             f"padding zeros: its corner output averages {real} real pixels over {window} "
             f"(x{float(corner):.2f}), so the border is dimmed",
             fix="pass count_include_pad=False to divide by the real pixels only",
+            autofix=call_fix(ctx.node(name), {"count_include_pad": False}, FIX_APPLICABILITY),
         )

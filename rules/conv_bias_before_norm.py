@@ -19,6 +19,7 @@ self.bn = nn.BatchNorm2d(128)
 self.conv = nn.Conv2d(64, 128, 3, padding=1, bias=False)
 self.bn = nn.BatchNorm2d(128)
 ```
+`archlint --fix` makes this edit (a safe fix).
 
 ## References
 - Ioffe & Szegedy, "Batch Normalization", ICML 2015, section 3.2: the bias "can be ignored
@@ -27,11 +28,17 @@ self.bn = nn.BatchNorm2d(128)
 
 from __future__ import annotations
 
+from archlint.fixes import Applicability, call_fix
 from archlint.rule import rule
 from archlint_rules._topology import layer_name
 
 #: Norms that subtract a per-channel mean (the ONNX op types and torch class names).
 CHANNEL_MEAN_NORMS = ("batchnorm", "instancenorm", "batchnormalization", "instancenormalization")
+
+
+#: ``--fix`` passes bias=False at the conv's construction call. Safe: every output keeps its shape,
+#: and the bias it drops is cancelled by the norm.
+FIX_APPLICABILITY = Applicability.SAFE
 
 
 def subtracts_channel_mean(node: dict) -> bool:
@@ -61,4 +68,5 @@ def conv_bias_before_norm(ctx):
             f"({g.nodes[norm]['origin']}) subtracts each channel's mean, cancelling it",
             fix="pass bias=False (the norm's own shift provides the offset)",
             related=[g.nodes[norm]["location"]],
+            autofix=call_fix(ctx.node(name), {"bias": False}, FIX_APPLICABILITY),
         )

@@ -21,6 +21,8 @@ self.conv3 = nn.Conv2d(64, 64, 3, padding=1, dilation=2)   # 64x64 -> 62x62
 ```python
 self.conv3 = nn.Conv2d(64, 64, 3, padding=2, dilation=2)   # padding = dilation * (k - 1) / 2
 ```
+`archlint --fix --unsafe-fixes` makes this edit when dilation * (k - 1) is even (unsafe: the
+output size changes).
 
 ## References
 - Yu & Koltun, "Multi-Scale Context Aggregation by Dilated Convolutions", ICLR 2016.
@@ -29,6 +31,7 @@ self.conv3 = nn.Conv2d(64, 64, 3, padding=2, dilation=2)   # padding = dilation 
 
 from __future__ import annotations
 
+from archlint.fixes import Applicability, call_fix, per_axis
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_axes,
@@ -42,6 +45,11 @@ from archlint_rules._topology import (
     spatial_out,
     windows,
 )
+
+
+#: ``--fix --unsafe-fixes`` sets padding = dilation * (kernel_size - 1) / 2 at the conv's
+#: construction call. Unsafe: the output size changes (to the size its neighbours keep).
+FIX_APPLICABILITY = Applicability.UNSAFE
 
 
 @rule(
@@ -91,8 +99,17 @@ def dilation_padding_mismatch(ctx):
             name,
             message,
             fix=_fix(axes),
+            autofix=_autofix(ctx.node(name), axes),
             related=[g.nodes[n]["location"] for n in (*keepers, *merges)],
         )
+
+
+def _autofix(node, axes):
+    totals = [kernel_extent(k, d) - 1 for k, _, d, _ in axes]
+    if any(t % 2 for t in totals):
+        return None  # no symmetric padding keeps the size: a choice for the author
+    return call_fix(node, {"padding": per_axis([t // 2 for t in totals])}, FIX_APPLICABILITY,
+                    reads=("kernel_size", "dilation"))
 
 
 def _fix(axes) -> str:

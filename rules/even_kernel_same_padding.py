@@ -23,6 +23,7 @@ self.conv = nn.Conv2d(64, 64, kernel_size=3, padding=1)          # odd kernel
 self.conv = nn.Conv2d(64, 64, kernel_size=4, padding="same")     # PyTorch pads 1 + 2
 # or keep padding=0 and pad explicitly: F.pad(x, (1, 2, 1, 2))
 ```
+`archlint --fix --unsafe-fixes` makes the first edit (unsafe: the weights change shape).
 
 ## References
 - PyTorch docs, `nn.Conv2d`: `padding='same'` pads asymmetrically when the total is odd.
@@ -31,6 +32,7 @@ self.conv = nn.Conv2d(64, 64, kernel_size=4, padding="same")     # PyTorch pads 
 
 from __future__ import annotations
 
+from archlint.fixes import Applicability, call_fix, per_axis
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_axes,
@@ -52,6 +54,12 @@ def size_change(kernel: int, dilation: int, pad_begin: int, pad_end: int) -> int
         return None
     change = 2 * pad_begin - span
     return change if change in (1, -1) else None
+
+
+#: ``--fix --unsafe-fixes`` sets the odd kernel (one tap more if the map grows, one less if it
+#: shrinks) and its symmetric padding at the conv's construction call. Unsafe: the weight tensor
+#: changes shape (a checkpoint no longer loads) and the output size changes.
+FIX_APPLICABILITY = Applicability.UNSAFE
 
 
 @rule(
@@ -100,14 +108,26 @@ def even_kernel_same_padding(ctx):
             name,
             message,
             fix=_fix(axes, changes),
+            autofix=_autofix(ctx.node(name), axes, changes),
             related=[g.nodes[n]["location"] for n in context],
         )
 
 
-def _fix(axes, changes) -> str:
+def _odd_kernel(axes, changes) -> tuple[list[int], list[int]]:
+    """Per axis, the odd kernel that keeps the size and its symmetric padding."""
     # Growing by one: one tap more keeps the padding right; shrinking: one tap less.
     odd = [k if c is None else k + 1 if c > 0 else k - 1 for (k, *_), c in zip(axes, changes)]
-    odd_pad = [(kernel_extent(k, d) - 1) // 2 for k, (_, _, d, _) in zip(odd, axes)]
+    return odd, [(kernel_extent(k, d) - 1) // 2 for k, (_, _, d, _) in zip(odd, axes)]
+
+
+def _autofix(node, axes, changes):
+    odd, odd_pad = _odd_kernel(axes, changes)
+    return call_fix(node, {"kernel_size": per_axis(odd), "padding": per_axis(odd_pad)},
+                    FIX_APPLICABILITY, reads=("dilation",))
+
+
+def _fix(axes, changes) -> str:
+    odd, odd_pad = _odd_kernel(axes, changes)
     pairs = []
     for k, _, d, _ in reversed(axes):  # F.pad lists the last axis first
         span = kernel_extent(k, d) - 1

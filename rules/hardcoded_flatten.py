@@ -9,6 +9,13 @@ pool fixes the grid first (VGG's `AdaptiveAvgPool2d((7, 7))` + `Linear(512 * 7 *
 `x.view(-1, N)` with a constant `N` is an error: at any other resolution it does not raise when
 the element count happens to divide, it silently changes the batch size instead.
 
+It reads the axis provenance, so it follows positions through any layout: it also fires on a
+Linear (or `x @ self.weight`) over a dimension of tokens, such as MLP-Mixer's token-mixing
+`Linear(196)` behind a transpose, and on a reshape to a literal size that lands on a dimension of
+positions (`x.view(1, 196, C)`). It stays quiet when the weight spans channels, attention heads
+(`(B, h, N, d).transpose(1, 2).reshape(B, N, C)`) or the offsets inside a window, which do not
+change with the input size.
+
 ## Why is this bad?
 The model works at the one size it was written for and fails at every other one, usually far
 from the line that causes it ("mat1 and mat2 shapes cannot be multiplied"). With
@@ -30,6 +37,8 @@ x = torch.flatten(self.pool(self.features(x)), 1)
 
 ## References
 - PyTorch docs, `nn.AdaptiveAvgPool2d` and `torch.flatten`.
+- Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", 2021 (token-mixing MLPs
+  fix the number of patches).
 - torchvision's VGG/AlexNet heads (adaptive pooling before the classifier), and Lin et al.,
   "Network In Network", 2013 (global average pooling instead of a fixed-size dense head).
 """
@@ -42,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archlint.graph import output_shape
+from archlint.passes.provenance import describe, grows
 from archlint.rule import rule
 from archlint_rules._topology import layer_behind, layer_name, size_sweep
 
@@ -145,6 +155,47 @@ def batch_changing_view(g, fold: Fold) -> bool:
     )
 
 
+def _consumes_positions(g, node: str) -> bool | None:
+    """Does the weight of this Linear / matmul span a dim whose size follows the input size?
+    None when the provenance is unknown."""
+    inputs = g.nodes[node]["inputs"]
+    dims = g.nodes[inputs[0]].get("provenance") if inputs else None
+    if dims is None or not dims:
+        return None
+    return grows(dims[-1])
+
+
+def _weight_layers(ctx):
+    """Linear layers, and matmuls with a parameter on the right (``x @ self.weight``)."""
+    for name in ctx.nodes("linear"):
+        yield name
+    for name in ctx.nodes("matmul"):
+        weight = ctx.node(name)["attrs"].extra.get("weight")
+        if weight is not None and weight.get("slot") == 1:
+            yield name
+
+
+def fixed_reshapes(g):
+    """(reshape node, output dim) where a constant target entry holds a dim whose size follows
+    the input size: the reshape works at one resolution only."""
+    from archlint.graph import ops
+
+    if g.graph.get("frontend") != "torch" or g.graph.get("graph_module") is None:
+        # ONNX exports and eager captures see every size as a number: no sign of what the
+        # author wrote (x.shape[1] or a literal)
+        return
+    for name in ops(g):
+        data = g.nodes[name]
+        target = data["attrs"].target_shape
+        dims = data.get("provenance")
+        if data["op"] != "reshape" or target is None or dims is None or len(target) != len(dims):
+            continue
+        for i, (entry, dim) in enumerate(zip(target, dims)):
+            if isinstance(entry, int) and entry > 0 and grows(dim):
+                yield name, i
+                break
+
+
 @rule(
     id="hardcoded-flatten",
     code="AL103",
@@ -154,10 +205,17 @@ def batch_changing_view(g, fold: Fold) -> bool:
 def hardcoded_flatten(ctx):
     g = ctx.graph
     reported = set()
-    for linear in ctx.nodes("linear"):
+    for linear in _weight_layers(ctx):
         if ctx.node(linear)["error"] is not None:
             continue  # fails at the example input: shape-propagation-error says so
+        spans_positions = _consumes_positions(g, linear)
+        if spans_positions is False:
+            continue  # its weight spans channels or window offsets: any resolution works
         fold = fold_feeding(g, linear)
+        if fold is None and spans_positions:
+            reported.add(linear)
+            yield _token_finding(ctx, linear)
+            continue
         if fold is None or fold.node in reported:
             continue
         if grid_fixed(g, fold):
@@ -174,6 +232,51 @@ def hardcoded_flatten(ctx):
             sizes=f"the features match in_features at {locked}" if locked else None,
             related=[ctx.node(linear)["location"]],
         )
+    for node, i in fixed_reshapes(g):
+        folds = {n for n in reported}
+        if node in folds or ctx.node(node)["error"] is not None:
+            continue
+        reported.add(node)
+        yield _reshape_finding(ctx, node, i)
+
+
+def _token_finding(ctx, layer: str):
+    """A Linear (or matmul weight) over a dim of positions: MLP-Mixer's token mixing."""
+    g = ctx.graph
+    src = g.nodes[layer]["inputs"][0]
+    dim = g.nodes[src]["provenance"][-1]
+    node = g.nodes[layer]
+    width = node["attrs"].in_features or dim.size
+    return ctx.finding(
+        layer,
+        f"{node['origin'] or node['op']} {_name(g, layer)} mixes the last dim of its input, "
+        f"which holds {dim.size} spatial positions ({describe(dim)} of "
+        f"{_name(g, _grid_source(g, dim))}); its weight has {width} inputs, so the model runs "
+        "only at the input size that gives exactly that many positions",
+        fix="mix positions with something that follows the grid: pool to a fixed grid "
+        "first (nn.AdaptiveAvgPool2d), or use attention / a convolution over the positions; "
+        "if a fixed size is intended, resize every input to it",
+    )
+
+
+def _grid_source(g, dim) -> str:
+    maps = [d.map for d in dim.spatial if d.map in g]
+    return maps[0] if maps else next(iter(g.nodes))
+
+
+def _reshape_finding(ctx, node: str, i: int):
+    g = ctx.graph
+    data = g.nodes[node]
+    dim = data["provenance"][i]
+    target = data["attrs"].target_shape
+    return ctx.finding(
+        node,
+        f"{data['origin'] or data['op']} to the fixed shape {tuple(target)} puts {target[i]} in "
+        f"dim {i}, which holds spatial positions ({describe(dim)}); at any other input size "
+        "the element count differs and the reshape fails or regroups the wrong values",
+        fix="compute the sizes from the tensor (B, N, C = x.shape; x.view(B, N, C)) or use -1 "
+        "for the dim of positions",
+    )
 
 
 def _locked_to(g, fold: Fold, in_features: int) -> str | None:

@@ -23,6 +23,8 @@ self.down = nn.Conv2d(64, 128, kernel_size=3, stride=2, padding=1)
 # or, keeping a 1x1 projection, pool first (ResNet-D):
 self.down = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(64, 128, kernel_size=1))
 ```
+`archlint --fix --unsafe-fixes` makes the first edit (unsafe: the weights change shape); for a
+pool, it sets kernel_size to the stride.
 
 ## References
 - He et al., "Bag of Tricks for Image Classification with Convolutional Neural Networks", 2019
@@ -37,6 +39,7 @@ from fractions import Fraction
 import networkx as nx
 
 from archlint.graph import ELEMENTWISE_MERGES
+from archlint.fixes import Applicability, call_fix, per_axis
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_axes,
@@ -48,6 +51,11 @@ from archlint_rules._topology import (
 )
 
 WINDOW_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
+#: ``--fix --unsafe-fixes`` sets a kernel that covers the stride at the layer's construction call
+#: (a conv: kernel_size = stride + 1 for an even stride, with the padding that keeps the output
+#: size; a pool: kernel_size = stride). Unsafe: the weights change shape, a pool's output may lose
+#: a row at odd sizes.
+FIX_APPLICABILITY = Applicability.UNSAFE
 
 
 @rule(
@@ -81,6 +89,19 @@ def kernel_smaller_than_stride(ctx):
             f"{_percent(skipped)} of the input pixels never reach the output"
         )
         residual = _residual_block_of(g, name)
+        if residual is None:
+            sibling = _sibling_reader(g, name)
+            if sibling is not None:
+                yield ctx.finding(
+                    name,
+                    f"{message} on this branch, but another branch merged with it reads them "
+                    f"({layer_name(g, sibling)})",
+                    fix="if it matters, pool before it: "
+                    f"nn.AvgPool2d({stride}), then a stride-1 layer",
+                    severity="info",
+                    related=[g.nodes[sibling]["location"]],
+                )
+                continue
         if residual is not None:
             reader = _full_reader(g, residual)
             beside = (
@@ -100,7 +121,8 @@ def kernel_smaller_than_stride(ctx):
             )
             continue
         strides = [s for _, s, _, _ in axes]
-        yield ctx.finding(name, message, fix=_fix(ctx.node(name)["op"], strides))
+        yield ctx.finding(name, message, fix=_fix(ctx.node(name)["op"], strides),
+                          autofix=_autofix(ctx.node(name), axes))
 
 
 def _residual_block_of(g, name: str) -> tuple[str, str, str] | None:
@@ -124,6 +146,49 @@ def _residual_block_of(g, name: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _sibling_reader(g, name: str) -> str | None:
+    """A layer on another branch from the same input that reads every pixel, whose output meets
+    this one's downstream (a pre-activation shortcut, a ``torch.stack(...).sum(0)`` merge)."""
+    node = g.nodes[name]
+    if not node["inputs"]:
+        return None
+    fork = node["inputs"][0]
+    after = nx.descendants(g, name)
+    if not after:
+        return None
+    # the fork itself, and what it was computed from through size-keeping ops (pre-activation)
+    sources = {fork}
+    current = fork
+    while g.nodes[current]["op"] in ("pointwise", "norm") and g.nodes[current]["inputs"]:
+        current = g.nodes[current]["inputs"][0]
+        sources.add(current)
+    for candidate in sorted(set().union(*(nx.descendants(g, s) for s in sources)) - after - {name},
+                            key=list(g.nodes).index):
+        if g.nodes[candidate]["op"] not in WINDOW_OPS:
+            continue
+        axes = windows(g.nodes[candidate]["attrs"])
+        if not axes or any(read_fraction(k, s, d) != 1 for k, s, d, _ in axes):
+            continue
+        if spatial_out(g, candidate) is None or g.nodes[candidate]["inputs"][0] not in (
+                sources | nx.descendants(g, fork)):
+            continue
+        meet = after & nx.descendants(g, candidate)
+        if meet and _sums(g, min(meet, key=list(g.nodes).index)):
+            return candidate
+    return None
+
+
+def _sums(g, node: str) -> bool:
+    """The branches meet in a sum (``a + b``, or ``torch.stack([a, b]).sum(0)``): every pixel one
+    of them reads reaches each output value. A concat keeps the branches' channels apart."""
+    data = g.nodes[node]
+    if data["op"] in ELEMENTWISE_MERGES:
+        return True
+    if data["op"] == "unknown" and data["origin"].endswith("stack"):
+        return any(g.nodes[c]["op"] == "reduce" for c in g.successors(node))
+    return False
+
+
 def _full_reader(g, residual: tuple[str, str, str]) -> str | None:
     """On the other branch (fork -> other operand), a strided window that reads every pixel."""
     fork, _, other = residual
@@ -138,11 +203,30 @@ def _full_reader(g, residual: tuple[str, str, str]) -> str | None:
     return None
 
 
+def _autofix(node, axes):
+    strides = [s for _, s, _, _ in axes]
+    if node["op"] != "conv":
+        return call_fix(node, {"kernel_size": per_axis(strides)}, FIX_APPLICABILITY,
+                        reads=("stride",))
+    kernel, padding = _covering_kernel(strides)
+    arguments = {"kernel_size": per_axis(kernel), "padding": per_axis(padding)}
+    if any(d != 1 for _, _, d, _ in axes):
+        arguments["dilation"] = 1  # the kernel is sized for adjacent taps
+    return call_fix(node, arguments, FIX_APPLICABILITY, reads=("stride",))
+
+
+def _covering_kernel(strides: list[int]) -> tuple[list[int], list[int]]:
+    """The smallest odd kernel >= stride, and the padding that keeps a 1x1 conv's output size."""
+    kernel = [s + 1 if s % 2 == 0 else s for s in strides]
+    padding = [(s + 1) // 2 if s % 2 == 0 else (s - 1) // 2 for s in strides]
+    return kernel, padding
+
+
 def _fix(op: str, strides: list[int]) -> str:
     stride = fmt_axes(strides)
     if op == "conv":
-        kernel = fmt_axes([s + 1 if s % 2 == 0 else s for s in strides])
-        padding = fmt_axes([(s + 1) // 2 if s % 2 == 0 else (s - 1) // 2 for s in strides])
+        kernel_axes, padding_axes = _covering_kernel(strides)
+        kernel, padding = fmt_axes(kernel_axes), fmt_axes(padding_axes)
         return (
             f"use kernel_size >= stride, e.g. kernel_size={kernel}, stride={stride}, "
             f"padding={padding}; or pool first (nn.AvgPool2d({stride})) and use a stride-1 conv"

@@ -25,6 +25,8 @@ self.up = nn.ConvTranspose2d(64, 32, kernel_size=4, stride=2, padding=1)   # k =
 # or resize, then convolve:
 self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(64, 32, 3, padding=1))
 ```
+`archlint --fix --unsafe-fixes` makes the first edit with the output size kept (unsafe: the
+weights change shape).
 
 ## References
 - Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill, 2016.
@@ -34,6 +36,7 @@ self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(
 from __future__ import annotations
 
 from archlint.graph import output_shape, spatial
+from archlint.fixes import Applicability, call_fix, per_axis
 from archlint.rule import rule
 
 
@@ -61,6 +64,12 @@ def _axes_of(attrs) -> list[tuple[int, int, int, int, int]]:
     return [(k, s, d, pb, op) for k, s, d, (pb, _), op in zip(attrs.kernel, stride, dilation, padding, out_pad)]
 
 
+#: ``--fix --unsafe-fixes`` sets an even-overlap kernel_size, padding and output_padding (the
+#: same output size at the example input) at the layer's construction call. Unsafe: the weights
+#: change shape.
+FIX_APPLICABILITY = Applicability.UNSAFE
+
+
 @rule(
     id="kernel-stride-checkerboard",
     code="AL102",
@@ -81,6 +90,7 @@ def kernel_stride_checkerboard(ctx):
             name,
             _message(node, axes, patterns, holes),
             fix=_fix(ctx.graph, name, axes),
+            autofix=_autofix(ctx.graph, name, axes),
             severity="error" if holes else None,
         )
 
@@ -122,15 +132,34 @@ def _grid_range(patterns) -> tuple[int, int] | None:
 RESIZE_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
-def _fix(g, name: str, axes) -> str:
+def _even_axes(g, name: str, axes):
+    """Per axis, the even-overlap (kernel, padding, output_padding), None where none is found."""
     inputs = g.nodes[name]["inputs"]
     size_in = spatial(output_shape(g, inputs[0])) if inputs else None
     size_out = spatial(output_shape(g, name))
     unknown = [None] * len(axes)
-    even = [
+    return [
         _even_geometry(k, s, d, pb, op, n, out)
         for (k, s, d, pb, op), n, out in zip(axes, size_in or unknown, size_out or unknown)
     ]
+
+
+def _autofix(g, name: str, axes):
+    even = _even_axes(g, name, axes)
+    if any(e is None for e in even) or spatial(output_shape(g, name)) is None:
+        return None  # without the sizes, the output size is not known to stay
+    kernel, padding, out_pad = zip(*even)
+    arguments = {"kernel_size": per_axis(kernel), "padding": per_axis(padding)}
+    if any(out_pad) or any(op for *_, op in axes):
+        arguments["output_padding"] = per_axis(out_pad)
+    if any(d != 1 for _, _, d, _, _ in axes):
+        arguments["dilation"] = 1  # the even geometry is for adjacent taps
+    return call_fix(g.nodes[name], arguments, FIX_APPLICABILITY, reads=("stride",))
+
+
+def _fix(g, name: str, axes) -> str:
+    size_out = spatial(output_shape(g, name))
+    even = _even_axes(g, name, axes)
     strides = [s for _, s, *_ in axes]
     mode = RESIZE_MODES.get(len(axes), "nearest")
     resize = (
@@ -143,6 +172,8 @@ def _fix(g, name: str, axes) -> str:
     text = f"use kernel_size={_arg(kernel)}, stride={_arg(strides)}, padding={_arg(padding)}"
     if any(out_pad):
         text += f", output_padding={_arg(out_pad)}"
+    if any(d != 1 for _, _, d, _, _ in axes):
+        text += ", dilation=1"
     if size_out is not None:
         text += f" (same {'x'.join(map(str, size_out))} output)"
     return f"{text}, {resize}"

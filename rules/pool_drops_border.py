@@ -24,6 +24,8 @@ self.pool = nn.MaxPool2d(3, stride=2, padding=1)     # windows reach both edges
 self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 # or choose an input size at which the windows tile the map
 ```
+`archlint --fix --unsafe-fixes` makes the `ceil_mode=True` edit (unsafe: the output grows by one
+row and column at this size).
 
 ## References
 - PyTorch docs, `nn.MaxPool2d`: output size with `ceil_mode=False` rounds down.
@@ -31,6 +33,7 @@ self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
 from __future__ import annotations
 
+from archlint.fixes import Applicability, call_fix
 from archlint.rule import rule
 import numpy as np
 
@@ -58,6 +61,11 @@ def dropped_trailing(
         return 0
     left_over = (padded - extent) % stride
     return max(0, left_over - pad_end)
+
+
+#: ``--fix --unsafe-fixes`` passes ceil_mode=True at the pool's construction call, so a last,
+#: partial window reaches the edge. Unsafe: the output grows by one on those axes.
+FIX_APPLICABILITY = Applicability.UNSAFE
 
 
 @rule(
@@ -98,6 +106,7 @@ def pool_drops_border(ctx):
             fix="use ceil_mode=True, or padding so the windows reach the edge, or an input size at "
             "which the windows tile the map",
             sizes=_sizes(g, name, axes),
+            autofix=call_fix(ctx.node(name), {"ceil_mode": True}, FIX_APPLICABILITY),
         )
 
 

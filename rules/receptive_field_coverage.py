@@ -47,20 +47,48 @@ from archlint_rules._topology import (
 )
 
 def last_spatial_map(g) -> str | None:
-    """The map the head reads: the last node (in topological order) whose output has spatial
-    axes with a known receptive field. Globally pooled data (``rf_global``: a global pool, an
-    SE gate) has no local field and is passed over; so is everything after a flatten."""
+    """The map the head reads: the last node (in topological order) that still holds spatial
+    positions (an NC* map, or tokens, whatever the layout: see the axis provenance) with a
+    known or attention-global receptive field. Globally pooled data (``rf_global`` without a
+    token-mixing cause: a global pool, an SE gate) has no local field and is passed over."""
     from archlint.graph import ops
 
     last = None
     for name in ops(g):
         node = g.nodes[name]
         rf = node.get("rf")
-        if node["op"] in ("input", "output") or node.get("rf_global") or not rf:
+        if node["op"] in ("input", "output") or not rf:
             continue
-        if spatial_out(g, name) is not None and all(r is not None for r in rf):
+        if node.get("rf_global") and not node.get("rf_global_cause"):
+            continue
+        if not _holds_positions(g, name):
+            continue
+        flags = node.get("rf_global_axes") or ()
+        if all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf)):
             last = name
     return last
+
+
+def _holds_positions(g, name: str) -> bool:
+    dims = g.nodes[name].get("provenance")
+    if dims is None:
+        return spatial_out(g, name) is not None
+    return any(d.spatial for d in dims)
+
+
+def map_grid(g, name: str) -> tuple[int, ...] | None:
+    """Positions per input axis of the map a node holds (14x14 for 196 ViT tokens)."""
+    dims = g.nodes[name].get("provenance")
+    if dims is None:
+        return spatial_out(g, name)
+    sizes: dict[int, int] = {}
+    seen = set()
+    for dim in dims:
+        for d in dim.spatial:
+            if (d.map, d.axis, d.size, d.step) not in seen:
+                seen.add((d.map, d.axis, d.size, d.step))
+                sizes[d.axis] = sizes.get(d.axis, 1) * d.size
+    return tuple(sizes[a] for a in sorted(sizes)) or None
 
 
 def feeds_image_level_head(g, name: str) -> bool:
@@ -87,9 +115,14 @@ def receptive_field_coverage(ctx):
     if size_in is None or last is None or not feeds_image_level_head(g, last):
         return
     rf = ctx.node(last).get("rf")
-    if not rf or any(r is None for r in rf) or len(rf) != len(size_in):
+    flags = ctx.node(last).get("rf_global_axes") or (False,) * len(rf or ())
+    if not rf or len(rf) != len(size_in):
         return
-    fields = [int(r.size) for r in rf]
+    if all(flags):
+        return  # attention made every value read the whole input
+    if any(r is None and not f for r, f in zip(rf, flags)):
+        return
+    fields = [n if f else int(r.size) for r, f, n in zip(rf, flags, size_in)]
     if all(f >= n for f, n in zip(fields, size_in)):
         return
     shares = " x ".join(f"{min(f, n) / n:.0%}" for f, n in zip(fields, size_in))
@@ -97,7 +130,7 @@ def receptive_field_coverage(ctx):
     yield ctx.finding(
         anchor,
         f"each pixel of the map the head reads ({producer_name(g, last)}, "
-        f"{fmt_size(spatial_out(g, last))}) sees at most {fmt_size(fields)} input pixels: "
+        f"{fmt_size(map_grid(g, last) or ())}) sees at most {fmt_size(fields)} input pixels: "
         f"{shares} of the {fmt_size(size_in)} input",
         fix=f"if the task needs whole-image context: add strided or dilated stages (or depth) "
         f"until the field reaches {fmt_size(size_in)}, or add global context (attention) "

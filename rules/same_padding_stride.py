@@ -27,6 +27,8 @@ self.down = nn.Conv2d(64, 128, kernel_size=3, stride=2, padding="same")   # Valu
 self.down = nn.Conv2d(64, 128, kernel_size=3, stride=2, padding=1)   # ceil(n / 2), symmetric
 # exact TensorFlow SAME on even inputs: x = F.pad(x, (0, 1, 0, 1)); conv with padding=0
 ```
+`archlint --fix --unsafe-fixes` makes the first edit on `nn.Conv*d` calls whose kernel, stride and
+dilation are literals (unsafe: symmetric, where TensorFlow's SAME pads one more pixel at the end).
 
 ## References
 - PyTorch docs, `nn.Conv2d`: "padding='same' doesn't support any stride values other than 1".
@@ -40,6 +42,7 @@ import ast
 from dataclasses import dataclass
 
 from archlint.graph import Location, output_shape, spatial
+from archlint.fixes import Applicability, per_axis, source_fix
 from archlint.rule import rule
 
 #: Positions of stride, padding, kernel_size, dilation in the positional signature.
@@ -49,6 +52,10 @@ SIGNATURES = {
     **{f"conv{n}d": {"weight": 1, "stride": 3, "padding": 4, "dilation": 5} for n in (1, 2, 3)},
 }
 WINDOWED = ("conv", "max_pool", "avg_pool", "lp_pool")
+#: ``--fix --unsafe-fixes`` replaces padding='same' with the explicit padding at the layer's
+#: construction call. Unsafe: symmetric padding, where TensorFlow's SAME pads one more pixel at
+#: the end when the span is odd, so ported weights see a shifted map.
+FIX_APPLICABILITY = Applicability.UNSAFE
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ def same_padding_stride(ctx):
             Location(str(ctx.source.path), found.call.lineno, found.scope),
             _message(found),
             fix=_fix(found),
+            autofix=_autofix(found, Location(str(ctx.source.path), found.call.lineno, found.scope)),
         )
 
 
@@ -275,6 +283,24 @@ def _message(found: StridedSame) -> str:
     )
 
 
+def _autofix(found: StridedSame, location: Location):
+    pads = _explicit_padding(found)
+    if pads is None or not found.callee[0].isupper():  # F.conv2d: the kernel is in a tensor
+        return None
+    return source_fix(location, found.callee, {"padding": per_axis(pads)}, FIX_APPLICABILITY,
+                      reads=("kernel_size", "stride", "dilation"))
+
+
+def _explicit_padding(found: StridedSame) -> list[int] | None:
+    """Per axis, the symmetric padding that gives ceil(n / stride) when the stride divides n."""
+    if found.kernel is None:
+        return None
+    kernel = found.kernel * (len(found.stride) if len(found.kernel) == 1 else 1)
+    stride = found.stride * (len(kernel) if len(found.stride) == 1 else 1)
+    dilation = found.dilation * (len(kernel) if len(found.dilation) == 1 else 1)
+    return [max(0, -(-(d * (k - 1) + 1 - s) // 2)) for k, s, d in zip(kernel, stride, dilation)]
+
+
 def _fix(found: StridedSame) -> str:
     if found.kernel is None:
         return (
@@ -283,12 +309,8 @@ def _fix(found: StridedSame) -> str:
             "and downsample separately"
         )
     kernel = found.kernel * (len(found.stride) if len(found.kernel) == 1 else 1)
-    stride = found.stride * (len(kernel) if len(found.stride) == 1 else 1)
     dilation = found.dilation * (len(kernel) if len(found.dilation) == 1 else 1)
-    pads = []
-    for k, s, d in zip(kernel, stride, dilation):
-        extent = d * (k - 1) + 1
-        pads.append(max(0, -(-(extent - s) // 2)))
+    pads = _explicit_padding(found)
     text = f"use padding={_fmt(tuple(pads))} (gives input / stride when the stride divides the input)"
     if any((d * (k - 1)) % 2 for k, d in zip(kernel, dilation)):
         text += "; TensorFlow's exact SAME pads one more pixel at the end: F.pad first, then padding=0"

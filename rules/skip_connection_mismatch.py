@@ -34,6 +34,8 @@ x = torch.cat([self.up(self.down(skip), output_size=skip.shape[2:]), skip], dim=
 # or x = F.interpolate(x, size=skip.shape[2:]); or the padding that keeps the size
 # (padding = dilation * (kernel_size - 1) / 2); or crop the larger map
 ```
+When the cause is one layer's padding (or a transposed conv's output_padding), `archlint --fix
+--unsafe-fixes` sets it at that layer's construction call (unsafe: the output size changes).
 
 ## References
 - PyTorch docs, `torch.cat` and "Broadcasting semantics".
@@ -51,6 +53,7 @@ import networkx as nx
 import numpy as np
 
 from archlint.graph import MERGES, ops, output_shape, spatial
+from archlint.fixes import Applicability, call_fix, per_axis
 from archlint.rule import rule
 from archlint_rules._topology import (
     Window,
@@ -66,6 +69,10 @@ from archlint_rules._topology import (
 from archlint_rules.odd_size_stride2 import rounding_at
 
 WINDOWED = ("conv", "max_pool", "avg_pool", "lp_pool")
+#: ``--fix --unsafe-fixes`` sets, at the construction call of the layer where the branches
+#: diverge, the padding that keeps its size (or the transposed conv's output_padding / padding).
+#: Unsafe: that layer's output size changes (which is the point), and with it every later shape.
+FIX_APPLICABILITY = Applicability.UNSAFE
 #: Ops that make a map's size independent of its input's (the grid is fixed there).
 GRID_FIXING = ("global_pool", "adaptive_pool")
 
@@ -430,6 +437,7 @@ def skip_connection_mismatch(ctx):
             merge,
             message,
             fix=_fix(g, d, cause),
+            autofix=_autofix(g, d, cause),
             sizes=sizes_note(sweep, *_fires_over_sweep(sweep, found)),
             related=_related(g, d, cause),
         )
@@ -548,6 +556,30 @@ def _fix(g, d: Disagreement, cause: Cause | None) -> str:
     return f"{specific}; or {crop}" if specific else f"{resize}; or {crop}"
 
 
+def _autofix(g, d: Disagreement, cause: Cause | None):
+    """The edit _step_fix describes, when it is one layer's arguments."""
+    if d.broadcast or cause is None or cause.scale_ref != cause.scale_other or not cause.steps:
+        return None
+    step = cause.steps[0]
+    node = g.nodes[step.node]
+    if rounding_at(g, step.node) is not None:
+        return None
+    if node["op"] in WINDOWED:
+        wins = windows_of(node["attrs"])
+        pads = [_keeping_padding(w) for w in wins]
+        if not wins or any(p is None for p in pads):
+            return None
+        return call_fix(node, {"padding": per_axis(pads)}, FIX_APPLICABILITY,
+                        reads=("kernel_size", "stride", "dilation"))
+    if node["op"] == "conv_transpose":
+        geometry = _transposed_geometry(g, step)
+        if geometry is None:
+            return None
+        return call_fix(node, {k: per_axis(v) for k, v in geometry.items()}, FIX_APPLICABILITY,
+                        reads=("kernel_size", "stride", "dilation", "padding", "output_padding"))
+    return None
+
+
 def _thin(d: Disagreement) -> str:
     axis = d.axes[0]
     return d.other if d.other_shape[axis] == 1 else d.ref
@@ -613,26 +645,39 @@ def _keeping_padding(w: Window) -> int | None:
     return low if 2 * low <= w.extent - 1 else None
 
 
-def _transposed_fix(g, step: Step, skip: str) -> str:
+def _transposed_geometry(g, step: Step) -> dict[str, list[int]] | None:
+    """The transposed conv's arguments that give the nominal size: output_padding alone when
+    that is legal, else padding and output_padding for exactly input x stride."""
     attrs = g.nodes[step.node]["attrs"]
-    name = layer_name(g, step.node)
     wins = windows_of(attrs)
+    if not wins:
+        return None
     current = list(attrs.output_padding or (0,) * len(wins))
     change = step.nominal - step.size_out
-    follow = f"call {name} with output_size=skip.shape[2:] (skip = {_label(g, skip)}'s output)"
-    if change.denominator == 1 and wins:
+    if change.denominator == 1:
         wanted = [op + int(change) for op in current]
         if all(0 <= op < max(w.stride, w.dilation) for op, w in zip(wanted, wins)):
-            return f"{follow}, or construct it with output_padding={fmt_axes(wanted)}"
-    if wins:
-        pads = [max(0, -(-(w.extent - w.stride) // 2)) for w in wins]
-        extra = [2 * p - (w.extent - w.stride) for p, w in zip(pads, wins)]
-        if all(0 <= e < max(w.stride, w.dilation) for e, w in zip(extra, wins)):
-            return (
-                f"construct {name} with padding={fmt_axes(pads)}, output_padding={fmt_axes(extra)} so it "
-                f"gives exactly input x stride; or {follow}"
-            )
-    return follow
+            return {"output_padding": wanted}
+    pads = [max(0, -(-(w.extent - w.stride) // 2)) for w in wins]
+    extra = [2 * p - (w.extent - w.stride) for p, w in zip(pads, wins)]
+    if all(0 <= e < max(w.stride, w.dilation) for e, w in zip(extra, wins)):
+        return {"padding": pads, "output_padding": extra}
+    return None
+
+
+def _transposed_fix(g, step: Step, skip: str) -> str:
+    name = layer_name(g, step.node)
+    follow = f"call {name} with output_size=skip.shape[2:] (skip = {_label(g, skip)}'s output)"
+    geometry = _transposed_geometry(g, step)
+    if geometry is None:
+        return follow
+    if "padding" not in geometry:
+        return f"{follow}, or construct it with output_padding={fmt_axes(geometry['output_padding'])}"
+    return (
+        f"construct {name} with padding={fmt_axes(geometry['padding'])}, "
+        f"output_padding={fmt_axes(geometry['output_padding'])} so it gives exactly input x stride; "
+        f"or {follow}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ x = torch.cat([up, skip], dim=1)      # skip is 125x125
 up = self.up(x, output_size=skip.shape[2:])   # works at every input size
 # or, for one fixed size: nn.ConvTranspose2d(128, 64, 2, stride=2, output_padding=1)
 ```
+`archlint --fix --unsafe-fixes` makes the second edit, at the construction call (unsafe: right
+for the example size only).
 
 ## References
 - PyTorch docs, `nn.ConvTranspose2d`: the note on `output_padding` and the `output_size`
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from archlint.fixes import Applicability, call_fix, per_axis
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_axes,
@@ -56,6 +59,12 @@ def missing_output_padding(size_out, size_skip, strides, dilations) -> list[int]
     if all(0 <= gap < max(s, d) for gap, s, d in zip(gaps, strides, dilations)):
         return gaps
     return None
+
+
+#: ``--fix --unsafe-fixes`` sets output_padding at the transposed conv's construction call.
+#: Unsafe: it changes the output size, and is right for the example's size only (output_size at
+#: the call follows every size, but is an edit to forward that archlint does not make).
+FIX_APPLICABILITY = Applicability.UNSAFE
 
 
 @rule(
@@ -94,6 +103,8 @@ def transposed_conv_output_ambiguity(ctx):
                     f"{fmt_size(size_skip)}: a stride-{fmt_axes(strides)} conv maps "
                     "several sizes to one, and without output_padding the smallest comes back",
                     fix=_fix(g, name, pads),
+                    autofix=call_fix(g.nodes[name], {"output_padding": per_axis(pads)},
+                                     FIX_APPLICABILITY, reads=("stride", "dilation")),
                     related=[g.nodes[merge]["location"], g.nodes[skip]["location"]],
                     sizes=_sizes(g, name, skip, strides, dilations),
                 )

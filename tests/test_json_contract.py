@@ -32,8 +32,15 @@ RF_AXIS = {
         {"type": "null"},
         {
             "type": "object",
-            "required": ["size", "stride", "padding"],
-            "properties": {"size": NUMBER, "stride": NUMBER, "padding": NUMBER},
+            "required": ["size", "stride", "padding", "global"],
+            "properties": {"size": NUMBER, "stride": NUMBER, "padding": NUMBER,
+                           "global": {"const": False}},
+        },
+        {  # every value reads the whole input along this axis
+            "type": "object",
+            "required": ["size", "stride", "padding", "global"],
+            "properties": {"size": {"type": "null"}, "stride": {"type": "null"},
+                           "padding": {"type": "null"}, "global": {"const": True}},
         },
     ]
 }

@@ -337,7 +337,9 @@ def test_global_pools_and_spatial_reduce_mean():
     op = the_op(m18)
     assert op["op"] == "global_pool" and op["shapes"] == ((1, 4),)
     channel = the_op(mf.single_op("ReduceMean", [1, 4, 5, 6], opset=13, axes=[1]))
-    assert channel["op"] == "unknown" and channel["shapes"] == ((1, 1, 5, 6),)
+    # a mean over channels mixes no positions: a reduce, which keeps the receptive field
+    assert channel["op"] == "reduce" and channel["shapes"] == ((1, 1, 5, 6),)
+    assert channel["attrs"].extra["dims"] == (1,)
 
 
 def _graph_model(nodes, initializers, in_shape=(1, 3, 8, 8), opset=17, outputs=("y",)):
@@ -515,7 +517,9 @@ def test_norms_pointwise_and_pixel_shuffles():
     m = _graph_model(nodes, bn_inits, in_shape=(1, 4, 6, 6))
     c = capture(m)
     kinds = [node(c, n)["op"] for n in ("bn", "lrn", "inorm", "drop", "clip", "cast", "softmax", "ident", "d2s", "s2d")]
-    assert kinds == ["norm"] * 3 + ["pointwise"] * 5 + ["pixel_shuffle", "pixel_unshuffle"]
+    # Softmax says which dim it normalizes: token mixing when that dim holds positions
+    assert kinds == (["norm"] * 3 + ["pointwise"] * 3 + ["softmax"] + ["pointwise"]
+                     + ["pixel_shuffle", "pixel_unshuffle"])
     assert node(c, "d2s")["attrs"].factor == 2 and node(c, "d2s")["shapes"] == ((1, 1, 12, 12),)
     assert node(c, "s2d")["shapes"] == tuple(run_ort(m)) == ((1, 4, 6, 6),)
 
@@ -564,11 +568,19 @@ def test_input_shapes_option_overrides_declared_dims(fixtures):
         capture_file(fixtures["clean_small_convnet.onnx"], Options(input_shapes=((1, 3, 8, 8), (1, 3, 8, 8))))
 
 
-def test_symbolic_spatial_dims_leave_shapes_unknown_with_a_note():
+def test_symbolic_spatial_dims_get_an_assumed_example_with_a_note():
     m = mf.single_op("Conv", ["N", 3, "H", "W"], weight_shape=[4, 3, 3, 3])
     c = capture(m)
-    assert node(c, "op")["shapes"] is None and node(c, "op")["attrs"].out_channels == 4
-    assert any("symbolic" in n and "H" in n for n in c.notes)
+    assert c.graph.graph["input_assumed"] is True
+    assert c.graph.graph["input_shapes"] == [(1, 3, 224, 224)]
+    assert node(c, "op")["shapes"] == ((1, 4, 222, 222),)
+    assert any("symbolic" in n and "H" in n and "assumed 1x3x224x224" in n for n in c.notes)
+
+
+def test_symbolic_dims_nothing_can_choose_are_a_usage_error():
+    m = mf.single_op("Relu", ["N", "C", "H", "W"])
+    c = capture_model(m, Options())
+    assert c.graph is None and "pass --input-shape" in c.error and "C, H, W" in c.error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,6 +638,19 @@ def test_external_data_is_never_opened(tmp_path, monkeypatch, location):
     conv = node(c, "conv")
     assert conv["shapes"] == ((1, 2**15, 2, 2),)
     assert (conv["attrs"].in_channels, conv["attrs"].out_channels, conv["attrs"].bias) == (2**14, 2**15, True)
+    # every reference outside the model's folder is reported, naming the tensor and the path
+    for name in ("w", "b"):
+        assert any(f"tensor {name!r}" in n and repr(location) in n and "outside" in n
+                   for n in c.notes), c.notes
+
+
+def test_external_data_inside_the_folder_is_not_reported(tmp_path):
+    weight = _external(declared_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1]), "weights/w.bin")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[1, 1])]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_graph_model(nodes, [weight], in_shape=(1, 3, 4, 4)).SerializeToString())
+    [c] = capture_file(path, Options())
+    assert not any("outside" in n for n in c.notes)
 
 
 def test_huge_embedded_declared_tensor_is_not_allocated():
@@ -921,9 +946,9 @@ def test_shared_formulas_fill_what_onnx_leaves_unknown(monkeypatch):
 def test_node_by_node_walk_agrees_with_whole_model_inference(light_captures, monkeypatch, name):
     """The fallback walk (used after a failure or a correction) gives the same shapes as strict
     whole-model inference on models where the latter is right."""
-    from archlint.frontends import onnx as frontend
+    from archlint.frontends.onnx import inference
 
-    monkeypatch.setattr(frontend, "_disagrees_with_runtime", lambda *args: True)
+    monkeypatch.setattr(inference, "_disagrees_with_runtime", lambda *args: True)
     [walked] = capture_file(LIGHT / name, Options())
     strict = light_captures[name][0].graph
     assert {n: walked.graph.nodes[n]["shapes"] for n in walked.graph} == {n: strict.nodes[n]["shapes"] for n in strict}

@@ -141,6 +141,10 @@ def test_models_from_config_are_collected_with_the_flag(project):
     )
     without = project.runpytest("-p", "no:cacheprovider", "--co", "-q", "test_arch.py")
     assert "archlint[" not in without.stdout.str()
+    listed = project.runpytest("-p", "no:cacheprovider", "--co", "-q", "--archlint", "test_arch.py")
+    # the three model items are counted with the collected tests, not left out of the total
+    n_tests = without.stdout.str().count("::")
+    listed.stdout.fnmatch_lines([f"{n_tests + 3} test*collected*"])
     (project.path / "test_arch.py").unlink()
     result = project.runpytest("-p", "no:cacheprovider", "-v", "--archlint")
     result.assert_outcomes(passed=1, failed=2)
@@ -158,3 +162,48 @@ def test_plugin_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_config_models_with_constructor_arguments_in_a_package(pytester):
+    """`pytest --archlint` on a package with relative imports, each entry built with its own
+    constructor arguments (a checkerboard only with kernel 3)."""
+    pytester.makepyprojecttoml(
+        "[tool.archlint]\nselect = ['kernel-stride-checkerboard']\n"
+        "models = ['pkg/net.py::Net(up_kernel=4)', 'pkg/net.py::Net(up_kernel=3)']\n"
+    )
+    pkg = pytester.path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers.py").write_text(textwrap.dedent("""\
+        import torch.nn as nn
+
+
+        def up(channels, kernel):
+            return nn.ConvTranspose2d(channels, channels, kernel, 2, 1, output_padding=kernel % 2)
+    """))
+    (pkg / "net.py").write_text(textwrap.dedent("""\
+        import torch
+        import torch.nn as nn
+
+        from .layers import up
+
+
+        class Net(nn.Module):
+            def __init__(self, up_kernel):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 8, 3, padding=1)
+                self.up = up(8, up_kernel)
+
+            def forward(self, x):
+                return self.up(self.conv(x))
+
+
+        example_input = torch.zeros(1, 3, 16, 16)
+    """))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "--archlint")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*archlint?pkg/net.py::Net(up_kernel=4)? PASSED*",
+        "*archlint?pkg/net.py::Net(up_kernel=3)? FAILED*",
+        "*pkg/net.py:11 ?kernel-stride-checkerboard? warning: nn.ConvTranspose2d with kernel_size=3*",
+    ])

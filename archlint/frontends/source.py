@@ -12,7 +12,7 @@ import ast
 import re
 import sys
 
-__all__ = ["defines_models"]
+__all__ = ["building_block_classes", "defines_models", "holds_only_building_blocks"]
 
 #: Cheap textual gate: a file that mentions none of these cannot hold a model.
 _MENTIONS = re.compile(r"torch|Module|Sequential|import")
@@ -55,6 +55,45 @@ def defines_models(text: str, *, named: bool = False) -> bool:
             return True
     # ``model = nn.Sequential(...)`` / ``model = resnet18()``: a module-level call may build one.
     return uses_torch and any(_assigns_a_call(stmt) for stmt in _module_level(tree.body))
+
+
+def holds_only_building_blocks(text: str) -> bool:
+    """True when every class that may be an ``nn.Module`` needs constructor arguments and nothing
+    at module level builds one: a library of layers (``class Block(nn.Module): def
+    __init__(self, channels)``), linted where a model uses it. Conservative: False when unsure.
+
+    >>> holds_only_building_blocks("import torch.nn as nn\\nclass B(nn.Module):\\n"
+    ...     "    def __init__(self, c):\\n        super().__init__()")
+    True
+    >>> holds_only_building_blocks("import torch.nn as nn\\nclass B(nn.Module):\\n"
+    ...     "    def __init__(self, c=3):\\n        super().__init__()")
+    False
+    """
+    return bool(building_block_classes(text))
+
+
+def building_block_classes(text: str) -> list[str]:
+    """The names of the model classes of ``text`` when they all need constructor arguments and
+    nothing at module level builds one (see :func:`holds_only_building_blocks`), else []."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and _could_be_model_class(n, True)]
+    if not classes or any(_assigns_a_call(stmt) for stmt in _module_level(tree.body)):
+        return []
+    return [c.name for c in classes] if all(_init_needs_arguments(c) for c in classes) else []
+
+
+def _init_needs_arguments(node: ast.ClassDef) -> bool:
+    init = next((s for s in node.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"),
+                None)
+    if init is None:
+        return False
+    a = init.args
+    positional = [*a.posonlyargs, *a.args][1:]  # past self
+    without_default = len(positional) - len(a.defaults)
+    return without_default > 0 or any(d is None for d in a.kw_defaults)
 
 
 def _could_be_model_class(node: ast.ClassDef, uses_torch: bool) -> bool:

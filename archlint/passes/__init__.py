@@ -2,8 +2,11 @@
 
 ``run_passes(g, sizes_range)`` runs them in order:
 
-1. :func:`archlint.passes.receptive_field.receptive_field_pass`: ``rf``, ``rf_global`` and
-   ``rf_aligned`` on every node;
+1. :func:`archlint.passes.provenance.provenance_pass`: ``provenance`` (which input spatial axes
+   each dimension carries) on every node;
+   :func:`archlint.passes.receptive_field.receptive_field_pass`: ``rf``, ``rf_global``,
+   ``rf_global_axes``, ``rf_global_cause`` and ``rf_aligned`` on every node (through token
+   layouts with :mod:`archlint.passes.token_fields`);
 2. :func:`archlint.passes.sizes.input_size_pass`: ``g.graph["sizes"]`` (a ``SizeSweep``),
    ``g.graph["admissible_sizes"]`` (JSON) and ``g.graph["sizes_summary"]`` (one line).
 
@@ -24,11 +27,20 @@ def run_passes(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> None:
     from archlint.passes.receptive_field import receptive_field_pass
     from archlint.passes.sizes import input_size_pass
 
+    from archlint.passes.provenance import provenance_pass
+
+    try:
+        provenance_pass(g)
+    except Exception as exc:
+        for name in g.nodes:
+            g.nodes[name]["provenance"] = None
+        g.graph["passes_error"] = f"provenance pass: {type(exc).__name__}: {exc}"
     try:
         receptive_field_pass(g)
     except Exception as exc:  # a bug here must not hide the findings that need no field
         for name in g.nodes:
-            g.nodes[name].update(rf=None, rf_global=False, rf_aligned=None)
+            g.nodes[name].update(rf=None, rf_global=False, rf_aligned=None, rf_global_axes=(),
+                                 rf_global_cause=None)
         g.graph["passes_error"] = f"receptive field pass: {type(exc).__name__}: {exc}"
     try:
         input_size_pass(g, sizes_range)

@@ -86,7 +86,7 @@ SPATIAL_OPS = frozenset(
     }
 )
 #: Ops that leave every spatial size as it is.
-PASS_THROUGH = frozenset({"input", "norm", "pointwise", "output"})
+PASS_THROUGH = frozenset({"input", "norm", "pointwise", "output", "softmax", "roll"})
 
 _POOLS = frozenset({"max_pool", "avg_pool", "lp_pool"})
 _SAME = ("SAME_UPPER", "SAME_LOWER")

@@ -60,6 +60,12 @@ Per op (``p`` is the begin padding):
 * merges: the hull of the branches' spans (with equal centres: the largest field); branches
   with different strides give an unknown field. A concat along a spatial axis: unknown there.
 * linear on a spatial tensor: global along its last axis.
+
+Off the ``N, C, *spatial`` layout (tokens, windows, channels-last) the field follows the axis
+provenance instead (:mod:`archlint.passes.token_fields`): ``rf`` then has one entry per input
+spatial axis, ``rf_global_axes`` says per axis whether every value reads the whole input, and
+``rf_global_cause`` names the op that made it so (attention, a token MLP, a mean over tokens).
+Such a field (``ATTENDED``) dominates a merge, unlike pooled data broadcast back (``GLOBAL``).
 """
 
 from __future__ import annotations
@@ -133,7 +139,15 @@ class ReceptiveField:
 # GLOBAL marks an axis whose every value depends on the whole input; None is unknown.
 
 GLOBAL = "global"
+#: every value depends on the whole input along the axis through token mixing (attention, a
+#: token MLP, a mean over tokens). Unlike GLOBAL (pooled data broadcast back, such as an SE
+#: gate), it dominates a merge: the merged values really read the whole input.
+ATTENDED = "attended"
 Grid = tuple
+
+
+def _is_global(state: Any) -> bool:
+    return state is GLOBAL or state is ATTENDED
 
 
 def _span(grid: Grid, x: int) -> tuple[int, int] | None:
@@ -365,6 +379,8 @@ def _axis_step(g: nx.DiGraph, name: str, op: str, attrs: Attrs, axis: int, state
     """The output state of one axis of a single-input spatial op."""
     if state is None:
         return None
+    if state is ATTENDED:
+        return ATTENDED
     if op == "global_pool":
         return GLOBAL
     if op == "adaptive_pool":
@@ -425,6 +441,8 @@ def _axis_step(g: nx.DiGraph, name: str, op: str, attrs: Attrs, axis: int, state
 
 def _merge_axis(states: list[Any]) -> Any:
     """The hull of several branches on one axis; global branches do not count."""
+    if any(s is ATTENDED for s in states):
+        return ATTENDED
     local = [s for s in states if s is not GLOBAL]
     if not local:
         return GLOBAL
@@ -454,7 +472,7 @@ def _aligned(branches: list[tuple[Any, ...]]) -> bool | None:
     """Equal stride and centre offset on every axis, over the branches that are not global."""
     verdict: bool | None = True
     for axis_states in zip(*branches):
-        local = [s for s in axis_states if s is not GLOBAL]
+        local = [s for s in axis_states if not _is_global(s)]
         if len(local) < 2:
             continue
         if any(s is None for s in local):
@@ -490,10 +508,21 @@ def _alignment_key(grid: Grid) -> tuple[int, int, int, int]:
 
 
 def receptive_field_pass(g: nx.DiGraph) -> None:
-    """Write ``rf``, ``rf_global`` and ``rf_aligned`` on every node (see the module docs)."""
+    """Write ``rf``, ``rf_global``, ``rf_global_axes``, ``rf_global_cause`` and ``rf_aligned``
+    on every node (see the module docs and :mod:`archlint.passes.token_fields`)."""
+    from archlint.passes import token_fields as tf
+    from archlint.passes.provenance import provenance_pass, roll_of_concat
+
+    if any("provenance" not in d for _, d in g.nodes(data=True)):
+        provenance_pass(g)
     states: dict[str, tuple[Any, ...]] = {}
     flags: dict[str, bool] = {}
     public: dict[str, tuple[Any, ...] | None] = {}
+    fields: dict[str, Any] = {}
+    causes: dict[str, str | None] = {}
+    copied_axes: dict[str, tuple[bool, ...]] = {}
+    n_axes = max((_spatial_count(g, n, 0) for n in g.nodes if g.nodes[n]["op"] == "input"),
+                 default=0)
     nodes = dict(g.nodes(data=True))
     for name in _topological(nodes):
         data = nodes[name]
@@ -513,15 +542,61 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
                 axes, rf = (None,) * _spatial_count(g, name, 0), None
         elif op in MERGES:
             axes, is_global, aligned = _merge(g, name, op, data["attrs"], inputs, states, flags)
+        elif op in tf.TOKEN_OPS:
+            count = _spatial_count(g, name, 0)
+            axes, is_global = (None,) * count, False
         else:
             axes, is_global = _single(g, name, op, data["attrs"], inputs[0], states, flags)
+        dims = data.get("provenance")
+        in_dims = [nodes[i].get("provenance") for i in inputs]
+        cause = next((causes[i] for i in inputs if causes.get(i)), None)
+        token = dims is not None and (op in tf.TOKEN_OPS or (
+            op not in ("input", "output") and inputs
+            and not (tf.nc_plain(dims) and all(tf.nc_plain(d) for d in in_dims))
+            and (op not in tf.MAP_OPS or not tf.nc_plain(in_dims[0]))))
+        global_axes = None
+        own = None
+        if op in ("pointwise", "norm", "output") and rf is not None and not token:
+            global_axes = copied_axes.get(inputs[0])
+        if token:
+            rolled = roll_of_concat(g, name) if op == "concat" else None
+            if rolled is not None:  # ONNX's torch.roll: cat(x[k:], x[:k])
+                own = tf.token_fields(g, name, [fields.get(rolled[0])],
+                                      [nodes[rolled[0]].get("provenance")])
+            else:
+                own = tf.token_fields(g, name, [fields.get(i) for i in inputs], in_dims)
+            if own is not None and any(v is ATTENDED for v in own.values()) and not any(
+                    v is ATTENDED for i in inputs for v in (fields.get(i) or {}).values()):
+                cause = name
+        elif dims is not None and tf.nc_plain(dims):
+            own = tf.fields_from_axes(dims, axes)
+        if token and own is not None and (len(dims) >= 3 or any(
+                v is ATTENDED for v in own.values())):
+            if tf.nc_plain(dims):
+                axes = tf.axes_from_fields(dims, own)
+                rf = None
+                is_global = bool(axes) and all(_is_global(a) for a in axes)
+                global_axes = tuple(_is_global(a) for a in axes)
+            else:
+                shown, global_axes = tf.report(dims, own, n_axes)
+                rf = tuple(_field(st) if isinstance(st, tuple) else None for st in shown)
+                is_global = bool(global_axes) and all(global_axes)
+                axes = (None,) * _spatial_count(g, name, 0) if not is_global else \
+                    (ATTENDED,) * _spatial_count(g, name, 0)
         if rf is None and axes:
             rf = tuple(_field(s) if isinstance(s, tuple) else None for s in axes)
+        if global_axes is None:
+            global_axes = tuple(_is_global(a) for a in axes) if rf else ()
+        copied_axes[name] = global_axes
         states[name] = axes
         flags[name] = is_global
         public[name] = rf
+        fields[name] = own
+        causes[name] = cause if any(global_axes) or is_global else None
         data["rf"] = rf
         data["rf_global"] = is_global
+        data["rf_global_axes"] = global_axes
+        data["rf_global_cause"] = causes[name]
         data["rf_aligned"] = aligned
 
 
@@ -529,7 +604,8 @@ def _single(g, name, op, attrs, src, states, flags) -> tuple[tuple[Any, ...], bo
     axes_in, global_in = states[src], flags[src]
     count = _spatial_count(g, name, len(axes_in))
     if global_in:
-        return (GLOBAL,) * count, True
+        kind = ATTENDED if any(a is ATTENDED for a in axes_in) else GLOBAL
+        return (kind,) * count, True
     if op in ("conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool", "adaptive_pool",
               "global_pool", "upsample", "pad", "slice", "pixel_shuffle", "pixel_unshuffle"):
         if op == "global_pool":
@@ -539,17 +615,17 @@ def _single(g, name, op, attrs, src, states, flags) -> tuple[tuple[Any, ...], bo
         axes = tuple(
             _axis_step(g, name, op, attrs, i, s, src) for i, s in enumerate(axes_in)
         )
-        return axes, bool(axes) and all(a is GLOBAL for a in axes)
+        return axes, bool(axes) and all(_is_global(a) for a in axes)
     if op == "flatten":
         rank = len(axes_in) + 2
         start = 1 if attrs.axis is None else attrs.axis % rank
         end = rank - 1 if attrs.end_axis is None else attrs.end_axis % rank
         if count == 0:
-            return (), bool(axes_in) and all(a is GLOBAL for a in axes_in)
+            return (), bool(axes_in) and all(_is_global(a) for a in axes_in)
         merged = axes_in[max(start - 2, 0): end - 1]
         kept_before = axes_in[: max(start - 2, 0)]
         kept_after = axes_in[end - 1:]
-        one = GLOBAL if merged and all(a is GLOBAL for a in merged) else None
+        one = GLOBAL if merged and all(_is_global(a) for a in merged) else None
         axes = kept_before + (one,) + kept_after
         return (axes if len(axes) == count else (None,) * count), False
     if op == "linear":
@@ -557,10 +633,10 @@ def _single(g, name, op, attrs, src, states, flags) -> tuple[tuple[Any, ...], bo
             return (), False
         if count != len(axes_in):
             return (None,) * count, False
-        return axes_in[:-1] + (GLOBAL,), all(a is GLOBAL for a in axes_in[:-1])
+        return axes_in[:-1] + (GLOBAL,), all(_is_global(a) for a in axes_in[:-1])
     # reshape, unknown, and anything else: only a fully global input stays known
-    if axes_in and all(a is GLOBAL for a in axes_in):
-        return (GLOBAL,) * count, True
+    if axes_in and all(_is_global(a) for a in axes_in):
+        return (ATTENDED if any(a is ATTENDED for a in axes_in) else GLOBAL,) * count, True
     return (None,) * count, False
 
 
@@ -569,7 +645,8 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     branches = [states[p] for p in producers]
     count = _spatial_count(g, name, max((len(b) for b in branches), default=0))
     if all(flags[p] for p in producers):
-        return (GLOBAL,) * count, True, True
+        kind = ATTENDED if any(a is ATTENDED for b in branches for a in b) else GLOBAL
+        return (kind,) * count, True, True
     skip = None
     if op == "concat":
         rank = count + 2
@@ -579,7 +656,7 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     aligned_branches = []
     for p, b in zip(producers, branches):
         if flags[p]:
-            b = (GLOBAL,) * count
+            b = (ATTENDED if any(a is ATTENDED for a in b) else GLOBAL,) * count
         elif len(b) < count:
             b = (GLOBAL,) * (count - len(b)) + tuple(b) if op in ELEMENTWISE_MERGES else (None,) * count
         aligned_branches.append(tuple(b[len(b) - count:]) if count else ())
@@ -589,6 +666,9 @@ def _merge(g, name, op, attrs, inputs, states, flags):
             axes.append(None)
             continue
         axes.append(_merge_axis([b[axis] for b in aligned_branches]))
+    if axes and all(a is ATTENDED for a in axes):
+        return tuple(axes), True, _aligned([tuple(s for i, s in enumerate(b) if i != skip)
+                                            for b in aligned_branches])
     kept = [tuple(s for i, s in enumerate(b) if i != skip) for b in aligned_branches]
     return tuple(axes), False, _aligned(kept)
 

@@ -1,4 +1,5 @@
-"""Reporters: turn a :class:`~archlint.findings.Report` into text, JSON, SARIF or GitHub lines.
+"""Reporters: turn a :class:`~archlint.findings.Report` into text, JSON, SARIF, GitHub lines or
+a self-contained HTML page (``reporters/html/``).
 
 Each reporter module has ``render(report, stream, *, show_layers=False, statistics=False)``.
 The helpers here are the facts every format shares, read from the report (and, for the layer
@@ -18,7 +19,7 @@ from archlint.findings import Finding, Report, Severity
 if TYPE_CHECKING:
     import networkx as nx
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "concise", "json", "sarif", "github", "html")
 
 
 def get_renderer(fmt: str) -> Callable[..., None]:
@@ -30,6 +31,10 @@ def get_renderer(fmt: str) -> Callable[..., None]:
         from archlint.reporters.sarif import render
     elif fmt == "github":
         from archlint.reporters.github import render
+    elif fmt == "html":
+        from archlint.reporters.html import render
+    elif fmt == "concise":
+        from archlint.reporters.text import render_concise as render
     else:
         raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     return render
@@ -96,7 +101,8 @@ def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
                 "name": name,
                 "op": data.get("op"),
                 "shape": list(shapes[0]) if shapes else None,
-                "rf": rf_to_json(data.get("rf")),
+                "rf": rf_to_json(data.get("rf"), data.get("rf_global_axes")),
+                "rf_global_cause": global_cause(g, data.get("rf_global_cause")),
                 "location": {
                     "file": getattr(loc, "file", None),
                     "line": getattr(loc, "line", None),
@@ -107,20 +113,52 @@ def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
     return rows
 
 
-def rf_to_json(rf: Any) -> list[dict[str, Any] | None] | None:
-    """A node's receptive field, per axis ``{"size", "stride", "padding"}``; None if unknown."""
+def rf_to_json(rf: Any, global_axes: Any = None) -> list[dict[str, Any] | None] | None:
+    """A node's receptive field, per axis ``{"size", "stride", "padding", "global"}``; None if
+    unknown. A global axis (every value reads the whole input along it) has null size, stride
+    and padding and ``"global": true``."""
     if rf is None:
         return None
-    return [
-        None
-        if axis is None
-        else {
-            "size": number_to_json(axis.size),
-            "stride": number_to_json(axis.stride),
-            "padding": number_to_json(axis.padding),
-        }
-        for axis in rf
-    ]
+    flags = tuple(global_axes or ())
+    out: list[dict[str, Any] | None] = []
+    for i, axis in enumerate(rf):
+        if i < len(flags) and flags[i]:
+            out.append({"size": None, "stride": None, "padding": None, "global": True})
+        elif axis is None:
+            out.append(None)
+        else:
+            out.append({
+                "size": number_to_json(axis.size),
+                "stride": number_to_json(axis.stride),
+                "padding": number_to_json(axis.padding),
+                "global": False,
+            })
+    return out
+
+
+def global_cause(g: Any, node: str | None) -> dict[str, Any] | None:
+    """The op that made the field global (attention, a token MLP...), for "global (attention at
+    file:line)"."""
+    if node is None or node not in g:
+        return None
+    loc = g.nodes[node].get("location")
+    return {"node": node, "op": g.nodes[node].get("op"), "file": getattr(loc, "file", None),
+            "line": getattr(loc, "line", None)}
+
+
+def global_text(cause: dict[str, Any] | None) -> str:
+    """'global (attention at vit.py:18)'."""
+    if not cause:
+        return "global"
+    what = {"softmax": "attention", "matmul": "attention", "attention": "attention",
+            "einsum": "attention", "linear": "token MLP", "reduce": "mean over tokens"}.get(
+        cause.get("op") or "", cause.get("op") or "mixing")
+    where = display_path(cause.get("file")) if cause.get("file") else cause.get("node")
+    if cause.get("line"):
+        where = f"{where}:{cause['line']}"
+    elif cause.get("file"):
+        where = f"{where} [{cause.get('node')}]"
+    return f"global ({what} at {where})"
 
 
 def number_to_json(value: Any) -> int | float | str | None:

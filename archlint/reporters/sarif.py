@@ -4,10 +4,16 @@ One run; ``tool.driver.rules`` lists every registered rule with its docs. Paths 
 the working directory under ``%SRCROOT%``. A SARIF ``fix`` must carry concrete artifact edits,
 which archlint does not make, so the fix text goes in the message and in ``properties.fix``.
 A target that could not be analyzed becomes an error notification of the invocation.
+
+Each result carries ``partialFingerprints["archlint/v1"]``: a hash of the rule, the file and the
+node's qualname (not the line), so that code scanning follows a finding across edits that move
+it. ``informationUri`` (the tool) and each rule's ``helpUri`` (its docs: the rule's file, whose
+docstring ``archlint rule <id>`` prints) come from the project's Homepage URL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +27,8 @@ from archlint.reporters import display_path
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 SRCROOT = "%SRCROOT%"
+#: Used when the installed metadata names no Homepage (the README's placeholder, too).
+DEFAULT_HOMEPAGE = "https://example.invalid/archlint"
 
 
 def render(report: Report, stream: TextIO, **_: Any) -> None:
@@ -34,14 +42,13 @@ def report_to_sarif(report: Report) -> dict[str, Any]:
     results = [
         result(f, m.target, index.get(f.rule)) for m in report.models for f in m.findings
     ]
+    homepage = _homepage() or DEFAULT_HOMEPAGE
     driver: dict[str, Any] = {
         "name": "archlint",
         "version": _version(),
-        "rules": [rule_descriptor(r) for r in rules],
+        "informationUri": homepage,
+        "rules": [rule_descriptor(r, homepage) for r in rules],
     }
-    homepage = _homepage()
-    if homepage:
-        driver["informationUri"] = homepage
     failures = [m for m in report.models if m.error is not None]
     invocation: dict[str, Any] = {"executionSuccessful": not failures}
     if failures:
@@ -78,6 +85,7 @@ def result(f: Finding, target: str, rule_index: int | None) -> dict[str, Any]:
         out["ruleIndex"] = rule_index
     location = f.location if f.location.file else Location(target, None, f.location.node)
     out.update(_locations_key(location))
+    out["partialFingerprints"] = {"archlint/v1": fingerprint(f, location)}
     related = [_location(r, i) for i, r in enumerate(f.related) if r.file]
     if related:
         out["relatedLocations"] = related
@@ -90,6 +98,13 @@ def result(f: Finding, target: str, rule_index: int | None) -> dict[str, Any]:
         props["confirmation"] = f.confirmation
     out["properties"] = props
     return out
+
+
+def fingerprint(f: Finding, location: Location) -> str:
+    """Stable across edits that move the finding: rule, file and node, never the line."""
+    file = display_path(location.file) or ""
+    key = "\0".join((f.rule, file, location.node or ""))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def _locations_key(loc: Location) -> dict[str, Any]:
@@ -125,9 +140,10 @@ def _uri_escape(relative: str) -> str:
     return quote(relative, safe="/")
 
 
-def rule_descriptor(rule: Any) -> dict[str, Any]:
+def rule_descriptor(rule: Any, homepage: str = DEFAULT_HOMEPAGE) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": rule.id,
+        "helpUri": help_uri(rule, homepage),
         "name": _camel(rule.id),
         "shortDescription": {"text": rule.summary},
         "defaultConfiguration": {"level": LEVEL[rule.severity.value], "enabled": rule.default_enabled},
@@ -137,6 +153,14 @@ def rule_descriptor(rule: Any) -> dict[str, Any]:
         out["fullDescription"] = {"text": what_it_does(rule.docs) or rule.summary}
         out["help"] = {"text": rule.docs, "markdown": rule.docs}
     return out
+
+
+def help_uri(rule: Any, homepage: str) -> str:
+    """The rule's docs: its file in the repository (built-ins) or the project page (plugins)."""
+    module = getattr(getattr(rule, "check", None), "__module__", "") or ""
+    if module.startswith("archlint_rules."):
+        return f"{homepage.rstrip('/')}/blob/main/rules/{module.split('.', 1)[1]}.py"
+    return homepage
 
 
 def what_it_does(docs: str) -> str:

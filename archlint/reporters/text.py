@@ -18,18 +18,31 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from archlint.findings import Finding, ModelReport, Report
-from archlint.reporters import display_path, node_rows, rule_statistics, summary
+from archlint.reporters import display_path, global_text, rule_statistics, summary
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def make_console(stream: TextIO) -> Console:
+def make_console(stream: TextIO, color: str | None = None) -> Console:
+    """A console for ``stream``: ``color`` is ``auto`` (default: on a terminal, and rich reads
+    NO_COLOR and FORCE_COLOR), ``always`` or ``never``."""
     # highlight=False: rich must not recolor numbers and paths on its own. On a pipe nothing
     # wraps at 80 columns: a tool reading the lines wants them whole.
-    width = None if _is_terminal(stream) else 400
-    return Console(file=stream, highlight=False, soft_wrap=True, width=width)
+    terminal = _is_terminal(stream)
+    width = None if terminal else 400
+    options: dict[str, Any] = {}
+    if color == "always":
+        options["force_terminal"] = True
+    elif color == "never":
+        options["no_color"] = True
+        options["color_system"] = None
+    console = Console(file=stream, highlight=False, soft_wrap=True, width=width, **options)
+    if color == "always" and not terminal:
+        console.width = 400  # colored, but still unwrapped for a pipe
+    return console
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -42,34 +55,83 @@ def _is_terminal(stream: TextIO) -> bool:
 def print_table(console: Console, table: Table) -> None:
     """Print a table without the trailing blanks rich pads its last column with."""
     with console.capture() as capture:
-        console.print(table)
+        console.print(table, soft_wrap=False)
     text = "\n".join(line.rstrip() for line in capture.get().splitlines())
     console.out(text, highlight=False)
 
 
+def print_hanging(console: Console, line: str, hang: int) -> None:
+    """Print one markup line wrapped at the console width, continuation lines indented by
+    ``hang`` (a finding's message lines up under its start, ruff-style). Never wraps on a pipe."""
+    text = Text.from_markup(line)
+    width = console.width
+    if width >= 400 or len(text) <= width or width < hang + 20:
+        console.print(text)
+        return
+    first = text.wrap(console, width, overflow="fold")[0]
+    rest = text[len(first.plain):]
+    rest = rest[len(rest.plain) - len(rest.plain.lstrip(" ")):]
+    first.rstrip()
+    console.print(first, soft_wrap=True)
+    for part in rest.wrap(console, width - hang, overflow="fold"):
+        part.rstrip()
+        console.print(Text(" " * hang) + part, soft_wrap=True)
+
+
 def render(
-    report: Report, stream: TextIO, *, show_layers: bool = False, statistics: bool = False, **_: Any
+    report: Report, stream: TextIO, *, show_layers: bool = False, statistics: bool = False,
+    depth: int | None = None, color: str | None = None, **_: Any
 ) -> None:
-    console = make_console(stream)
+    console = make_console(stream, color)
     if statistics:
         render_statistics(report, console)
         return
     for model in report.models:
-        render_model(model, console, show_layers=show_layers)
+        render_model(model, console, show_layers=show_layers, depth=depth)
+    print_summary(report, console)
+
+
+def print_summary(report: Report, console: Console) -> None:
     console.print(summary_line(report), style=None if report.findings else "green")
 
 
-def render_model(model: ModelReport, console: Console, *, show_layers: bool = False) -> None:
+def render_concise(report: Report, stream: TextIO, *, statistics: bool = False,
+                   color: str | None = None, **_: Any) -> None:
+    """``--output-format concise``: one line per finding, ``file:line: CODE message`` (ruff's)."""
+    console = make_console(stream, color)
+    if statistics:
+        render_statistics(report, console)
+        return
+    for model in report.models:
+        render_model_concise(model, console)
+    print_summary(report, console)
+
+
+def render_model_concise(model: ModelReport, console: Console) -> None:
+    if model.error is not None:
+        where = display_path(model.target) or model.target
+        console.print(f"[bold]{escape(where)}[/bold]: [bold red]error[/bold red]: could not be "
+                      f"analyzed: {escape(model.error)}")
+    for f in model.findings:
+        style = SEVERITY_STYLE.get(f.severity.value, "")
+        console.print(f"[bold]{escape(location_text(f, model.target))}[/bold]: "
+                      f"[bold {style}]{f.code}[/bold {style}] {escape(f.message)}")
+
+
+def render_model(model: ModelReport, console: Console, *, show_layers: bool = False,
+                 depth: int | None = None) -> None:
     lines = _model_lines(model)
     if not lines and not show_layers:
         return  # a clean model stays quiet, like ruff ('archlint sizes' prints its sizes)
     if model.sizes_summary:
-        lines.append(f"  [dim]sizes:[/dim] {escape(model.sizes_summary)}")
+        lines.append((f"  [dim]sizes:[/dim] {escape(model.sizes_summary)}", 4))
     console.print(f"[bold]{escape(model_title(model))}[/bold]")
-    for line in lines:
-        console.print(line)
+    for line, hang in lines:
+        print_hanging(console, line, hang)
     if show_layers and model.graph is not None:
-        print_table(console, layer_table(model))
+        from archlint.reporters.layers import print_layer_summary
+
+        print_layer_summary(console, model, depth=depth)
     console.print()
 
 
@@ -85,20 +147,29 @@ def _stem(target: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-def _model_lines(model: ModelReport) -> list[str]:
+def _model_lines(model: ModelReport) -> list[tuple[str, int]]:
+    """Markup lines with the hanging indent each wraps with."""
     lines = []
     if model.error is not None:
-        lines.append(f"  [bold red]error[/bold red]: could not be analyzed: {escape(model.error)}")
+        lines.append((f"  [bold red]error[/bold red]: could not be analyzed: {escape(model.error)}", 4))
     for f in model.findings:
-        lines.extend(finding_lines(f, model.target))
+        head, *rest = finding_lines(f, model.target)
+        lines.append((head, 6))
+        lines.extend((line, _label_width(line)) for line in rest)
     if model.input_assumed and model.input_shapes:
         shapes = ", ".join("x".join(map(str, s)) for s in model.input_shapes)
-        lines.append(f"  [dim]note: input shape {shapes} was assumed (pass --input-shape)[/dim]")
+        lines.append((f"  [dim]note: input shape {shapes} was assumed (pass --input-shape)[/dim]", 8))
     for note in model.notes:
-        lines.append(f"  [dim]note: {escape(note)}[/dim]")
+        lines.append((f"  [dim]note: {escape(note)}[/dim]", 8))
     if model.confirm:
-        lines.append(f"  [dim]confirm:[/dim] {escape(confirm_text(model.confirm))}")
+        lines.append((f"  [dim]confirm:[/dim] {escape(confirm_text(model.confirm))}", 11))
     return lines
+
+
+def _label_width(line: str) -> int:
+    """'      fix: use ...' wraps under 'use': the width of its indent and label."""
+    plain = Text.from_markup(line).plain
+    return len(plain) - len(plain.lstrip()) + len(plain.lstrip().split(" ", 1)[0]) + 1
 
 
 def confirm_text(confirm: dict) -> str:
@@ -117,6 +188,12 @@ def finding_lines(f: Finding, target: str) -> list[str]:
     lines = [head]
     if f.fix:
         lines.append(f"      [green]fix:[/green] {escape(f.fix)}")
+    if f.fix_note:
+        lines.append(f"      [yellow]autofix:[/yellow] {escape(f.fix_note)}")
+    elif f.autofix is not None and f.autofix.applicability.value != "display-only":
+        flags = "--fix" if f.autofix.applicability.value == "safe" else "--fix --unsafe-fixes"
+        lines.append(f"      [cyan]autofix:[/cyan] {escape(f.autofix.described)} "
+                     f"({f.autofix.applicability}: archlint {flags})")
     if f.sizes:
         lines.append(f"      [dim]sizes:[/dim] {escape(f.sizes)}")
     if f.confirmation:
@@ -162,50 +239,29 @@ def _plural(n: int, word: str) -> str:
 def render_statistics(report: Report, console: Console) -> None:
     for code, rule_id, count in rule_statistics(report):
         console.print(f"{count:>5}  [bold]{code:<7}[/bold] {rule_id}")
+    failed = report.failed_targets
+    if failed:
+        console.print(f"{len(failed):>5}  [bold red]{'error':<7}[/bold red] could not be analyzed: "
+                      + escape(", ".join(dict.fromkeys(display_path(m.target) or m.target for m in failed))))
 
 
-# --- --show layers ---------------------------------------------------------------------------
+# --- --show layers (the table itself lives in reporters/layers.py) ---------------------------
 
 
-def layer_table(model: ModelReport) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for column, justify in (
-        ("name", "left"),
-        ("op", "left"),
-        ("output shape", "left"),
-        ("RF size", "right"),
-        ("RF stride", "right"),
-        ("location", "left"),
-    ):
-        table.add_column(column, justify=justify, no_wrap=column != "name")
-    for row in node_rows(model.graph):
-        table.add_row(
-            escape(row["name"]),
-            row["op"] or "?",
-            "x".join(map(str, row["shape"])) if row["shape"] else "?",
-            rf_text(row["rf"], "size"),
-            rf_text(row["rf"], "stride"),
-            escape(_row_location(row["location"])),
-        )
-    return table
-
-
-def rf_text(rf: list | None, key: str) -> str:
-    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF."""
+def rf_text(rf: list | None, key: str, cause: dict | None = None) -> str:
+    """Per-axis values joined by 'x' ("11x11", "(1/2)x(1/2)"); '?' for an unknown axis or RF;
+    "global (attention at file:line)" where every axis reads the whole input."""
     if not rf:
         return "?"
+    if all(axis is not None and axis.get("global") for axis in rf):
+        return global_text(cause) if key == "size" else "-"
     return "x".join(_axis_value(axis, key) for axis in rf)
 
 
 def _axis_value(axis: dict | None, key: str) -> str:
+    if axis is not None and axis.get("global"):
+        return "global"
     if axis is None or axis[key] is None:
         return "?"
     text = str(axis[key])
     return f"({text})" if "/" in text else text
-
-
-def _row_location(loc: dict) -> str:
-    file = display_path(loc.get("file"))
-    if file and loc.get("line"):
-        return f"{file}:{loc['line']}"
-    return file or ""

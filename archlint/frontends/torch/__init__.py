@@ -2,12 +2,15 @@
 
 Steps for one file:
 
-1. import it as a fresh module (its folder on ``sys.path``), recording where every
-   ``nn.Module`` object is constructed;
-2. find the models (``--model NAME``, else module-level instances, else zero-argument
-   ``nn.Module`` subclasses defined in the file) and build classes on the meta device;
+1. import it as a fresh module (under its dotted name inside its package, with the project's
+   import roots on ``sys.path``: :mod:`archlint.project`), recording where every ``nn.Module``
+   object is constructed;
+2. find the models (``--model NAME`` or ``[tool.archlint] models``, each with its constructor
+   arguments, else module-level instances, else zero-argument ``nn.Module`` subclasses defined in
+   the file that no other model class of the file uses) and build classes on the meta device;
 3. choose the example input (``--input-shape``, ``example_inputs``, ``example_input`` in the file,
-   ``[tool.archlint]``, else a shape inferred from the first layer);
+   ``[tool.archlint]``, else a shape inferred from the first layer; plus ``example_kwargs``; dicts
+   and lists of tensors become one placeholder per tensor);
 4. trace with ``torch.fx`` (stack traces on) and propagate shapes node by node on meta tensors,
    keeping going past a failing node; when fx cannot trace, run ``forward`` on meta tensors under
    a ``TorchFunctionMode`` instead;
@@ -23,6 +26,9 @@ Graph-level keys this frontend adds to ``g.graph`` (besides the IR's own):
 ``fx_names``        fx node name -> IR node name (re-trace with :func:`trace` to get the same
                     names on a real module);
 ``input_dtypes``    dtype name per input (``int64`` for a model whose first layer is Embedding).
+``input_names``     one name per input tensor (``x``, ``batch_image``, ``mask``).
+``input_structured`` True when forward takes a dict, a list or keyword inputs (traced with one
+                    placeholder per tensor; ``--confirm`` runs it only through the fx graph).
 
 The frontend describes; it never judges. Only this package imports torch.
 

@@ -149,8 +149,11 @@ class _GraphBuilder:
 
     # ---- eager path (fx could not trace) ----------------------------------------------------
 
-    def from_eager(self, inputs: list[torch.Tensor]) -> None:
-        recorder = _EagerRecorder(self, inputs)
+    def from_eager(self, inputs: list[torch.Tensor], args: tuple | None = None,
+                   kwargs: dict | None = None) -> None:
+        """``inputs``: the tensors; ``args``/``kwargs``: forward's arguments holding them
+        (default: the tensors, positionally)."""
+        recorder = _EagerRecorder(self, inputs, args, kwargs)
         recorder.run()
 
 

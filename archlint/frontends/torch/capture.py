@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from archlint.config import Options
+from archlint.config import ConfigError, ModelSpec, Options, parse_model_spec
 from archlint.deadline import TimedOut, deadline
 from archlint.frontends import Capture, TargetError
 from archlint.frontends.torch.builder import _GraphBuilder
@@ -22,14 +22,18 @@ from archlint.frontends.torch.discovery import (
     _discover,
     _drop_nested_classes,
     _import_file,
-    _on_sys_path,
+    _importing_from,
     _quiet_user_code,
 )
 from archlint.frontends.torch.inputs import (
+    ExampleInputs,
     InputSpec,
     _chosen_inputs,
     _file_example_input,
+    _file_example_kwargs,
+    _container_input,
     _first_layer,
+    _missing_batch_dim,
     _shape_hint,
 )
 from archlint.frontends.torch.locate import (
@@ -41,9 +45,12 @@ from archlint.frontends.torch.locate import (
 )
 from archlint.frontends.torch.opcall import _module_origin
 from archlint.graph import new_graph
+from archlint.suggest import did_you_mean
+from archlint.project import import_plan
 
 
-def capture_file(path: Path, options: Options, example_inputs: Any = None) -> list[Capture]:
+def capture_file(path: Path, options: Options, example_inputs: Any = None,
+                 example_kwargs: Any = None) -> list[Capture]:
     """Import ``path``, find its models and capture each one.
 
     Raises :class:`TargetError` when the file as a whole cannot be analyzed (syntax error, import
@@ -52,39 +59,56 @@ def capture_file(path: Path, options: Options, example_inputs: Any = None) -> li
     path = Path(path)
     try:
         with deadline(options.timeout):
-            return _capture_file(path, options, example_inputs)
+            return _capture_file(path, options, example_inputs, example_kwargs)
     except TimedOut as exc:
         raise TargetError(f"{exc} importing and capturing {path.name}") from None
 
 
-def _capture_file(path: Path, options: Options, example_inputs: Any) -> list[Capture]:
+def _capture_file(path: Path, options: Options, example_inputs: Any,
+                  example_kwargs: Any) -> list[Capture]:
     files = _FileNames(path)
     sites = ConstructionSites(files)
-    with _quiet_user_code(), _on_sys_path(path.resolve().parent):
-        namespace = _import_file(path, sites)
-        candidates = _discover(namespace, path, options.model)
+    specs = _model_specs(options, path)
+    plan = import_plan(path, options.import_roots())
+    with _quiet_user_code(), _importing_from(plan):
+        namespace = _import_file(path, sites, plan)
+        candidates = _discover(namespace, path, specs)
         file_input = _file_example_input(namespace)
+        if example_kwargs is None:
+            example_kwargs = _file_example_kwargs(namespace)
         built = [(c, *_build(c, sites)) for c in candidates]
-        if options.model is None and all(c.kind == "class" for c in candidates):
+        if not specs and all(c.kind == "class" for c in candidates):
             built = _drop_nested_classes(built)
         captures = []
         for candidate, module, error in built:
             if error is not None:
                 captures.append(Capture(name=candidate.name, graph=None, error=error))
                 continue
-            specs = _chosen_inputs(options, example_inputs, file_input)
-            capture = _capture(module, candidate.name, specs, str(path), files, sites)
+            inputs = _chosen_inputs(options, example_inputs, file_input, example_kwargs)
+            capture = _capture(module, candidate.name, inputs, str(path), files, sites)
             g = capture.graph
             if g is not None:
-                factory = candidate.obj if candidate.kind in ("class", "factory") else None
+                factory = candidate.factory() if candidate.kind in ("class", "factory") else None
                 g.graph["module_factory"] = factory
                 g.graph["module"] = candidate.obj if factory is None else None
             captures.append(capture)
     return captures
 
 
+def _model_specs(options: Options, path: Path) -> list[tuple[ModelSpec, str]]:
+    """The models named for this file: ``--model``, else its entries in ``[tool.archlint] models``."""
+    try:
+        if options.model is not None:
+            return [(parse_model_spec(options.model), "--model")]
+        origin = "[tool.archlint] models entry"
+        return [(parse_model_spec(text, origin), origin) for text in options.models_for(path)]
+    except ConfigError as exc:
+        raise TargetError(str(exc)) from None
+
+
 def capture_module(
-    module: Any, example_inputs: Any, options: Options, name: str | None = None
+    module: Any, example_inputs: Any, options: Options, name: str | None = None,
+    example_kwargs: Any = None,
 ) -> Capture:
     """Capture an ``nn.Module`` given through the Python API (its weights stay as they are)."""
     if not isinstance(module, nn.Module):
@@ -94,7 +118,7 @@ def capture_module(
     name = name or type(module).__name__
     files = _FileNames(None)
     sites = ConstructionSites(files)
-    specs = _chosen_inputs(options, example_inputs, None)
+    specs = _chosen_inputs(options, example_inputs, None, example_kwargs)
     try:
         with deadline(options.timeout), _quiet_user_code():
             capture = _capture(module, name, specs, None, files, sites)
@@ -129,17 +153,17 @@ class _ArchlintTracer(fx.Tracer):
 def _capture(
     module: nn.Module,
     name: str,
-    specs: list[InputSpec] | str | None,
+    inputs: ExampleInputs | str | None,
     target: str | None,
     files: _FileNames,
     sites: ConstructionSites,
 ) -> Capture:
-    if isinstance(specs, str):
-        return Capture(name=name, graph=None, error=f"bad example input for {name}: {specs}")
+    if isinstance(inputs, str):
+        return Capture(name=name, graph=None, error=f"bad example input for {name}: {inputs}")
     training = [(m, m.training) for m in module.modules()]
     module.eval()  # batch-1 inputs are legal in eval mode; BatchNorm refuses them in training
     try:
-        return _capture_eval(module, name, specs, target, files, sites)
+        return _capture_eval(module, name, inputs, target, files, sites)
     except Exception as exc:  # never an unexplained crash
         where = _user_frame_of(exc, files)
         at = f" (at {where})" if where else ""
@@ -156,31 +180,46 @@ def _capture(
 def _capture_eval(
     module: nn.Module,
     name: str,
-    specs: list[InputSpec] | None,
+    inputs: ExampleInputs | None,
     target: str | None,
     files: _FileNames,
     sites: ConstructionSites,
 ) -> Capture:
     notes: list[str] = []
-    gm, trace_error = _fx_trace(module, len(specs) if specs else 1, files)
-    assumed = specs is None
-    if specs is None:
+    assumed = inputs is None or inputs.args is None
+    n_positional = len(inputs.args) if inputs is not None and inputs.args is not None else 1
+    gm, trace_error = _fx_trace(module, n_positional, files)
+    first_is_tensor = assumed or isinstance(inputs.args[0] if inputs.args else None, InputSpec)
+    container = _container_input(gm, module, assumed) if first_is_tensor else None
+    if container is not None:
+        given = "" if assumed else " (the example input given is a tensor)"
+        return Capture(name=name, graph=None, error=f"cannot build an input for {name}: "
+                       f"{container}{given}")
+    if assumed:
         inferred = _inferred_input(gm, module)
         if inferred is None:
             return Capture(name=name, graph=None, error=(
                 f"cannot infer an input shape for {name}: set --input-shape, a module-level "
                 "example_input, or input-shape in [tool.archlint]"))
-        specs = [inferred[0]]
+        inputs = ExampleInputs((inferred[0],), inputs.kwargs if inputs is not None else ())
         notes.append(inferred[1])
-    missing = _missing_inputs(module, name, len(specs))
-    if missing is not None:
-        return Capture(name=name, graph=None, error=missing)
+    problem = _missing_inputs(module, name, inputs)
+    if problem is None and not assumed:
+        problem = _missing_batch_dim(gm, module, name, inputs)
+    if problem is not None:
+        return Capture(name=name, graph=None, error=problem)
+    if inputs.structured:
+        gm, trace_error = _fx_trace_structured(module, inputs, files)
     default_dtype = _default_input_dtype(module, gm)
-    inputs = [s.meta_tensor(default_dtype) for s in specs]
+    names = [p.name for p in _forward_params(module)]
+    leaves = inputs.leaves(names)
+    tensors = [spec.meta_tensor(default_dtype) for _, spec in leaves]
     g = new_graph(name, target, "torch")
     g.graph.update(
-        input_shapes=[tuple(s.shape) for s in specs],
-        input_dtypes=[str(t.dtype).replace("torch.", "") for t in inputs],
+        input_shapes=[tuple(spec.shape) for _, spec in leaves],
+        input_dtypes=[str(t.dtype).replace("torch.", "") for t in tensors],
+        input_names=[leaf_name for leaf_name, _ in leaves],
+        input_structured=inputs.structured,
         input_assumed=assumed,
         fx_names={},
         traced_module=module,  # the object traced: meta-built unless the user gave it
@@ -188,11 +227,13 @@ def _capture_eval(
     )
     builder = _GraphBuilder(g, module, files, sites)
     if gm is not None:
-        builder.from_fx(gm, inputs)
+        builder.from_fx(gm, tensors)
     else:
         notes.append(f"torch.fx could not trace {name} ({trace_error}); captured by running "
                      "forward on meta tensors instead")
-        builder.from_eager(inputs)
+        by_leaf = iter(tensors)
+        args, kwargs = inputs.call_values(lambda _name, _spec: next(by_leaf))
+        builder.from_eager(tensors, args, kwargs)
     if g.graph["capture_note"]:
         notes.append(g.graph["capture_note"])
     _attach_symbolic_runner(g, module, [tuple(s.shape) for s in specs],
@@ -250,19 +291,43 @@ def _inferred_input(gm: fx.GraphModule | None, module: nn.Module) -> tuple[Input
     return hint, note
 
 
-def _missing_inputs(module: nn.Module, name: str, given: int) -> str | None:
-    required = [p.name for p in _forward_params(module) if p.default is inspect.Parameter.empty]
-    if given >= len(required):
+def _missing_inputs(module: nn.Module, name: str, inputs: ExampleInputs) -> str | None:
+    """Forward's required parameters that the example leaves unset, or keyword arguments it
+    does not take."""
+    params = _all_forward_params(module)
+    if params is None:
+        return None
+    names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    takes_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    for key, _ in inputs.kwargs:
+        if key not in names and not takes_any_keyword:
+            return (f"example_kwargs gives {key!r}, but {name}.forward has no such parameter"
+                    + did_you_mean(key, names, what="its parameters"))
+    positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    given = {p.name for p in positional[:len(inputs.args or ())]} | {k for k, _ in inputs.kwargs}
+    required = [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    missing = [r for r in required if r not in given]
+    if not missing:
         return None
     return (
-        f"{name}.forward takes {len(required)} inputs ({', '.join(required)}) but {given} "
-        "example input(s) were given: set example_input = (t1, t2, ...) or pass --input-shape "
-        "once per input"
+        f"{name}.forward takes {len(required)} inputs ({', '.join(required)}) but "
+        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not given: set "
+        "example_input = (t1, t2, ...) or pass --input-shape once per input, and "
+        "example_kwargs = {...} for keyword inputs"
     )
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
     return ",".join(str(d) for d in shape)
+
+
+def _all_forward_params(module: nn.Module) -> list[inspect.Parameter] | None:
+    try:
+        return list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
 
 
 def _forward_params(module: nn.Module) -> list[inspect.Parameter]:
@@ -295,6 +360,41 @@ def _fx_trace(
     """:func:`trace`, or ``(None, one-line reason)`` when fx cannot trace it."""
     try:
         return trace(module, n_inputs), None
+    except Exception as exc:
+        where = _user_frame_of(exc, files)
+        at = f" at {where}" if where else ""
+        return None, f"{type(exc).__name__}: {_one_line(exc)}{at}"
+
+
+class _ExampleTracer(_ArchlintTracer):
+    """Traces forward called with an example's structure: a dict, a list, keyword arguments.
+    Each tensor leaf becomes one placeholder named after its path (``batch_image``); the
+    structure itself is plain Python during tracing, so ``batch["image"]`` costs no node and
+    parameters that are not given keep their defaults."""
+
+    def __init__(self, inputs: ExampleInputs, param_names: list[str]):
+        super().__init__()
+        self.inputs = inputs
+        self.param_names = param_names
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None):
+        names = iter(name for name, _ in self.inputs.leaves(self.param_names))
+        args, kwargs = self.inputs.call_values(
+            lambda _name, _spec: self.create_proxy("placeholder", next(names), (), {}))
+        root = self.root
+
+        def forward_with_example() -> Any:
+            return root_fn(root, *args, **kwargs)
+
+        return forward_with_example, []
+
+
+def _fx_trace_structured(module: nn.Module, inputs: ExampleInputs, files: _FileNames
+                         ) -> tuple[fx.GraphModule | None, str | None]:
+    try:
+        names = [p.name for p in _forward_params(module)]
+        graph = _ExampleTracer(inputs, names).trace(module)
+        return fx.GraphModule(module, graph, class_name=type(module).__name__), None
     except Exception as exc:
         where = _user_frame_of(exc, files)
         at = f" at {where}" if where else ""

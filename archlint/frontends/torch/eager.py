@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from archlint.frontends.torch.builder import _GraphBuilder
 
 
+#: functions whose output size is chosen at run time (so a constant they make may follow the input)
+_RESIZING = frozenset({"interpolate", "upsample", "grid_sample", "adaptive_avg_pool1d",
+                       "adaptive_avg_pool2d", "adaptive_avg_pool3d", "arange", "linspace",
+                       "meshgrid", "zeros", "ones", "full", "empty", "rand", "randn"})
+
+
 class _StopCapture(BaseException):
     """Raised through the user's forward once an op failed; the note says where.
 
@@ -44,16 +50,40 @@ class _EagerRecorder(TorchFunctionMode):
     """Records each torch call made by forward (outside leaf modules) and each leaf module call,
     connecting them by tensor identity."""
 
-    def __init__(self, builder: _GraphBuilder, inputs: list[torch.Tensor]):
+    def __init__(self, builder: _GraphBuilder, inputs: list[torch.Tensor],
+                 args: tuple | None = None, kwargs: dict | None = None):
         super().__init__()
         self.builder = builder
         self.g = builder.g
         self.inputs = inputs
+        self.call_args = tuple(inputs) if args is None else args
+        self.call_kwargs = kwargs or {}
         self.producer: dict[int, str] = {}
         self.keep: list[Any] = []  # keeps recorded tensors alive so their ids stay unique
         self.leaf_depth = 0
         self.names: dict[str, int] = {}
         self.qualnames = {m: name for name, m in builder.root.named_modules()}
+        #: id of a tensor computed from parameters only -> (parameter name, follows the input)
+        self._derived: dict[int, tuple[str, bool]] = {}
+
+    def _parameters(self) -> dict[int, str]:
+        if not hasattr(self, "_named_constants"):
+            root = self.builder.root
+            named = list(root.named_parameters()) + list(root.named_buffers())
+            self._named_constants = {id(t): f"self.{n}" for n, t in named}
+        return self._named_constants
+
+    def _constant_name(self, raw: Any) -> str:
+        if id(raw) in self._derived:
+            return self._derived[id(raw)][0]
+        return self._parameters().get(id(raw), "a constant")
+
+    def _not_a_parameter(self, raw: Any) -> bool:
+        """Eagerly, a constant operand counts as fixed when it is a parameter/buffer or was
+        computed from them without a resize or a range; anything else may follow the input."""
+        if id(raw) in self._parameters():
+            return False
+        return self._derived.get(id(raw), ("", True))[1]
 
     def run(self) -> None:
         root = self.builder.root
@@ -70,7 +100,7 @@ class _EagerRecorder(TorchFunctionMode):
         out: Any = None
         try:
             with torch.no_grad(), torch.device("meta"), self:
-                out = meta.call(root, tuple(self.inputs), {})
+                out = meta.call(root, self.call_args, self.call_kwargs)
         except _StopCapture:
             out = None
         except Exception as exc:
@@ -138,7 +168,29 @@ class _EagerRecorder(TorchFunctionMode):
             raise _StopCapture() from exc
         if self._activation_args(args, kwargs) and _has_tensor(out):
             self._record(*_eager_target(func), args, kwargs, out, None)
+        elif _has_tensor(out):
+            self._remember_constant(func, args, kwargs, out)
         return out
+
+    def _remember_constant(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        """A tensor computed from parameters/buffers only (``bias_table[index]``): remember
+        where it came from, and whether a resize or a range built from sizes shaped it (then it
+        may follow the input size: eagerly, sizes are plain numbers)."""
+        named = self._parameters()
+        sources = [v for v in pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
+        known = [id(v) in named or id(v) in self._derived for v in sources]
+        name_of = next((named.get(id(v)) or self._derived[id(v)][0] for v, k in zip(sources, known)
+                        if k), None)
+        adapts = any(self._derived.get(id(v), ("", False))[1] for v in sources)
+        target = getattr(func, "__name__", "")
+        if target in _RESIZING or not sources:
+            adapts = True  # a factory (arange, linspace) or a resize: sized at run time
+        if name_of is None and sources:
+            return
+        for v in pytree.tree_leaves(out):
+            if isinstance(v, torch.Tensor):
+                self._derived[id(v)] = (name_of or "a constant", adapts)
+                self.keep.append(v)
 
     def _activation_args(self, args: tuple, kwargs: dict) -> list[str]:
         return [self.producer[id(v)] for v in pytree.tree_leaves((args, kwargs))
@@ -149,6 +201,8 @@ class _EagerRecorder(TorchFunctionMode):
         inputs = self._activation_args(args, kwargs)
         call = OpCall(kind=kind, target=target, args=args, kwargs=kwargs, raw_args=args,
                       raw_kwargs=kwargs, producer=self._producer_of,
+                      constant_name=self._constant_name,
+                      sized_from_activation=self._not_a_parameter,
                       module=target if kind == "module" else None)
         op, attrs, origin = describe(call)
         base = self.qualnames.get(target, "module") if kind == "module" else \

@@ -31,11 +31,16 @@ class _FileNames:
     def __init__(self, target: Path | None):
         self.target = target
         self._target_abs = os.path.abspath(target) if target is not None else None
+        # a target spelled relative to the working directory: its helpers are shown so too
+        relative = target is not None and not os.path.isabs(target)
+        self._cwd = os.getcwd() + os.sep if relative else None
 
     def display(self, filename: str) -> str:
         absolute = os.path.abspath(filename)
         if self._target_abs is not None and absolute == self._target_abs:
             return str(self.target)
+        if self._cwd is not None and absolute.startswith(self._cwd):
+            return absolute[len(self._cwd):]
         return absolute
 
 

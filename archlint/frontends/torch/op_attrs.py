@@ -211,6 +211,16 @@ def _no_attrs(call: OpCall) -> Attrs:
     return Attrs()
 
 
+def _mha_module(call: OpCall) -> Attrs:
+    # the sequence dim of key/value: tokens are mixed over it
+    return Attrs(extra={"seq_dim": 1 if call.module.batch_first else 0})
+
+
+def _softmax_module(call: OpCall) -> Attrs:
+    dim = call.module.dim
+    return Attrs(axis=None if dim is None else int(dim))
+
+
 _Handler = tuple[str, "tuple[str, ...] | None", Callable[[OpCall], Any]]
 
 
@@ -250,7 +260,9 @@ _MODULE_TABLE: list[tuple[Any, _Handler]] = [
     (nn.PixelShuffle, ("pixel_shuffle", None, _pixel_shuffle_module)),
     (nn.PixelUnshuffle, ("pixel_unshuffle", None, _pixel_unshuffle_module)),
     ((nn.Identity, nn.ChannelShuffle), ("pointwise", None, _no_attrs)),
-    ((nn.MultiheadAttention, nn.GLU), ("unknown", None, _no_attrs)),  # not shape-preserving
+    (nn.MultiheadAttention, ("attention", None, _mha_module)),
+    ((nn.Softmax, nn.LogSoftmax, nn.Softmin), ("softmax", None, _softmax_module)),
+    (nn.GLU, ("unknown", None, _no_attrs)),  # not shape-preserving
 ]
 
 
@@ -372,7 +384,16 @@ def _linear_fn(call: OpCall) -> Attrs:
 
 
 def _concat_fn(call: OpCall) -> Attrs:
-    return Attrs(axis=int(call.get("dim", 0)))
+    tensors = call.get("tensors") or ()
+    raws = call.bound_raw.get("tensors") or ()
+    constants = []
+    for slot, (value, raw) in enumerate(zip(tensors, raws)):
+        if call.producer(raw) is None and isinstance(value, torch.Tensor) and isinstance(
+                raw, (fx.Node, torch.Tensor)):
+            constants.append({"name": call.constant_name(raw), "shape": tuple(value.shape),
+                              "adapts": call.sized_from_activation(raw), "slot": slot})
+    extra: dict[str, Any] = {"constants": tuple(constants)} if constants else {}
+    return Attrs(axis=int(call.get("dim", 0)), extra=extra)
 
 
 def _flatten_fn(call: OpCall) -> Attrs:
@@ -392,6 +413,11 @@ def _reshape_fn(call: OpCall) -> Attrs:
     return Attrs(target_shape=target)
 
 
+def _shape_only(call: OpCall) -> Attrs:
+    """squeeze / unsqueeze / unflatten / view_as: the output shape says it all."""
+    return Attrs()
+
+
 def _pixel_shuffle_fn(call: OpCall) -> Attrs:
     return Attrs(factor=int(call.get("upscale_factor")))
 
@@ -407,8 +433,23 @@ def _merge_fn(kind: str) -> Callable[[OpCall], tuple[str, Attrs]]:
         if len(raws) < 2:
             raws.append(call.raw_kwargs.get("other"))
         both = all(call.producer(r) is not None for r in raws)
-        return (kind if both else "pointwise"), Attrs()
+        if both:
+            return kind, Attrs()
+        return "pointwise", Attrs(extra=_constant_operand(call, raws))
     return attrs
+
+
+def _constant_operand(call: OpCall, raws: list[Any]) -> dict[str, Any]:
+    """The operand of ``x + self.pos_embed`` that is a parameter or buffer (not a scalar)."""
+    for slot, raw in enumerate(raws):
+        value = call.args[slot] if slot < len(call.args) else call.kwargs.get("other")
+        if call.producer(raw) is not None or not isinstance(value, torch.Tensor):
+            continue
+        if not isinstance(raw, (fx.Node, torch.Tensor)) or value.dim() == 0:
+            continue
+        return {"constant": {"name": call.constant_name(raw), "shape": tuple(value.shape),
+                             "adapts": call.sized_from_activation(raw), "slot": slot}}
+    return {}
 
 
 def _reduce_fn(kind: str) -> Callable[[OpCall], tuple[str, Attrs]]:
@@ -416,11 +457,12 @@ def _reduce_fn(kind: str) -> Callable[[OpCall], tuple[str, Attrs]]:
     def attrs(call: OpCall) -> tuple[str, Attrs]:
         rank = call.input_rank()
         dims = call.get("dim")
-        if rank is None or rank < 3 or dims is None:
+        if rank is None or dims is None:
             return "unknown", Attrs()
         dims = {int(d) % rank for d in _per_axis(dims, 1)}
-        if dims != set(range(2, rank)):
-            return "unknown", Attrs()
+        if rank < 3 or dims != set(range(2, rank)):
+            return "reduce", Attrs(extra={"kind": kind, "dims": tuple(sorted(dims)),
+                                          "keepdim": bool(call.get("keepdim", False))})
         keepdim = bool(call.get("keepdim", False))
         return "global_pool", Attrs(extra={"kind": kind, "keepdim": keepdim})
     return attrs
@@ -430,8 +472,10 @@ def _split_fn(call: OpCall) -> tuple[str, Attrs]:
     """A split along batch or channels leaves the spatial axes alone."""
     rank = call.input_rank()
     dim = int(call.get("dim", 0))
-    if rank is None or dim % rank >= 2:
+    if rank is None:
         return "unknown", Attrs()
+    if dim % rank >= 2:
+        return "split", Attrs(extra={"split_dim": dim % rank})
     nd = rank - 2
     return "slice", Attrs(slices=((None, None, 1),) * nd, extra={"split_dim": dim % rank})
 
@@ -447,7 +491,7 @@ def _getitem_fn(call: OpCall) -> tuple[str, Attrs]:
     if sum(1 for i in index if i is Ellipsis) > 1:
         return "unknown", Attrs()
     if any(not isinstance(i, slice) and i is not Ellipsis for i in index):
-        return "unknown", Attrs()
+        return _index_fn(call)
     explicit = [i for i in index if i is not Ellipsis]
     fill = rank - len(explicit)
     per_dim: list[slice] = []
@@ -462,6 +506,116 @@ def _getitem_fn(call: OpCall) -> tuple[str, Attrs]:
     if any(s != slice(None) for s in per_dim[:2]):
         extra["slices_batch_channel"] = tuple((s.start, s.stop, s.step) for s in per_dim[:2])
     return "slice", Attrs(slices=spatial, extra=extra)
+
+
+def _index_fn(call: OpCall) -> tuple[str, Attrs]:
+    """``x[0]``, ``x[:, 0]``, ``x[:, 1:]``, ``x[..., None]``: one entry per index item."""
+    x = call.args[0]
+    index = call.args[1]
+    index = index if isinstance(index, tuple) else (index,)
+    items: list[tuple] = []
+    for i in index:
+        if i is Ellipsis:
+            items.append(("ellipsis",))
+        elif i is None:
+            items.append(("none",))
+        elif isinstance(i, slice):
+            items.append(("slice", _opt_int(i.start), _opt_int(i.stop),
+                          1 if i.step is None else int(i.step)))
+        elif isinstance(i, int) or (isinstance(i, torch.Tensor) and i.dim() == 0
+                                    and not i.dtype.is_floating_point and i.device.type != "meta"):
+            items.append(("int", int(i)))
+        else:
+            items.append(("tensor",))
+    return "index", Attrs(extra={"index": tuple(items), "rank": x.dim()})
+
+
+def _permute_fn(call: OpCall) -> tuple[str, Attrs]:
+    """permute / transpose / swapaxes / movedim / .mT, as one output->input dim map."""
+    rank = call.input_rank()
+    if rank is None:
+        return "unknown", Attrs()
+    name = getattr(call.target, "__name__", call.target)
+    args = call.args[1:]
+    kw = call.kwargs
+    if name == "permute":
+        dims = kw.get("dims", args[0] if len(args) == 1 else args)
+        perm = tuple(int(d) % rank for d in _per_axis(dims, rank))
+    elif name in ("movedim", "moveaxis"):
+        src = [int(d) % rank for d in _per_axis(kw.get("source", args[0]), 1)]
+        dst = [int(d) % rank for d in _per_axis(kw.get("destination", args[1]), 1)]
+        rest = [d for d in range(rank) if d not in src]
+        perm_list: list[int | None] = [None] * rank
+        for s_, d_ in zip(src, dst):
+            perm_list[d_] = s_
+        it = iter(rest)
+        perm = tuple(p if p is not None else next(it) for p in perm_list)
+    else:  # transpose / swapaxes / swapdims
+        d0 = int(kw.get("dim0", args[0] if args else -2)) % rank
+        d1 = int(kw.get("dim1", args[1] if len(args) > 1 else -1)) % rank
+        order = list(range(rank))
+        order[d0], order[d1] = order[d1], order[d0]
+        perm = tuple(order)
+    return "permute", Attrs(extra={"perm": perm})
+
+
+def _softmax_fn(call: OpCall) -> tuple[str, Attrs]:
+    dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else None)
+    if dim is None or not isinstance(dim, int):
+        return "pointwise", Attrs()
+    return "softmax", Attrs(axis=int(dim))
+
+
+def _matmul_fn(call: OpCall) -> tuple[str, Attrs]:
+    """``a @ b``; an operand that is no activation (a parameter) is recorded as the weight."""
+    raws = list(call.raw_args[:2])
+    acts = [call.producer(r) is not None for r in raws]
+    extra: dict[str, Any] = {}
+    if not all(acts):
+        side = 0 if not acts[0] else 1
+        w = call.args[side]
+        extra["weight"] = {"slot": side, "shape": tuple(w.shape) if isinstance(w, torch.Tensor)
+                           else None}
+    return "matmul", Attrs(extra=extra)
+
+
+def _einsum_fn(call: OpCall) -> tuple[str, Attrs]:
+    equation = call.args[0]
+    operands = call.args[1:]
+    raws = call.raw_args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands, raws = operands[0], raws[0]
+    if not isinstance(equation, str):
+        return "unknown", Attrs()
+    kinds = tuple("act" if call.producer(r) is not None else
+                  tuple(o.shape) if isinstance(o, torch.Tensor) else None
+                  for o, r in zip(operands, raws))
+    return "einsum", Attrs(extra={"equation": equation.replace(" ", ""), "operands": kinds})
+
+
+def _sdpa_fn(call: OpCall) -> tuple[str, Attrs]:
+    return "attention", Attrs(extra={"seq_dim": -2})
+
+
+def _expand_fn(call: OpCall) -> tuple[str, Attrs]:
+    return "expand", Attrs()
+
+
+def _roll_fn(call: OpCall) -> tuple[str, Attrs]:
+    shifts = call.kwargs.get("shifts", call.args[1] if len(call.args) > 1 else None)
+    dims = call.kwargs.get("dims", call.args[2] if len(call.args) > 2 else None)
+    if dims is None:
+        return "unknown", Attrs()
+    return "roll", Attrs(extra={"shifts": tuple(int(s) for s in _per_axis(shifts, 1)),
+                                "dims": tuple(int(d) for d in _per_axis(dims, 1))})
+
+
+def _unbind_fn(call: OpCall) -> tuple[str, Attrs]:
+    rank = call.input_rank()
+    dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else 0)
+    if rank is None:
+        return "unknown", Attrs()
+    return "split", Attrs(extra={"split_dim": int(dim) % rank, "unbind": True})
 
 
 def _opt_int(v: Any) -> int | None:
@@ -480,20 +634,20 @@ _BINARY = ("input", "other")
 
 _POINTWISE_FUNCTION_NAMES = (
     "relu relu_ relu6 elu elu_ selu celu gelu silu mish leaky_relu leaky_relu_ hardtanh hardtanh_ "
-    "hardswish hardsigmoid sigmoid tanh softmax log_softmax softmin softplus softsign threshold "
+    "hardswish hardsigmoid sigmoid tanh softplus softsign threshold "
     "prelu rrelu logsigmoid tanhshrink hardshrink softshrink dropout dropout1d dropout2d "
     "dropout3d alpha_dropout feature_alpha_dropout normalize"
 ).split()
 _POINTWISE_TORCH_NAMES = (
     "relu relu_ sigmoid sigmoid_ tanh tanh_ exp log log1p abs sqrt rsqrt neg clamp clip pow sin "
-    "cos erf softmax log_softmax zeros_like ones_like full_like rand_like randn_like empty_like "
+    "cos erf zeros_like ones_like full_like rand_like randn_like empty_like "
     "square reciprocal sign floor ceil round nan_to_num dropout detach clone selu celu "
     "hardtanh threshold"
 ).split()
 _POINTWISE_METHODS = (
     "contiguous clone detach float double half bfloat16 to type type_as cpu cuda relu relu_ "
     "sigmoid sigmoid_ tanh tanh_ exp exp_ log abs sqrt sqrt_ neg clamp clamp_ clip pow pow_ "
-    "softmax log_softmax requires_grad_ sin cos square reciprocal long int bool masked_fill "
+    "requires_grad_ sin cos square reciprocal long int bool masked_fill "
     "masked_fill_ nan_to_num erf sign floor ceil round __neg__ __pow__ __abs__ neg_ fill_ zero_ "
     "__invert__"
 ).split()
@@ -576,6 +730,29 @@ def _register_functions() -> None:
         dim_pos = ("input", "arg", "dim")
         _METHODS[splitter] = ("?", dim_pos, _split_fn)
         add(g(torch, splitter), ("?", dim_pos, _split_fn))
+    permute = ("?", None, _permute_fn)
+    for name in ("permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis"):
+        _METHODS[name] = permute
+        add(g(torch, name), permute)
+    softmax = ("?", None, _softmax_fn)
+    for name in ("softmax", "log_softmax", "softmin"):
+        _METHODS[name] = softmax
+        add(g(torch, name) + g(F, name), softmax)
+    matmul = ("?", None, _matmul_fn)
+    add(g(operator, "matmul") + g(torch, "matmul", "bmm"), matmul)
+    for name in ("matmul", "bmm", "__matmul__"):
+        _METHODS[name] = matmul
+    add(g(torch, "einsum"), ("?", None, _einsum_fn))
+    add(g(F, "scaled_dot_product_attention"), ("?", None, _sdpa_fn))
+    _METHODS["expand"] = ("?", None, _expand_fn)
+    _METHODS["expand_as"] = ("?", None, _expand_fn)
+    _METHODS["roll"] = ("?", None, _roll_fn)
+    add(g(torch, "roll"), ("?", None, _roll_fn))
+    _METHODS["unbind"] = ("?", None, _unbind_fn)
+    add(g(torch, "unbind"), ("?", None, _unbind_fn))
+    for name in ("unflatten", "view_as", "reshape_as", "squeeze", "unsqueeze"):
+        _METHODS[name] = ("reshape", None, _shape_only)
+    add(g(torch, "squeeze", "unsqueeze", "unflatten"), ("reshape", None, _shape_only))
     add([operator.getitem], ("?", None, _getitem_fn))
     _METHODS["__getitem__"] = ("?", None, _getitem_fn)
 

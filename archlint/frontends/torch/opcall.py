@@ -59,6 +59,11 @@ class OpCall:
     is_runtime: Callable[[Any], bool] = lambda raw: False
     #: spatial sizes of an IR node's main output, when known.
     spatial_of: Callable[[str], tuple[int, ...] | None] = lambda name: None
+    #: a constant operand's origin (the parameter or buffer it comes from), for messages.
+    constant_name: Callable[[Any], str] = lambda raw: "a constant"
+    #: whether a constant operand was computed using an activation's size at run time
+    #: (interpolated or built to the grid), so it follows the input size.
+    sized_from_activation: Callable[[Any], bool] = lambda raw: False
     module: nn.Module | None = None
     bound: dict[str, Any] = field(default_factory=dict)
     bound_raw: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +115,44 @@ def _fx_call(
         shapes = g.nodes[name]["shapes"] if name in g else None
         return tuple(shapes[0][2:]) if shapes else None
 
+    def constant_name(raw: Any) -> str:
+        node = raw
+        seen = 0
+        while isinstance(node, fx.Node) and node.op != "get_attr" and seen < 50:
+            args = [a for a in node.all_input_nodes]
+            node = args[0] if args else None
+            seen += 1
+        if isinstance(node, fx.Node) and node.op == "get_attr":
+            return f"self.{node.target}"
+        return raw.name if isinstance(raw, fx.Node) else "a constant"
+
+    def sized_from_activation(raw: Any) -> bool:
+        """True when a size read from an activation shaped this value beyond its batch dim
+        (``F.interpolate(self.pos_embed, size=(h, w))``, ``torch.linspace(0, 1, h)``);
+        ``cls_token.expand(B, -1, -1)`` does not count."""
+        def reads_sizes(a: Any) -> bool:
+            found = []
+            fx.node.map_arg(a, lambda x: found.append(x) or x)
+            return any(sources.get(x) or x in ir_of for x in found)
+
+        stack, seen = [raw], set()
+        while stack:
+            node = stack.pop()
+            if not isinstance(node, fx.Node) or node in seen:
+                continue
+            seen.add(node)
+            if node.op == "get_attr" or node in ir_of:
+                continue
+            if _batch_only_use(node):  # expand(B, ...): the first size is the batch
+                if reads_sizes((node.args[2:], node.kwargs)):
+                    return True
+                stack.append(node.args[0])
+                continue
+            if reads_sizes((node.args, node.kwargs)):
+                return True
+            stack.extend(node.all_input_nodes)
+        return False
+
     kind = {"call_module": "module", "call_function": "function", "call_method": "method"}[n.op]
     target = gm.get_submodule(n.target) if n.op == "call_module" else n.target
     return OpCall(
@@ -123,8 +166,18 @@ def _fx_call(
         size_source=size_source,
         is_runtime=is_runtime,
         spatial_of=spatial_of,
+        constant_name=constant_name,
+        sized_from_activation=sized_from_activation,
         module=target if kind == "module" else None,
     )
+
+
+_BATCH_ONLY = frozenset({"expand", "repeat"})
+
+
+def _batch_only_use(node: fx.Node) -> bool:
+    """``cls_token.expand(x.shape[0], -1, -1)``: the size read from x is only its batch."""
+    return node.op == "call_method" and node.target in _BATCH_ONLY
 
 
 def _module_origin(module: nn.Module) -> str:

@@ -1,0 +1,103 @@
+"""The ONNX frontend: an ``.onnx`` file (or a ``ModelProto``) -> the IR graph.
+
+It never imports torch. Shapes come from ONNX's own strict shape inference (with data
+propagation, because the model zoo builds its weights with ``ConstantOfShape``); where strict
+inference fails, a node-by-node pass finds the failing node, records its one-line reason there and
+keeps everything upstream.
+
+What becomes an IR node: every ONNX node that reads at least one *activation* (a tensor derived
+from a real graph input). Initializers, ``Constant`` nodes and everything computed only from them
+or from ``Shape``/``Size`` are *static*: weights and shape arithmetic, resolved here into attrs
+(a Reshape target, Pad amounts, Resize scales) and never IR nodes.
+
+Safety: the model is loaded with ``load_external_data=False`` and no external-data reference is
+ever followed; only small, embedded tensors are turned into numpy arrays, so a tensor that declares
+2 GB is never allocated.
+
+Files:
+
+
+``loading``     load without external data (a reference outside the model folder is reported,
+                never opened), header checks, topological order;
+``inference``   the example input (declared or assumed), shape inference, static values;
+``op_mapping``  one ONNX node -> op kind and Attrs;
+``geometry``    per-op window/padding formulas as ONNX defines them;
+``builder``     the IR graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import shape_inference  # noqa: F401  (tests patch it through this module)
+
+from archlint.config import Options
+from archlint.frontends import Capture, TargetError
+from archlint.frontends.onnx.builder import _GraphBuilder
+from archlint.frontends.onnx.geometry import _concrete, _one_line
+from archlint.frontends.onnx.inference import (
+    _activation_tensors,
+    _infer_tensors,
+    _inference_model,
+    _input_shapes,
+)
+from archlint.frontends.onnx.loading import (
+    _check_header,
+    _load,
+    _sorted_nodes,
+    external_data_outside,
+)
+
+__all__ = ["capture_file", "capture_model"]
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def capture_file(path: Path, options: Options) -> list[Capture]:
+    """Load ``path`` (never its external data) and capture its one graph.
+
+    Raises :class:`TargetError` with a one-line reason for a file that is not a usable model.
+    """
+    path = Path(path)
+    model = _load(path)
+    capture = _capture(model, options, name=path.stem, file=str(path))
+    capture.notes[:0] = external_data_outside(model, path.parent)
+    return [capture]
+
+
+def capture_model(model: onnx.ModelProto, options: Options) -> Capture:
+    """Capture an in-memory ``ModelProto``; a model that cannot be analyzed gives ``error``."""
+    name = model.graph.name or "model"
+    try:
+        return _capture(model, options, name=name, file=None)
+    except TargetError as exc:
+        return Capture(name=name, graph=None, error=str(exc))
+
+
+def _capture(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:
+    try:
+        return _capture_checked(model, options, name=name, file=file)
+    except TargetError:
+        raise
+    except Exception as exc:  # a malformed proto must give one line, never a traceback
+        raise TargetError(
+            f"cannot build a graph from this ONNX model ({type(exc).__name__}: {_one_line(exc)})"
+        ) from None
+
+
+def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:
+    _check_header(model)
+    nodes = _sorted_nodes(model.graph)
+    notes: list[str] = []
+    real_inputs, input_shapes, assumed = _input_shapes(model.graph, options, notes)
+    inference_model = _inference_model(model, nodes, input_shapes)
+    activations = _activation_tensors(nodes, [i.name for i in real_inputs])
+    tensors = _infer_tensors(inference_model, nodes, activations, notes)
+    builder = _GraphBuilder(model, nodes, tensors, name=name, file=file, notes=notes)
+    g = builder.build(real_inputs)
+    g.graph["input_shapes"] = [s for s in input_shapes.values() if _concrete(s)]
+    g.graph["input_assumed"] = assumed
+    return Capture(name=name, graph=g, notes=notes)

@@ -1,0 +1,197 @@
+"""Building the IR from the sorted ONNX nodes: one node per op that reads an activation."""
+
+from __future__ import annotations
+
+import networkx as nx
+import onnx
+
+from archlint.frontends.onnx.geometry import _consistency_error, _output_channels
+from archlint.frontends.onnx.inference import (
+    SHAPE_READERS,
+    _concrete,
+    _one_line,
+    _Tensors,
+)
+from archlint.frontends.onnx.op_mapping import OpMapping
+from archlint.graph import Attrs, Location, add_op, new_graph
+
+
+class _GraphBuilder(OpMapping):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        nodes: list[tuple[int, onnx.NodeProto]],
+        tensors: _Tensors,
+        *,
+        name: str,
+        file: str | None,
+        notes: list[str],
+    ):
+        self.model = model
+        self.nodes = nodes
+        self.tensors = tensors
+        self.static = tensors.static
+        self.file = file
+        self.notes = notes
+        self.g = new_graph(name, file, "onnx")
+        self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+        self.local_functions = {(f.domain, f.name) for f in model.functions}
+        #: activation tensor -> IR node that produces it
+        self.producer: dict[str, str] = {}
+        #: IR nodes whose outputs are unknown past them (custom op, failure)
+        self.poisoned: set[str] = set()
+        self.used_names: set[str] = set()
+        self.unknown_ops: list[str] = []
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def _unique(self, name: str) -> str:
+        candidate, n = name, 1
+        while candidate in self.used_names:
+            n += 1
+            candidate = f"{name}_{n}"
+        self.used_names.add(candidate)
+        return candidate
+
+    def _location(self, node_name: str) -> Location:
+        return Location(file=self.file, line=None, node=node_name)
+
+    # -- build -------------------------------------------------------------------------------
+
+    def build(self, real_inputs: list[onnx.ValueInfoProto]) -> nx.DiGraph:
+        node_names = {
+            index: (node.name or f"{node.op_type}_{index}") for index, node in self.nodes
+        }
+        for value in real_inputs:
+            ir_name = self._unique(value.name if value.name not in node_names.values() else f"input:{value.name}")
+            shape = self.tensors.shapes.get(value.name)
+            add_op(
+                self.g, ir_name, "input",
+                shapes=(shape,) if _concrete(shape) else None,
+                location=self._location(value.name), origin="input",
+            )
+            self.producer[value.name] = ir_name
+        for index, node in self.nodes:
+            if node.op_type in SHAPE_READERS:
+                continue
+            activations = [t for t in node.input if t in self.producer]
+            if not activations:
+                continue  # weights or shape arithmetic
+            self._add_node(index, node, node_names[index])
+        self._add_outputs()
+        unmapped = sorted({
+            self.g.nodes[n]["origin"] for n in self.g.nodes
+            if self.g.nodes[n]["op"] == "unknown" and "::" not in self.g.nodes[n]["origin"]
+        })
+        if unmapped:
+            self.notes.append(
+                f"ONNX op(s) with no archlint kind: {', '.join(unmapped)}; shapes come from ONNX, "
+                "the receptive field is unknown past them"
+            )
+        if self.unknown_ops:
+            self.g.graph["capture_note"] = self.unknown_ops[0]
+        return self.g
+
+    def _add_outputs(self) -> None:
+        outputs = [o.name for o in self.model.graph.output if o.name in self.producer]
+        for tensor in outputs:
+            src = self.producer[tensor]
+            name = self._unique("output" if len(outputs) == 1 else f"output:{tensor}")
+            shape = self.tensors.shapes.get(tensor)
+            known = src not in self.poisoned and self.g.nodes[src]["shapes"] is not None
+            add_op(
+                self.g, name, "output", inputs=[src],
+                shapes=(shape,) if known and _concrete(shape) else None,
+                location=self._location(tensor), origin="output",
+            )
+
+    def _add_node(self, index: int, node: onnx.NodeProto, onnx_name: str) -> None:
+        ir_name = self._unique(onnx_name)
+        inputs = [self.producer[t] for t in node.input if t in self.producer]
+        custom = self._is_custom(node)
+        if custom:
+            op, attrs = "unknown", Attrs()
+            origin = f"{node.domain or 'ai.onnx'}::{node.op_type}"
+            self.unknown_ops.append(
+                f"unknown op {origin} at node {onnx_name!r}: its output shapes and receptive "
+                "field are unknown past it"
+            )
+            self.notes.append(self.unknown_ops[-1])
+        else:
+            origin = node.op_type
+            try:
+                op, attrs = self._normalize(node)
+            except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as exc:
+                op, attrs = "unknown", Attrs(extra={"normalize_error": _one_line(exc)})
+        shapes, error = self._shapes(index, node, inputs, op, attrs, custom)
+        add_op(
+            self.g, ir_name, op, inputs=inputs, attrs=attrs, shapes=shapes,
+            location=self._location(onnx_name), origin=origin, error=error,
+        )
+        if custom or error is not None or any(p in self.poisoned for p in inputs):
+            self.poisoned.add(ir_name)
+        for out in node.output:
+            if out:
+                self.producer[out] = ir_name
+
+    def _is_custom(self, node: onnx.NodeProto) -> bool:
+        if (node.domain, node.op_type) in self.local_functions:
+            return False
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        return not onnx.defs.has(node.op_type, domain)
+
+    # -- shapes ------------------------------------------------------------------------------
+
+    def _shapes(
+        self, index: int, node: onnx.NodeProto, inputs: list[str], op: str, attrs: Attrs, custom: bool
+    ) -> tuple[tuple[tuple[int, ...], ...] | None, str | None]:
+        if custom or any(p in self.poisoned for p in inputs):
+            return None, None
+        error = self.tensors.node_errors.get(index)
+        if error is None:
+            error = self._static_input_failure(node)
+        if error is not None:
+            return None, error
+        shapes = []
+        for out in node.output:
+            if not out:
+                continue
+            shape = self.tensors.shapes.get(out)
+            if not _concrete(shape):
+                break
+            shapes.append(shape)
+        if shapes:
+            in_shapes = [self.tensors.shapes.get(t) for t in node.input if t in self.producer]
+            error = _consistency_error(op, attrs, in_shapes, shapes[0])
+            return (None, error) if error else (tuple(shapes), None)
+        return self._formula_shape(node, inputs, op, attrs)
+
+    def _static_input_failure(self, node: onnx.NodeProto) -> str | None:
+        for t in node.input:
+            if t and t not in self.producer and t in self.tensors.failed:
+                return f"its input {t!r} cannot be computed: {self.tensors.failed[t]}"
+        return None
+
+    def _formula_shape(
+        self, node: onnx.NodeProto, inputs: list[str], op: str, attrs: Attrs
+    ) -> tuple[tuple[tuple[int, ...], ...] | None, str | None]:
+        """Fill a gap ONNX inference left, with the per-op formulas the torch path uses."""
+        in_shapes = [self.g.nodes[p]["shapes"][0] if self.g.nodes[p]["shapes"] else None for p in inputs]
+        if not in_shapes or any(s is None or len(s) < 3 for s in in_shapes):
+            return None, None
+        channels = _output_channels(op, attrs, in_shapes)
+        if channels is None:
+            return None, None
+        try:
+            from archlint.passes.formulas import ShapeError, infer_spatial
+        except ImportError:
+            return None, None
+        try:
+            spatial_out = infer_spatial(op, attrs, [tuple(s[2:]) for s in in_shapes])
+        except ShapeError as exc:
+            return None, _one_line(exc)
+        except Exception:
+            return None, None
+        return ((in_shapes[0][0], channels, *spatial_out),), None
+
+    # -- normalization ----------------------------------------------------------------------

@@ -1,0 +1,520 @@
+"""Shape inference: the example input, ONNX strict inference with a node-by-node fallback, and the
+static values (weights, shape arithmetic) resolved into attrs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from archlint.config import Options
+from archlint.frontends import TargetError
+from archlint.frontends.onnx.geometry import (
+    RUNTIME_CORRECTED,
+    _attributes,
+    _concrete,
+    _one_line,
+    _shape_text,
+    runtime_spatial,
+)
+
+#: Static tensors with more elements than this are never materialized (weights, not shapes).
+MAX_STATIC_ELEMENTS = 4096
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+
+#: Ops that turn an activation into a static (shape) value.
+SHAPE_READERS = frozenset({"Shape", "Size"})
+
+
+def _input_shapes(
+    graph: onnx.GraphProto, options: Options, notes: list[str]
+) -> tuple[list[onnx.ValueInfoProto], dict[str, tuple[int | str | None, ...]], bool]:
+    """The real (non-initializer) inputs and the shape each gets; True if the batch was assumed."""
+    weights = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    real = [i for i in graph.input if i.name not in weights]
+    if not real:
+        raise TargetError("the graph has no inputs: every graph input is an initializer")
+    given = list(options.input_shapes or ())
+    if len(given) > len(real):
+        raise TargetError(
+            f"{len(given)} input shapes given, but the model has {len(real)} input(s): "
+            + ", ".join(i.name for i in real)
+        )
+    shapes: dict[str, tuple[int | str | None, ...]] = {}
+    assumed = False
+    for index, value in enumerate(real):
+        declared = _declared_shape(value)
+        if index < len(given):
+            shape: tuple[int | str | None, ...] = tuple(given[index])
+            if declared is not None and len(declared) != len(shape):
+                raise TargetError(
+                    f"input shape {'x'.join(map(str, shape))} has rank {len(shape)}, but input "
+                    f"{value.name!r} has rank {len(declared)}"
+                )
+        elif declared is None:
+            raise TargetError(
+                f"input {value.name!r} declares no shape; pass --input-shape"
+            )
+        else:
+            shape = declared
+            if any(isinstance(d, int) and d <= 0 for d in shape):
+                # an empty or negative dimension: nothing downstream has a size to reason about
+                raise TargetError(
+                    f"input {value.name!r} declares shape {_shape_text(shape)} with a dimension "
+                    "<= 0; pass --input-shape"
+                )
+            if shape and not isinstance(shape[0], int):
+                shape = (1, *shape[1:])
+                assumed = True
+                notes.append(
+                    f"input {value.name!r}: batch dimension {declared[0] or '?'!s} is symbolic; "
+                    "assumed 1 (pass --input-shape to choose)"
+                )
+            symbolic = [str(d) if d else "?" for d in shape if not isinstance(d, int)]
+            if symbolic:
+                example = _assumed_example(graph, value.name, shape)
+                if example is None:  # never a clean report over unknown shapes
+                    raise TargetError(
+                        f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}) "
+                        "and its first layer does not say which sizes it takes; pass "
+                        "--input-shape"
+                    )
+                else:
+                    shape, assumed = example, True
+                    notes.append(
+                        f"input {value.name!r} has symbolic dimensions ({', '.join(symbolic)}); "
+                        f"assumed {_shape_text(shape)} (pass --input-shape to choose)"
+                    )
+        shapes[value.name] = shape
+    return real, shapes, assumed
+
+
+#: the spatial size tried for a symbolic dim: the common ImageNet size, which every stride up to
+#: 32 and the usual patch sizes (14, 16, 32 via 224 = 14 * 16) divide.
+ASSUMED_SPATIAL = 224
+
+
+def _assumed_example(
+    graph: onnx.GraphProto, name: str, shape: tuple[int | str | None, ...]
+) -> tuple[int, ...] | None:
+    """An example for symbolic dims: declared dims kept, channels from the first Conv's weight,
+    spatial dims ASSUMED_SPATIAL when the first windowed layer's kernel fits in it."""
+    if len(shape) < 3:
+        return None
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    first = next((n for n in graph.node if name in n.input), None)
+    kernel: tuple[int, ...] = ()
+    channels = None
+    if first is not None and first.op_type in ("Conv", "ConvTranspose") and len(first.input) > 1:
+        w = weights.get(first.input[1])
+        group = next((a.i for a in first.attribute if a.name == "group"), 1)
+        if w is not None and len(w) == len(shape):
+            channels = w[1] * group if first.op_type == "Conv" else w[0]
+            kernel = w[2:]
+    out = [shape[0] if isinstance(shape[0], int) else 1]
+    if isinstance(shape[1], int):
+        out.append(shape[1])
+    elif channels is not None:
+        out.append(int(channels))
+    else:
+        return None
+    for i, d in enumerate(shape[2:]):
+        if isinstance(d, int):
+            out.append(d)
+        elif i < len(kernel) and kernel[i] > ASSUMED_SPATIAL:
+            return None
+        else:
+            out.append(ASSUMED_SPATIAL)
+    return tuple(out)
+
+
+def _declared_shape(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+    t = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# shape inference
+
+
+@dataclass
+class _Tensors:
+    """What inference knows about every tensor."""
+
+    #: tensor -> dims (int, or None for an unknown/symbolic dim); absent when not even the rank is known.
+    shapes: dict[str, tuple[int | None, ...]]
+    #: tensor -> the one-line reason it could not be computed (set only where strict inference failed).
+    failed: dict[str, str] = field(default_factory=dict)
+    #: ONNX node index -> its failure reason.
+    node_errors: dict[int, str] = field(default_factory=dict)
+    types: dict[str, onnx.TypeProto] = field(default_factory=dict)
+    static: "_StaticValues | None" = None
+
+
+def _inference_model(
+    model: onnx.ModelProto,
+    nodes: list[tuple[int, onnx.NodeProto]],
+    input_shapes: dict[str, tuple[int | str | None, ...]],
+) -> onnx.ModelProto:
+    """A data-light copy for inference: sorted nodes, the chosen input shapes, and big or
+    external initializers turned into declared inputs (so their bytes are never copied)."""
+    graph = model.graph
+    inputs = []
+    for value in graph.input:
+        if value.name in input_shapes:
+            inputs.append(_with_shape(value, input_shapes[value.name]))
+    initializers = []
+    for tensor in graph.initializer:
+        if _materializable(tensor):
+            initializers.append(tensor)
+        else:
+            inputs.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    for sparse in graph.sparse_initializer:
+        inputs.append(
+            helper.make_tensor_value_info(sparse.values.name, sparse.values.data_type, list(sparse.dims))
+        )
+    light = helper.make_graph(
+        [n for _, n in nodes], graph.name or "model", inputs, list(graph.output), initializers,
+        value_info=list(graph.value_info),
+    )
+    out = helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
+    out.ir_version = max(model.ir_version, 4)  # initializers need not be inputs from IR 4 on
+    return out
+
+
+def _with_shape(value: onnx.ValueInfoProto, shape: tuple[int | str | None, ...]) -> onnx.ValueInfoProto:
+    elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+    dims = [d if isinstance(d, (int, str)) else None for d in shape]
+    return helper.make_tensor_value_info(value.name, elem or onnx.TensorProto.FLOAT, dims)
+
+
+def _materializable(tensor: onnx.TensorProto) -> bool:
+    """Embedded and small: safe to turn into numpy (never follows external data)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+        return False
+    return math.prod(tensor.dims) <= MAX_STATIC_ELEMENTS
+
+
+def _activation_tensors(nodes: list[tuple[int, onnx.NodeProto]], real_inputs: list[str]) -> set[str]:
+    """Tensors computed from a real graph input (not through Shape/Size): the IR's data."""
+    activations = set(real_inputs)
+    for _, node in nodes:
+        if node.op_type not in SHAPE_READERS and any(t in activations for t in node.input):
+            activations.update(o for o in node.output if o)
+    return activations
+
+
+def _infer_tensors(
+    model: onnx.ModelProto,
+    nodes: list[tuple[int, onnx.NodeProto]],
+    activations: set[str],
+    notes: list[str],
+) -> _Tensors:
+    """Strict ONNX inference; where it fails, or where it disagrees with what runtimes compute,
+    a node-by-node walk (ONNX's per-node inference plus :func:`runtime_spatial`) instead."""
+    strict_error = None
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        strict_error = _one_line(exc)
+    if strict_error is None:
+        types = _types_of(inferred)
+        tensors = _Tensors(shapes=_shapes_of(types), types=types)
+        tensors.static = _StaticValues(model, nodes, tensors, activations)
+        if not _disagrees_with_runtime(nodes, tensors) and not _has_gaps(model, nodes, tensors, activations):
+            return tensors
+    types = _types_of(model)
+    tensors = _Tensors(shapes=_shapes_of(types), types=types)
+    tensors.static = _StaticValues(model, nodes, tensors, activations)
+    _propagate(model, nodes, tensors)
+    if strict_error is not None and not tensors.node_errors:
+        notes.append(f"strict ONNX shape inference failed ({strict_error})")
+    return tensors
+
+
+def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    g = model.graph
+    types: dict[str, onnx.TypeProto] = {}
+    for t in g.initializer:
+        types[t.name] = helper.make_tensor_type_proto(t.data_type, list(t.dims))
+    for v in [*g.input, *g.value_info, *g.output]:
+        if v.type.HasField("tensor_type") and (v.name not in types or v.type.tensor_type.HasField("shape")):
+            types[v.name] = v.type
+    return types
+
+
+def _shapes_of(types: dict[str, onnx.TypeProto]) -> dict[str, tuple[int | None, ...]]:
+    return {k: d for k, d in ((k, _dims(t)) for k, t in types.items()) if d is not None}
+
+
+def _dims(t: onnx.TypeProto) -> tuple[int | None, ...] | None:
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
+
+
+def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> bool:
+    for _, node in nodes:
+        if node.op_type not in RUNTIME_CORRECTED:
+            continue
+        expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
+        out = tensors.shapes.get(node.output[0])
+        if expected is not None and out is not None and tuple(out[2:]) != expected:
+            return True
+    return False
+
+
+def _has_gaps(
+    model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors, activations: set[str]
+) -> bool:
+    """A known op with concrete inputs whose output ONNX left unknown (typically a Resize whose
+    sizes are arithmetic on a runtime shape that data propagation cannot follow, or a class
+    token's Expand to a shape built by ConstantOfShape/Where, which would leave the token
+    Concat one short)."""
+    opsets = {o.domain: o.version for o in model.opset_import}
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    for _, node in nodes:
+        out = node.output[0] if node.output else ""
+        if not out or _concrete(tensors.shapes.get(out)):
+            continue
+        if all(_concrete(tensors.shapes.get(t)) for t in node.input if t) and _schema(node, opsets, local_functions):
+            return True
+    return False
+
+
+def _weight_shape(node: onnx.NodeProto, tensors: _Tensors) -> tuple[int | None, ...] | None:
+    return tensors.shapes.get(node.input[1]) if len(node.input) > 1 else None
+
+
+def _propagate(model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> None:
+    """Infer node by node, in order, so a failure lands on the node that caused it (with ONNX's
+    reason) and everything that does not depend on it keeps its shape."""
+    opsets = {o.domain: o.version for o in model.opset_import}
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    for index, node in nodes:
+        outputs = [o for o in node.output if o]
+        bad_inputs = [t for t in node.input if t in tensors.failed]
+        if bad_inputs:
+            for o in outputs:
+                tensors.failed[o] = tensors.failed[bad_inputs[0]]
+            continue
+        schema = _schema(node, opsets, local_functions)
+        if schema is None or any(t and t not in tensors.types for t in node.input):
+            continue  # an op ONNX does not know, or an unknown input: unknown, not failed
+        input_types = {t: tensors.types[t] for t in node.input if t}
+        input_data = {}
+        for t in node.input:
+            value = tensors.static.value(t) if t else None
+            if value is not None:
+                input_data[t] = numpy_helper.from_array(np.asarray(value), t)
+        try:
+            out_types = shape_inference.infer_node_outputs(
+                schema, node, input_types, input_data, opset_imports=list(model.opset_import)
+            )
+        except Exception as exc:
+            if any(a.HasField("g") or a.graphs for a in node.attribute):
+                continue  # subgraph bodies read outer names this per-node call cannot see
+            reason = _failure_reason(node, exc, tensors)
+            tensors.node_errors[index] = reason
+            for o in outputs:
+                tensors.failed[o] = reason
+            continue
+        for o, t in out_types.items():
+            if _dims(t) is not None:
+                tensors.types[o] = t
+                tensors.shapes[o] = _dims(t)
+        if node.op_type in RUNTIME_CORRECTED and node.output[0] in tensors.shapes:
+            expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
+            if expected is not None:
+                out = tensors.shapes[node.output[0]]
+                fixed = (*out[:2], *expected)
+                tensors.shapes[node.output[0]] = fixed
+                tensors.types[node.output[0]] = helper.make_tensor_type_proto(
+                    tensors.types[node.output[0]].tensor_type.elem_type, list(fixed)
+                )
+
+
+def _schema(node: onnx.NodeProto, opsets: dict[str, int], local_functions: set[tuple[str, str]]):
+    if (node.domain, node.op_type) in local_functions:
+        return None
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    version = opsets.get(domain, opsets.get("ai.onnx", 1) if domain == "" else None)
+    if version is None:
+        return None
+    try:
+        return onnx.defs.get_schema(node.op_type, version, domain)
+    except Exception:
+        return None
+
+
+def _failure_reason(node: onnx.NodeProto, exc: Exception, tensors: _Tensors) -> str:
+    message = _one_line(exc)
+    for prefix in ("[ShapeInferenceError] ", "[TypeInferenceError] "):
+        message = message.replace(prefix, "")
+    operands = [_shape_text(tensors.shapes.get(t)) for t in node.input if t]
+    return f"{message} (input shapes {', '.join(operands)})" if operands else message
+
+
+
+
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# static values: weights and shape arithmetic, evaluated only when small
+
+
+class _StaticValues:
+    """Values of static tensors (initializers, Constant nodes, shape arithmetic), on demand.
+
+    Uses ``onnx.reference`` for the arithmetic, one node at a time, and refuses anything larger
+    than :data:`MAX_STATIC_ELEMENTS`: weights are described by their shapes, never built.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        nodes: list[tuple[int, onnx.NodeProto]],
+        tensors: _Tensors,
+        activations: set[str],
+    ):
+        self._activations = activations
+        self._opsets = {o.domain: o.version for o in model.opset_import}
+        self._initializers = {t.name: t for t in model.graph.initializer}
+        self._producer = {o: node for _, node in nodes for o in node.output if o}
+        self._tensors = tensors
+        self._memo: dict[str, np.ndarray | None] = {}
+        self._shape_sources: dict[str, frozenset[str]] = {}
+
+    def value(self, name: str) -> np.ndarray | None:
+        if name not in self._memo:
+            self._memo[name] = None  # guards against re-entry
+            self._memo[name] = self._compute(name)
+        return self._memo[name]
+
+    def ints(self, name: str) -> list[int] | None:
+        value = self.value(name) if name else None
+        if value is None or value.dtype.kind not in "iub":
+            return None
+        return [int(v) for v in value.reshape(-1)]
+
+    def floats(self, name: str) -> list[float] | None:
+        value = self.value(name) if name else None
+        if value is None or value.dtype.kind not in "iuf":
+            return None
+        return [float(v) for v in value.reshape(-1)]
+
+    def producer_of(self, name: str) -> onnx.NodeProto | None:
+        return self._producer.get(name)
+
+    def shape_sources(self, name: str) -> frozenset[str]:
+        """Tensors whose runtime shape this static value is computed from (via Shape/Size)."""
+        if name in self._shape_sources:
+            return self._shape_sources[name]
+        self._shape_sources[name] = frozenset()
+        node = self._producer.get(name)
+        if node is None:
+            out: frozenset[str] = frozenset()
+        elif node.op_type in SHAPE_READERS:
+            out = frozenset(node.input[:1])
+        else:
+            out = frozenset().union(*(self.shape_sources(t) for t in node.input if t))
+        self._shape_sources[name] = out
+        return out
+
+    def _compute(self, name: str) -> np.ndarray | None:
+        if name in self._activations:
+            return None
+        if name in self._initializers:
+            tensor = self._initializers[name]
+            return numpy_helper.to_array(tensor) if _materializable(tensor) else None
+        node = self._producer.get(name)
+        if node is None:
+            return None
+        shape = self._tensors.shapes.get(name)
+        if shape is not None and None not in shape and math.prod(shape) > MAX_STATIC_ELEMENTS:
+            return None
+        if node.op_type in SHAPE_READERS:
+            return self._shape_value(node)
+        if node.op_type == "Constant":
+            return self._constant(node)
+        inputs = [self.value(t) if t else None for t in node.input]
+        if any(v is None for t, v in zip(node.input, inputs) if t):
+            return None
+        known_size = shape is not None and None not in shape
+        if not known_size and not _bounded_by_inputs(node, inputs):
+            return None  # an output of unknown size could be huge (ConstantOfShape, Expand)
+        return self._run(node, name, inputs)
+
+    def _shape_value(self, node: onnx.NodeProto) -> np.ndarray | None:
+        dims = self._tensors.shapes.get(node.input[0])
+        if dims is None or None in dims:
+            return None
+        if node.op_type == "Size":
+            return np.array(math.prod(dims), dtype=np.int64)
+        attrs = _attributes(node)
+        start, end = attrs.get("start", 0), attrs.get("end", len(dims))
+        return np.array(dims[slice(start, end)], dtype=np.int64)
+
+    def _constant(self, node: onnx.NodeProto) -> np.ndarray | None:
+        for attr in node.attribute:
+            if attr.name == "value":
+                return numpy_helper.to_array(attr.t) if _materializable(attr.t) else None
+            if attr.name in ("value_int", "value_float"):
+                return np.array(helper.get_attribute_value(attr))
+            if attr.name in ("value_ints", "value_floats"):
+                return np.array(list(helper.get_attribute_value(attr)))
+        return None
+
+    def _run(self, node: onnx.NodeProto, name: str, inputs: list[np.ndarray | None]) -> np.ndarray | None:
+        from onnx.reference import ReferenceEvaluator
+
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if domain not in self._opsets and not (domain == "" and "ai.onnx" in self._opsets):
+            return None
+        opset = self._opsets.get(domain, self._opsets.get("ai.onnx"))
+        try:
+            evaluator = ReferenceEvaluator(node, opsets={domain: opset})
+            feeds = {t: v for t, v in zip(node.input, inputs) if t}
+            outputs = evaluator.run(None, feeds)
+        except Exception:
+            return None
+        for out, value in zip(node.output, outputs):
+            if out == name:
+                value = np.asarray(value)
+                return value if value.size <= MAX_STATIC_ELEMENTS else None
+        return None
+
+
+#: Ops whose output never has more elements than their largest input.
+_NON_EXPANDING = frozenset(
+    """Identity Cast Gather Unsqueeze Squeeze Concat Slice Reshape Flatten Transpose Floor Ceil
+    Round Neg Abs Sqrt Sign Not ReduceProd ReduceSum ReduceMin ReduceMax ReduceMean""".split()
+)
+_BINARY = frozenset("Add Sub Mul Div Min Max Equal Less Greater Mod Pow And Or".split())
+
+
+def _bounded_by_inputs(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> bool:
+    if node.op_type == "Concat":
+        return sum(v.size for v in inputs if v is not None) <= MAX_STATIC_ELEMENTS
+    if node.op_type in _NON_EXPANDING:
+        return True
+    if node.op_type in _BINARY or node.op_type == "Where":
+        sizes = sorted(v.size for v in inputs if v is not None)
+        return len(sizes) <= 1 or sizes[-2] <= 1 or len(set(sizes)) == 1
+    return False
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the IR

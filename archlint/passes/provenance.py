@@ -1,0 +1,632 @@
+"""Axis provenance: for every tensor dimension, which input spatial positions it indexes, and how.
+
+Public API
+----------
+``provenance_pass(g)`` writes ``g.nodes[n]["provenance"]`` on every node: a tuple with one
+:class:`Dim` per dimension of the node's first output, or ``None`` when unknown (no shapes, or
+an op this pass does not model). It is pure: it reads ``op``, ``attrs``, ``inputs`` and
+``shapes`` only.
+
+The model
+---------
+A *map* is a grid of spatial positions: the model input, and the output of every op that makes
+a new grid (a conv, a pool, a resize...). A map has one *extent* per input spatial axis.
+
+A dimension indexes positions as a mixed-radix number (most significant digit first): each
+:class:`Digit` says "one step of me moves ``step`` positions along axis ``axis`` of map
+``map``", or, with ``axis`` None, that it is no position at all (batch, channels, heads).
+
+* A token axis of a 14x14 map is ``H(14, step 14) W(14, step 1)``.
+* A window partition of a 56-wide axis by 7 splits it into ``H(8, step 7)`` (the window
+  index, which grows with the input) and ``H(7, step 1)`` (the offset inside the window, which
+  does not).
+* ``Dim.prefix`` counts entries before the digits that are no position (a class token).
+
+``Digit.grows`` is True for the most significant digit of a map whose size follows the input
+size: that is the digit whose count changes when the input does. A layer whose weight spans a
+growing digit (a Linear over tokens), or a constant that must match it (a learned position
+embedding), fixes the input resolution.
+
+Ops (torch and ONNX map to the same kinds): view/reshape/flatten/unflatten/squeeze (digits are
+regrouped, splitting a digit where a size divides it), permute/transpose/movedim, expand, concat
+(a dim that joins a position-free piece, such as a class token, keeps its digits and counts the
+piece in ``prefix``), index/select/slice of prefix entries, split/chunk/unbind, matmul, einsum,
+attention, softmax, reduce, linear (its last dim becomes features), roll, and the ops on
+``N, C, *spatial`` maps (conv, pools, resize, pad, slice, pixel (un)shuffle), which make a new map
+when their spatial dims are plain single digits. Anything else: unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import networkx as nx
+
+from archlint.graph import ELEMENTWISE_MERGES, ops
+
+__all__ = ["Digit", "Dim", "provenance_pass", "carried_axes", "grows", "plain_map"]
+
+#: ops on an ``N, C, *spatial`` tensor that make a new map of spatial positions.
+MAP_OPS = frozenset({
+    "conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool", "adaptive_pool", "upsample",
+    "pad", "slice", "pixel_shuffle", "pixel_unshuffle",
+})
+SAME_LAYOUT = frozenset({"pointwise", "norm", "output", "softmax", "roll"})
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One mixed-radix digit of a dimension."""
+
+    size: int
+    #: input spatial axis (0 = the first spatial axis of the model input), None: no position.
+    axis: int | None = None
+    #: the map (node name) whose positions it counts
+    map: str = ""
+    #: positions along the axis per unit of this digit
+    step: int = 1
+    #: the map's positions along the axis
+    extent: int = 1
+    #: this digit's count follows the input size
+    grows: bool = False
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One tensor dimension: ``prefix`` position-free entries, then the digits' positions."""
+
+    size: int
+    digits: tuple[Digit, ...] | None
+    prefix: int = 0
+
+    @property
+    def spatial(self) -> tuple[Digit, ...]:
+        return tuple(d for d in self.digits or () if d.axis is not None)
+
+
+def _plain(size: int) -> Dim:
+    return Dim(size, (Digit(size),) if size != 1 else ())
+
+
+def carried_axes(dim: Dim | None) -> set[tuple[str, int]]:
+    """(map, axis) pairs whose positions a dimension indexes."""
+    if dim is None:
+        return set()
+    return {(d.map, d.axis) for d in dim.spatial}
+
+
+def grows(dim: Dim | None) -> bool:
+    """The dimension's size follows the input size (it holds a growing digit)."""
+    return dim is not None and any(d.grows for d in dim.spatial)
+
+
+def plain_map(dim: Dim | None) -> Digit | None:
+    """The single digit of a dim that is exactly one whole axis of a map (a conv's input)."""
+    if dim is None or dim.prefix or dim.digits is None:
+        return None
+    spatial = [d for d in dim.digits if d.size != 1]
+    if len(spatial) != 1 or spatial[0].axis is None:
+        return None
+    d = spatial[0]
+    return d if d.step == 1 and d.size == d.extent else None
+
+
+def _shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
+    shapes = g.nodes[name].get("shapes")
+    return tuple(shapes[0]) if shapes and shapes[0] is not None else None
+
+
+def provenance_pass(g: nx.DiGraph) -> None:
+    """Write ``provenance`` on every node (see the module docs)."""
+    facts: dict[str, tuple[Dim, ...] | None] = {}
+    from_input: set[str] = set()
+    for name in ops(g):
+        data = g.nodes[name]
+        shape = _shape(g, name)
+        if data["op"] == "input" or any(i in from_input for i in data["inputs"]):
+            from_input.add(name)
+        try:
+            if shape is None:
+                dims = None
+            elif name not in from_input:  # computed from weights/buffers only: no positions
+                dims = tuple(_plain(s) for s in shape)
+            else:
+                dims = _step(g, name, data, shape, facts)
+        except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError):
+            dims = None  # attrs this pass cannot read: unknown, never a guess
+        facts[name] = data["provenance"] = _fitted(dims, shape)
+
+
+def _fitted(dims, shape) -> tuple[Dim, ...] | None:
+    """The dims checked against the real shape: a position-free dim of another size (one piece
+    of a split, read through a tuple element) is resized; a dim of positions must match."""
+    if dims is None or shape is None or len(dims) != len(shape):
+        return None
+    out = []
+    for d, s in zip(dims, shape):
+        if d is not None and d.size == s:
+            out.append(d)
+        elif d is not None and not d.spatial:
+            out.append(_plain(s))
+        else:
+            return None
+    return tuple(out)
+
+
+def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
+    op = data["op"]
+    inputs = data["inputs"]
+    ins = [facts.get(i) for i in inputs]
+    first = ins[0] if ins else None
+    attrs = data["attrs"]
+    if op == "input":
+        return _input_dims(name, shape)
+    if not inputs:
+        return tuple(_plain(s) for s in shape)
+    if op in SAME_LAYOUT:
+        return first if first is not None and len(first) == len(shape) else None
+    if op == "concat":
+        rolled = roll_of_concat(g, name)
+        if rolled is not None:
+            return facts.get(rolled[0])
+    if first is None:
+        return None
+    if op in MAP_OPS or op == "global_pool":
+        dims = _map_op(name, op, attrs, first, shape)
+        if dims is None and op in ("pad", "slice") and _sizes(first) == shape:
+            return first  # a pad of zero (Swin pads to whole windows) on a token layout
+        if dims is None and op == "slice":
+            return _strided_slice(first, layout_slices(attrs, len(first)), shape)
+        return dims
+    if op in ELEMENTWISE_MERGES:
+        return _broadcast([i for i in ins], shape)
+    if op == "concat":
+        dims = _concat(ins, attrs.axis, shape)
+        if dims is None and len(ins) == 1 and ins[0] is not None:  # torch.cat([cls, x], 1)
+            return _with_constant_prefix(ins[0], attrs, shape)
+        return dims
+    if op == "reshape" and attrs.extra.get("perm") is not None:  # ONNX channel-shuffle Transpose
+        return tuple(first[p] for p in attrs.extra["perm"])
+    if op in ("flatten", "reshape"):
+        return _regroup(first, shape)
+    if op == "permute":
+        perm = attrs.extra["perm"]
+        return tuple(first[p] for p in perm)
+    if op == "expand":
+        return tuple(d if d.size == s else _plain(s)
+                     for d, s in zip(_left_pad(first, len(shape)), shape))
+    if op == "linear":
+        return first[:-1] + (_plain(shape[-1]),)
+    if op == "matmul":
+        return _matmul(ins, attrs, shape)
+    if op == "einsum":
+        return _einsum(ins, attrs, shape)
+    if op == "attention":
+        q = first
+        v = ins[2] if len(ins) > 2 else ins[-1]
+        if v is None:
+            return None
+        return q[:-1] + (v[-1],) if len(q) == len(shape) else None
+    if op == "reduce":
+        dims = {d % len(first) for d in attrs.extra["dims"]}
+        if attrs.extra.get("keepdim"):
+            return tuple(_plain(1) if i in dims else d for i, d in enumerate(first))
+        return tuple(d for i, d in enumerate(first) if i not in dims)
+    if op == "index":
+        return _index(first, attrs.extra["index"], shape)
+    if op == "split":
+        dim = attrs.extra["split_dim"]
+        if attrs.extra.get("unbind"):
+            return first[:dim] + first[dim + 1:]
+        return first[:dim] + (_slice_dim(first[dim], shape[dim]),) + first[dim + 1:]
+    return None
+
+
+def _sizes(dims: Iterable[Dim | None]) -> tuple[int | None, ...]:
+    return tuple(None if d is None else d.size for d in dims)
+
+
+def _input_dims(name: str, shape: tuple[int, ...]) -> tuple[Dim, ...]:
+    if len(shape) < 3:
+        return tuple(_plain(s) for s in shape)
+    spatial = tuple(
+        Dim(n, (Digit(n, axis=i, map=name, step=1, extent=n, grows=True),))
+        for i, n in enumerate(shape[2:])
+    )
+    return (_plain(shape[0]), _plain(shape[1])) + spatial
+
+
+def _map_op(name, op, attrs, first, shape) -> tuple[Dim, ...] | None:
+    if len(first) < 3:
+        return None
+    head = (first[0], _plain(shape[1]))
+    if op == "global_pool":
+        if len(shape) == len(first):
+            return head + tuple(_plain(s) for s in shape[2:])
+        return head if len(shape) == 2 else None
+    if len(shape) != len(first):
+        return None
+    digits = [plain_map(d) for d in first[2:]]
+    if any(d is None for d in digits) or len({d.axis for d in digits}) != len(digits):
+        return None
+    fixed = op == "adaptive_pool" or (op == "upsample" and attrs.size and attrs.size_from is None)
+    out = []
+    for axis_digit, n in zip(digits, shape[2:]):
+        grow = axis_digit.grows and not fixed
+        out.append(Dim(n, (Digit(n, axis=axis_digit.axis, map=name, step=1, extent=n,
+                                 grows=grow),)))
+    return head + tuple(out)
+
+
+def _left_pad(dims: tuple[Dim, ...], rank: int) -> tuple[Dim, ...]:
+    return (_plain(1),) * (rank - len(dims)) + tuple(dims)
+
+
+def _broadcast(ins: list[tuple[Dim, ...] | None], shape) -> tuple[Dim, ...] | None:
+    """Right-aligned; each output dim from an operand that has its full size, preferring one
+    that carries positions."""
+    if any(i is None for i in ins):
+        return None
+    padded = [_left_pad(i, len(shape)) for i in ins]
+    out = []
+    for k, size in enumerate(shape):
+        full = [p[k] for p in padded if p[k].size == size]
+        if not full:
+            return None
+        carrying = [d for d in full if d.spatial]
+        out.append(carrying[0] if carrying else full[0])
+    return tuple(out)
+
+
+def _concat(ins, axis, shape) -> tuple[Dim, ...] | None:
+    """Along ``axis`` a class token (a constant, not an IR input) joins as ``prefix``."""
+    known = [i for i in ins if i is not None]
+    if not known or len(known) != len(ins):
+        return None
+    rank = len(shape)
+    axis = (1 if axis is None else axis) % rank
+    out = []
+    for k, size in enumerate(shape):
+        if k != axis:
+            full = [i[k] for i in known if i[k].size == size]
+            carrying = [d for d in full if d.spatial]
+            if not full:
+                return None
+            out.append(carrying[0] if carrying else full[0])
+            continue
+        pieces = [i[k] for i in known]
+        carrying = [p for p in pieces if p.spatial]
+        if not carrying:
+            out.append(_plain(size))
+        elif len(carrying) == 1 and carrying[0].digits is not None and \
+                pieces[-1] is carrying[0]:
+            # position-free pieces (class tokens) in front of the positions
+            out.append(Dim(size, carrying[0].digits, prefix=size - carrying[0].size))
+        else:
+            return None
+    return tuple(out)
+
+
+def _with_constant_prefix(first, attrs, shape) -> tuple[Dim, ...] | None:
+    rank = len(shape)
+    axis = (1 if attrs.axis is None else attrs.axis) % rank
+    constants = attrs.extra.get("constants", ())
+    if len(first) != rank or not constants:
+        return None
+    if any(c["slot"] != i for i, c in enumerate(constants)):
+        return None  # only constants in front (class / distillation tokens)
+    dim = first[axis]
+    if dim.digits is None:
+        return None
+    out = list(first)
+    out[axis] = Dim(shape[axis], dim.digits, prefix=dim.prefix + shape[axis] - dim.size)
+    return tuple(out)
+
+
+def _regroup(first: tuple[Dim, ...], shape: tuple[int, ...]) -> tuple[Dim, ...] | None:
+    """view/reshape/flatten: regroup the digits; a digit splits where a size divides it."""
+    if any(d.digits is None for d in first):
+        return _keep_whole(first, shape)
+    if any(d.prefix for d in first):
+        return _keep_whole(first, shape)
+    digits: list[Digit] = [x for d in first for x in d.digits]
+    out: list[Dim] = []
+    for size in shape:
+        taken: list[Digit] = []
+        need = size
+        while need > 1:
+            if not digits:
+                return None
+            d = digits[0]
+            if d.size == 1:
+                digits.pop(0)
+                continue
+            if need % d.size == 0:
+                taken.append(digits.pop(0))
+                need //= d.size
+            elif d.size % need == 0:
+                low = d.size // need
+                taken.append(Digit(need, d.axis, d.map, d.step * low, d.extent, d.grows))
+                digits[0] = Digit(low, d.axis, d.map, d.step, d.extent, False)
+                need = 1
+            else:
+                return None
+        out.append(Dim(size, _joined(taken)))
+    if any(d.size != 1 for d in digits):
+        return None
+    return tuple(out)
+
+
+def _joined(digits: list[Digit]) -> tuple[Digit, ...]:
+    """Adjacent digits that count one axis contiguously (a folded-back window) become one."""
+    out: list[Digit] = []
+    for d in digits:
+        if out and out[-1].axis is not None and (out[-1].map, out[-1].axis) == (d.map, d.axis) \
+                and out[-1].step == d.step * d.size:
+            hi = out.pop()
+            d = Digit(hi.size * d.size, d.axis, d.map, d.step, d.extent, hi.grows)
+        out.append(d)
+    return tuple(out)
+
+
+def _keep_whole(first, shape) -> tuple[Dim, ...] | None:
+    """A dim that is no mixed radix (class token in front) survives a reshape only unchanged:
+    match it by its place among the dims of other sizes."""
+    special = [i for i, d in enumerate(first) if d.digits is None or d.prefix]
+    if len(special) != 1:
+        return None
+    k = special[0]
+    before = math.prod(d.size for d in first[:k])
+    acc = 1
+    for j, s in enumerate(shape):
+        if acc == before and s == first[k].size:
+            left = _regroup(first[:k], shape[:j]) if j else ()
+            right = _regroup(first[k + 1:], shape[j + 1:])
+            if left is None or right is None:
+                return None
+            return tuple(left) + (first[k],) + tuple(right)
+        acc *= s
+    return None
+
+
+def roll_of_concat(g: nx.DiGraph, name: str) -> tuple[str, int, int] | None:
+    """``cat(x[k:], x[:k])`` along one dim (how ONNX exports ``torch.roll``): (x, dim, shift)."""
+    data = g.nodes[name]
+    shape = _shape(g, name)
+    if shape is None or len(data["inputs"]) != 2:
+        return None
+    axis = (data["attrs"].axis or 0) % len(shape)
+    pieces = []
+    for src in data["inputs"]:
+        piece = g.nodes[src]
+        if piece["op"] != "slice" or not piece["inputs"]:
+            return None
+        cuts = layout_slices(piece["attrs"], len(shape))
+        if any(c != (None, None, 1) and c != (0, None, 1) for i, c in enumerate(cuts) if i != axis):
+            return None
+        pieces.append((piece["inputs"][0], cuts[axis]))
+    (a, (s0, e0, st0)), (b, (s1, e1, st1)) = pieces
+    n = shape[axis]
+    if a != b or st0 != 1 or st1 != 1 or _shape(g, a) != shape:
+        return None
+    begin = (s0 or 0) % n
+    if e0 not in (None, n) or (s1 or 0) != 0 or (e1 if e1 is not None else n) % n != begin:
+        return None
+    shift = -begin if begin <= n // 2 else n - begin
+    return a, axis, shift
+
+
+def layout_slices(attrs, rank: int) -> list[tuple]:
+    """(start, stop, step) per dim of a slice op, batch and channel dims included."""
+    head = list(attrs.extra.get("slices_batch_channel") or ((None, None, None),) * 2)
+    for axis, value in (attrs.extra.get("non_spatial_slices") or {}).items():  # ONNX
+        head[axis] = value
+    per = [tuple(h) for h in head] + [tuple(x) for x in (attrs.slices or ())]
+    per += [(None, None, 1)] * (rank - len(per))
+    return [(a, b, 1 if c is None else c) for a, b, c in per[:rank]]
+
+
+def strided_map(digit: Digit, step: int) -> str:
+    """Every ``step``-th position of a map is a map of its own (Swin's patch merging reads the
+    four phases ``x[:, 0::2, 0::2]``...; they share it, so their fields merge)."""
+    return f"{digit.map}/s{step}"
+
+
+def _strided_slice(first, slices, shape) -> tuple[Dim, ...] | None:
+    out = []
+    for dim, (start, stop, step), n in zip(first, slices, shape):
+        if start in (None, 0) and stop is None and step == 1:
+            out.append(dim)
+            continue
+        if not dim.spatial:
+            out.append(_plain(n))
+            continue
+        digit = plain_map(dim)
+        if digit is None or step < 1 or (start or 0) >= step or stop is not None:
+            return None
+        out.append(Dim(n, (Digit(n, digit.axis, strided_map(digit, step), 1, n, digit.grows),)))
+    return tuple(out)
+
+
+def _slice_dim(dim: Dim, size: int) -> Dim:
+    """A piece of a dim: position-free pieces stay plain; a piece of positions is unknown."""
+    if not dim.spatial:
+        return _plain(size)
+    return Dim(size, None)
+
+
+def _index(first, items, shape) -> tuple[Dim, ...] | None:
+    """Index items per dim: ints drop a dim, None adds one, slices keep or cut."""
+    n_explicit = sum(1 for it in items if it[0] in ("int", "slice", "tensor"))
+    out: list[Dim] = []
+    pos = 0
+    for it in items:
+        kind = it[0]
+        if kind == "ellipsis":
+            fill = len(first) - n_explicit
+            out.extend(first[pos:pos + fill])
+            pos += fill
+        elif kind == "none":
+            out.append(_plain(1))
+        elif kind == "int":
+            pos += 1
+        elif kind == "tensor":
+            return None
+        else:
+            _, start, stop, step = it
+            dim = first[pos]
+            pos += 1
+            out.append(_cut(dim, start, stop, step))
+    out.extend(first[pos:])
+    return tuple(out)
+
+
+def _cut(dim: Dim, start, stop, step) -> Dim:
+    if (start in (None, 0)) and stop is None and step == 1:
+        return dim
+    if not dim.spatial:
+        length = len(range(*slice(start, stop, step).indices(dim.size)))
+        return _plain(length)
+    # x[:, 1:] drops the class tokens in front: the positions remain
+    begin = 0 if start is None else start % dim.size
+    end = dim.size if stop is None else (stop % dim.size if stop < 0 else min(stop, dim.size))
+    if step == 1 and dim.prefix and begin == dim.prefix and end == dim.size:
+        return Dim(dim.size - dim.prefix, dim.digits)
+    return Dim(len(range(begin, end, step)), None)
+
+
+def _matmul(ins, attrs, shape) -> tuple[Dim, ...] | None:
+    weight = attrs.extra.get("weight")
+    if weight is not None:  # x @ W with a parameter: features replace the last dim
+        a = ins[0]
+        if weight["slot"] != 1 or a is None:
+            return None
+        return a[:-1] + (_plain(shape[-1]),)
+    if len(ins) < 2 or ins[0] is None or ins[1] is None:
+        return None
+    a, b = ins[0], ins[1]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    batch = _broadcast([a[:-2], b[:-2]], shape[:-2]) if len(shape) > 2 else ()
+    if batch is None:
+        return None
+    return tuple(batch) + (a[-2], b[-1])
+
+
+def parse_einsum(equation: str, ranks: list[int]) -> tuple[list[str], str] | None:
+    """Operand subscripts and the output subscripts, with ``...`` expanded to capitals."""
+    if "->" in equation:
+        lhs, rhs = equation.split("->")
+    else:
+        lhs = equation
+        letters = lhs.replace(",", "").replace(".", "")
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        return None
+    ell_rank = 0
+    for t, r in zip(terms, ranks):
+        if "..." in t:
+            ell_rank = max(ell_rank, r - len(t.replace("...", "")))
+    ell = "".join(chr(ord("A") + i) for i in range(ell_rank))
+    out_terms = []
+    for t, r in zip(terms, ranks):
+        if "..." in t:
+            n = r - len(t.replace("...", ""))
+            t = t.replace("...", ell[ell_rank - n:])
+        out_terms.append(t)
+    return out_terms, rhs.replace("...", ell)
+
+
+def _einsum(ins, attrs, shape) -> tuple[Dim, ...] | None:
+    operands = attrs.extra["operands"]
+    acts = iter(ins)
+    per_operand: list[tuple[Dim, ...] | None] = []
+    ranks = []
+    for kind in operands:
+        if kind == "act":
+            dims = next(acts, None)
+            if dims is None:
+                return None
+            per_operand.append(dims)
+            ranks.append(len(dims))
+        elif isinstance(kind, tuple):
+            per_operand.append(tuple(_plain(s) for s in kind))
+            ranks.append(len(kind))
+        else:
+            return None
+    parsed = parse_einsum(attrs.extra["equation"], ranks)
+    if parsed is None:
+        return None
+    terms, rhs = parsed
+    out = []
+    for letter, size in zip(rhs, shape):
+        found = [dims[t.index(letter)] for t, dims in zip(terms, per_operand) if letter in t]
+        full = [d for d in found if d.size == size]
+        carrying = [d for d in full if d.spatial]
+        if not full:
+            return None
+        out.append(carrying[0] if carrying else full[0])
+    return tuple(out)
+
+
+def contracted(g: nx.DiGraph, name: str) -> list[tuple[int, int]]:
+    """(input slot, dim) pairs whose entries each output value mixes: a softmax's dim, a
+    Linear's or matmul's contracted dim, attention's key/value tokens, a reduced dim."""
+    data = g.nodes[name]
+    op, attrs, inputs = data["op"], data["attrs"], data["inputs"]
+    facts = [g.nodes[i].get("provenance") for i in inputs]
+    if not inputs or facts[0] is None:
+        return []
+    rank = len(facts[0])
+    if op == "softmax":
+        return [(0, (attrs.axis if attrs.axis is not None else -1) % rank)]
+    if op == "linear":
+        return [(0, rank - 1)]
+    if op == "reduce":
+        return [(0, d % rank) for d in attrs.extra["dims"]]
+    if op == "matmul":
+        if attrs.extra.get("weight") is not None:
+            return [(0, rank - 1)] if attrs.extra["weight"]["slot"] == 1 else []
+        if len(inputs) < 2 or facts[1] is None:
+            return []
+        return [(0, rank - 1), (1, len(facts[1]) - 2)]
+    if op == "attention":
+        seq = attrs.extra.get("seq_dim", -2)
+        out = []
+        for slot in (1, 2):
+            if slot < len(inputs) and facts[slot] is not None:
+                out.append((slot, seq % len(facts[slot])))
+        return out
+    if op == "einsum":
+        ranks = [len(f) if f is not None else 0 for f in facts]
+        kinds = attrs.extra["operands"]
+        all_ranks, it = [], iter(ranks)
+        for k in kinds:
+            all_ranks.append(next(it, 0) if k == "act" else len(k) if isinstance(k, tuple) else 0)
+        parsed = parse_einsum(attrs.extra["equation"], all_ranks)
+        if parsed is None:
+            return []
+        terms, rhs = parsed
+        out, slot = [], 0
+        for t, k in zip(terms, kinds):
+            if k == "act":
+                out.extend((slot, i) for i, c in enumerate(t) if c not in rhs)
+                slot += 1
+        return out
+    return []
+
+
+def describe(dim: Dim | None) -> str:
+    """``H/16*W/16`` style text for messages."""
+    if dim is None:
+        return "?"
+    names = "HWD"
+    parts = []
+    for d in dim.spatial:
+        axis = names[d.axis] if d.axis is not None and d.axis < 3 else f"axis{d.axis}"
+        parts.append(f"{axis}({d.size})")
+    text = "x".join(parts) or str(dim.size)
+    return f"{dim.prefix}+{text}" if dim.prefix else text

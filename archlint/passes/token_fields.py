@@ -1,0 +1,194 @@
+"""Receptive fields through token layouts, on top of :mod:`archlint.passes.provenance`.
+
+The field of a tensor is kept per *(map, input axis)* (see the provenance docs for maps): the
+exact per-position grid of :mod:`archlint.passes.receptive_field` for the positions that map
+counts along that axis. Layout ops (reshape, permute, flatten, index...) do not move a value
+from one position to another, so they keep the grids as they are; only these change them:
+
+* mixing over a dimension (softmax over it, a Linear/matmul contracting it, attention over the
+  keys, a mean over it). For each (map, axis) the dimension indexes:
+
+  - all of the map's positions along the axis: every value now reads the whole input along it
+    (``ATTENDED``), on every map of that axis;
+  - the lowest digits only, a block of ``m`` consecutive positions (window attention): the field
+    grows to whole windows, exactly (a ``m``-wide window of stride ``m``, then spread back);
+  - anything else (a dilated set of positions): unknown.
+
+* roll by ``s`` along a dim that is one whole axis: position ``i`` reads position ``i - s``. The
+  units the shift wraps around read the far border instead; Swin masks those pairs, so the
+  field is given for the unwrapped positions (exact in the interior).
+
+The text and JSON say which node made an axis global (``rf_global_cause``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import networkx as nx
+
+from archlint.passes.provenance import (
+    MAP_OPS,
+    Dim,
+    carried_axes,
+    contracted,
+    layout_slices,
+    plain_map,
+    roll_of_concat,
+    strided_map,
+)
+from archlint.passes.receptive_field import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
+
+#: ops whose field follows the provenance (the rest are the NC* ops of receptive_field).
+TOKEN_OPS = frozenset({
+    "permute", "matmul", "einsum", "attention", "softmax", "reduce", "index", "expand", "roll",
+    "split",
+})
+
+Fields = dict[tuple[str, int], Any]
+
+
+def nc_plain(dims: tuple[Dim, ...] | None) -> bool:
+    """An ``N, C, *spatial`` tensor whose spatial dims are whole axes of one map, in order."""
+    if dims is None or len(dims) < 3:
+        return False
+    digits = [plain_map(d) for d in dims[2:]]
+    return all(d is not None for d in digits) and not any(d.spatial for d in dims[:2])
+
+
+def fields_from_axes(dims: tuple[Dim, ...], axes: tuple[Any, ...]) -> Fields | None:
+    """The per-map fields of an NC* tensor from its per-spatial-dim states."""
+    if not nc_plain(dims) or len(axes) != len(dims) - 2:
+        return None
+    out: Fields = {}
+    for dim, state in zip(dims[2:], axes):
+        digit = plain_map(dim)
+        out[(digit.map, digit.axis)] = state
+    return out
+
+
+def axes_from_fields(dims: tuple[Dim, ...], fields: Fields) -> tuple[Any, ...]:
+    return tuple(fields.get((plain_map(d).map, plain_map(d).axis)) for d in dims[2:])
+
+
+def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
+                 in_dims: list[tuple[Dim, ...] | None]) -> Fields | None:
+    """The fields of one op's output from its inputs' (None: unknown)."""
+    if not ins or any(f is None for f in ins):
+        return None
+    out_dims = g.nodes[name].get("provenance")
+    if g.nodes[name]["op"] in ("add", "sub", "mul", "div", "concat") and out_dims is not None:
+        ins = [_renamed(f, d, out_dims) for f, d in zip(ins, in_dims)]
+    combined: Fields = {}
+    for fields in ins:
+        for key, state in fields.items():
+            combined[key] = state if key not in combined else _merge_axis([combined[key], state])
+    data = g.nodes[name]
+    if data["op"] in MAP_OPS or data["op"] == "global_pool":
+        # off the N, C, *spatial layout only a no-op (pad by 0) keeps the positions, and a
+        # strided slice (Swin's patch merging) starts a map of every step-th position
+        if data.get("provenance") == in_dims[0]:
+            return combined
+        if data["op"] != "slice" or data.get("provenance") is None:
+            return None
+        dims = in_dims[0]
+        for dim, (start, _, step) in zip(dims, layout_slices(data["attrs"], len(dims))):
+            digit = plain_map(dim)
+            if digit is None or step == 1 and not start:
+                continue
+            state = combined.get((digit.map, digit.axis))
+            combined[(strided_map(digit, step), digit.axis)] = (
+                _window(state, 1, step, -(start or 0)) if isinstance(state, tuple) else state)
+        return combined
+    for slot, dim in contracted(g, name):
+        dims = in_dims[slot]
+        if dims is None or dim >= len(dims):
+            return None
+        _mix(combined, dims[dim])
+    rolls = []
+    if data["op"] == "roll":
+        rolls = list(zip(data["attrs"].extra["shifts"], data["attrs"].extra["dims"]))
+    elif data["op"] == "concat":
+        rolled = roll_of_concat(g, name)
+        if rolled is not None:  # the caller passes the rolled tensor as the only input
+            rolls = [(rolled[2], rolled[1])]
+    if rolls:
+        dims = in_dims[0]
+        for shift, dim in rolls:
+            digit = plain_map(dims[dim % len(dims)])
+            if digit is None:
+                for key in carried_axes(dims[dim % len(dims)]):
+                    combined[key] = None
+                continue
+            state = combined.get((digit.map, digit.axis))
+            if isinstance(state, tuple):
+                combined[(digit.map, digit.axis)] = _window(state, 1, 1, shift)
+    return combined
+
+
+def _renamed(fields: Fields, dims: tuple[Dim, ...] | None, out: tuple[Dim, ...]) -> Fields:
+    """A merge lines its operands up position by position: a branch whose positions come from
+    another map of the same grid (x and conv(x)) is read under the output's map names."""
+    if dims is None:
+        return fields
+    renamed = dict(fields)
+    for a, b in zip(reversed(dims), reversed(out)):
+        da, db = plain_map(a), plain_map(b)
+        if da is None or db is None or da.axis != db.axis or da.size != db.size:
+            continue
+        key_a, key_b = (da.map, da.axis), (db.map, db.axis)
+        if key_a != key_b and key_a in renamed:
+            renamed[key_b] = renamed.pop(key_a)
+    return renamed
+
+
+def _mix(fields: Fields, dim: Dim) -> None:
+    """Every value reads all entries of ``dim``: widen each (map, axis) it indexes."""
+    if dim.spatial and dim.digits is None:
+        for key in carried_axes(dim):
+            fields[key] = None
+        return
+    for key in carried_axes(dim):
+        digits = sorted((d for d in dim.spatial if (d.map, d.axis) == key), key=lambda d: d.step)
+        state = fields.get(key)
+        if state is None:
+            fields[key] = None
+            continue
+        covered = math.prod(d.size for d in digits)
+        if state is ATTENDED or state is GLOBAL or covered >= digits[0].extent:
+            for other in list(fields):
+                if other[1] == key[1]:
+                    fields[other] = ATTENDED
+            continue
+        step = 1
+        for d in digits:
+            if d.step != step:
+                fields[key] = None
+                break
+            step *= d.size
+        else:
+            block = _window(state, covered, covered, 0)
+            fields[key] = None if block is None else _upsample(block, covered,
+                                                               [(0, 0)] * covered)
+
+
+def report(dims: tuple[Dim, ...], fields: Fields, n_axes: int
+           ) -> tuple[tuple[Any, ...], tuple[bool, ...]]:
+    """Per input axis: the grid state to show (None: unknown or global) and whether global."""
+    states, flags = [], []
+    for axis in range(n_axes):
+        keys = [k for k in fields if k[1] == axis]
+        if any(fields[k] is ATTENDED for k in keys) or (keys and all(
+                fields[k] is GLOBAL for k in keys)):
+            states.append(None)
+            flags.append(True)
+            continue
+        carriers = [(k, sum(1 for d in dims if k in carried_axes(d))) for k in keys]
+        carriers = [(k, n) for k, n in carriers if n]
+        if len(carriers) == 1 and carriers[0][1] == 1 and isinstance(fields[carriers[0][0]], tuple):
+            states.append(fields[carriers[0][0]])
+        else:
+            states.append(None)
+        flags.append(False)
+    return tuple(states), tuple(flags)

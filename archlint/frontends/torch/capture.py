@@ -236,8 +236,9 @@ def _capture_eval(
         builder.from_eager(tensors, args, kwargs)
     if g.graph["capture_note"]:
         notes.append(g.graph["capture_note"])
-    _attach_symbolic_runner(g, module, [tuple(s.shape) for s in specs],
-                            [t.dtype for t in inputs], files, gm)
+    if not inputs.structured:  # the symbolic run passes the tensors positionally
+        _attach_symbolic_runner(g, module, [tuple(spec.shape) for _, spec in leaves],
+                                [t.dtype for t in tensors], files, gm)
     return Capture(name=name, graph=g, notes=notes)
 
 

@@ -366,7 +366,15 @@ def _symbolic_interpolate_size(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 
 def _interpolate(args: tuple, kwargs: dict) -> Any:
     """``F.interpolate``; where a kernel takes no symbolic size (nearest's composite kernel),
-    an empty tensor of the output shape after PyTorch's own check that sizes are positive."""
+    an empty tensor of the output shape after PyTorch's own check that sizes are positive.
+
+    A literal ``size=`` on a symbolic input fixes the output whatever the input size (any input
+    size >= 1 is valid), but the kernels' scale computations would guard the input to its value
+    here: PyTorch's checks run on a literal stand-in of the input instead, and the output is
+    built from the given size."""
+    literal = _literal_size_output(args, kwargs)
+    if literal is not None:
+        return literal
     try:
         return F.interpolate(*args, **kwargs)
     except RuntimeError as exc:
@@ -382,6 +390,25 @@ def _interpolate(args: tuple, kwargs: dict) -> Any:
             raise RuntimeError(f"Input and output sizes should be greater than 0, but got "
                                f"input ({tuple(x.shape[2:])}) and output ({tuple(sizes)})")
     return x.new_empty((*x.shape[:2], *sizes))
+
+
+def _literal_size_output(args: tuple, kwargs: dict) -> Any:
+    params = ("input", "size", "scale_factor", "mode", "align_corners",
+              "recompute_scale_factor", "antialias")
+    bound = dict(zip(params, args))
+    bound.update(kwargs)
+    x, size = bound.get("input"), bound.get("size")
+    if not isinstance(x, torch.Tensor) or size is None or bound.get("scale_factor") is not None:
+        return None
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    if any(isinstance(s, torch.SymInt) or not isinstance(s, int) for s in sizes):
+        return None
+    if not any(isinstance(n, torch.SymInt) for n in x.shape[2:]):
+        return None
+    hints = [int(n.node.hint) if isinstance(n, torch.SymInt) else int(n) for n in x.shape]
+    stand_in = torch.empty(hints, dtype=x.dtype, device=x.device)
+    checked = F.interpolate(stand_in, **{k: v for k, v in bound.items() if k != "input"})
+    return x.new_empty((*x.shape[:2], *checked.shape[2:]))
 
 
 def _flat(items: Any) -> list[Any]:

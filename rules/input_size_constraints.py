@@ -64,7 +64,8 @@ def input_size_constraints(ctx):
     if not getattr(sweep, "complete", True):
         undecided = sweep.undecided_for("square") if hasattr(sweep, "undecided_for") else None
         if undecided is not None and undecided.any():
-            message += f" (undecided: {sweep.describe(undecided)})"
+            # one "only" per clause: the admissible sizes already say it
+            message += f" (undecided: {sweep.describe(undecided).removesuffix(' only')})"
         else:
             message += " (some per-axis sizes are undecided)"
     broken = _nearest_failure(sides, admissible, n)

@@ -2,8 +2,9 @@
 ## What it does
 Once per model, reports which square input sizes the model accepts when that is not all of them:
 "fine at 256x256; needs n >= 16 with n % 16 == 0; 255 fails first at torch.cat (line 45):
-127x127 vs 128x128". It reads the input-size sweep (every size in the configured range, evaluated
-from exact per-op formulas), and is quiet when every size in the range works, when the example
+127x127 vs 128x128". It reads the input-size sweep (every size in the configured range: on
+PyTorch from the symbolic engine, which runs `forward` with the sizes as symbols; on ONNX from
+exact per-op formulas; sizes neither can decide are named as undecided), and is quiet when every size in the range works, when the example
 size itself fails (that is an error reported where it happens), or when the example input is not
 square (the sweep varies H = W together). Located at the model's input (its `forward`).
 
@@ -61,7 +62,12 @@ def input_size_constraints(ctx):
     allowed = sweep.describe(admissible)
     message = f"fine at {fmt_size(size)}; square inputs (H = W = n) that work: {allowed}"
     if not getattr(sweep, "complete", True):
-        message += " (as far as the sweep can tell: some sizes past an unknown op are unchecked)"
+        undecided = sweep.undecided_for("square") if hasattr(sweep, "undecided_for") else None
+        if undecided is not None and undecided.any():
+            # one "only" per clause: the admissible sizes already say it
+            message += f" (undecided: {sweep.describe(undecided).removesuffix(' only')})"
+        else:
+            message += " (some per-axis sizes are undecided)"
     broken = _nearest_failure(sides, admissible, n)
     first = sweep.first_failure(broken) if broken is not None else None
     related = []

@@ -126,7 +126,7 @@ def _sweep_disagreements(g, model_class, model, shape, truth, sweep_sizes) -> li
         where = f"sweep {sweep_name} at {spatial[0]}x{spatial[1]}"
         if admissible and real.fails and sweep.complete:
             out.append(f"{where}: admissible, but PyTorch fails ({real.error or real.broadcast})")
-        elif not admissible and not real.fails:
+        elif not admissible and not real.fails and not _undecided(sweep, sweep_name, n):
             out.append(f"{where}: not admissible (first failure {sweep.first_failure(n, sweep_name)}),"
                        " but PyTorch runs")
         if admissible and not real.fails:
@@ -197,3 +197,9 @@ def test_truth_sees_a_silent_broadcast(tmp_path):
     assert archgen.real_run(module.Generated, (1, 1, 3, 3)).broadcast
     assert not archgen.real_run(module.Generated, (1, 1, 5, 5)).broadcast  # 5 vs 2: raises
     assert archgen.real_run(module.Generated, (1, 1, 5, 5)).error
+
+
+def _undecided(sweep, sweep_name: str, n: int) -> bool:
+    """A size the sweep claims neither way (JSON "undecided")."""
+    undecided = getattr(sweep, "undecided_for", None)
+    return bool(undecided(sweep_name)[n - sweep.lo]) if undecided else False

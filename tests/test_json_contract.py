@@ -110,10 +110,16 @@ SCHEMA = {
                             {"type": "null"},
                             {
                                 "type": "object",
-                                "required": ["range", "square"],
+                                "required": ["range", "square", "undecided", "exact"],
                                 "properties": {
                                     "range": {"type": "array", "minItems": 2, "maxItems": 2},
                                     "square": PROGRESSIONS,
+                                    "exact": {"type": "boolean"},
+                                    "undecided": {
+                                        "type": "object",
+                                        "required": ["square"],
+                                        "additionalProperties": PROGRESSIONS,
+                                    },
                                 },
                                 "additionalProperties": PROGRESSIONS,
                             },

@@ -219,7 +219,7 @@ def test_admissible_json_round_trips(swept):
     sweep, table = g.graph["sizes"], g.graph["admissible_sizes"]
     assert json.loads(json.dumps(table)) == table
     assert table["range"] == [1, 128]
-    assert set(table) == {"range", "square", "height", "width"}
+    assert set(table) == {"range", "square", "height", "width", "undecided", "exact"}
     for key in ("square", "height", "width"):
         assert (expand_progressions(table[key], 1, 128) == sweep.admissible_for(key)).all(), key
         for p in table[key]:
@@ -233,7 +233,7 @@ def test_known_answers():
     sweep = g.graph["sizes"]
     assert sweep.describe(sweep.admissible) == "n >= 4 with n % 4 == 0"
     assert g.graph["admissible_sizes"]["square"] == [{"start": 4, "stop": None, "step": 4}]
-    assert g.graph["sizes_summary"] == "H = W: n >= 4 with n % 4 == 0; smallest 4; example 32x32 admissible"
+    assert g.graph["sizes_summary"] == "H = W: n >= 4 with n % 4 == 0; smallest 4; example 32x32 admissible (exact)"
     assert sweep.smallest() == 4 and sweep.nearest(30) == (28, 32) and sweep.nearest(32) == (32, 32)
     # the first failure at an odd size is the first merge that disagrees
     assert sweep.first_failure(30) == "cat2" and sweep.first_failure(32) is None
@@ -291,7 +291,7 @@ def test_one_dimensional_model_keys():
     add_op(g, "c", "conv", inputs=["x"], attrs=win(5, 2, 0, nd=1), shapes=[(1, 1, 23)])
     run_passes(g, sizes_range=(1, 100))
     table = g.graph["admissible_sizes"]
-    assert set(table) == {"range", "square", "length"}
+    assert set(table) == {"range", "square", "length", "undecided", "exact"}
     assert table["square"] == table["length"] == [{"start": 5, "stop": None, "step": 1}]
     assert g.graph["sizes_summary"].startswith("L: all n >= 5")
 

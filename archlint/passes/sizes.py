@@ -56,6 +56,7 @@ import networkx as nx
 import numpy as np
 
 from archlint.graph import ELEMENTWISE_MERGES
+from archlint.passes.progressions import describe_sizes, expand_progressions, progressions
 from archlint.passes.formulas import (
     PASS_THROUGH,
     SPATIAL_OPS,
@@ -74,119 +75,11 @@ __all__ = [
 
 #: Bytes of retained size arrays beyond which arrays no consumer still needs are dropped.
 MEMORY_BUDGET = 32 * 2**20
-#: Longest period the progression finder tries.
-MAX_PERIOD = 1024
 
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 AXIS_LETTERS = {1: "L", 2: "H = W", 3: "D = H = W"}
 
 Dims = tuple  # per full axis: int | np.ndarray | None
-
-
-# -- progressions: an exact, compact description of a set of sizes ---------------------------
-
-
-def progressions(mask: np.ndarray, lo: int) -> list[dict[str, int | None]]:
-    """Arithmetic progressions whose union is exactly ``{lo + i : mask[i]}``.
-
-    ``stop`` is exclusive; None means "through the end of the range". An eventually periodic
-    tail becomes one progression per residue; what is left before it becomes runs of step 1.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    n = len(mask)
-    if not mask.any():
-        return []
-    period, tail = _best_period(mask)
-    covered = np.zeros(n, dtype=bool)
-    out: list[dict[str, int | None]] = []
-    if tail < n:
-        for first in range(tail, min(tail + period, n)):
-            if not mask[first]:
-                continue
-            start = first
-            while start - period >= 0 and mask[start - period]:
-                start -= period
-            covered[start::period] = True
-            out.append({"start": lo + start, "stop": None, "step": period})
-    rest = mask[:tail] & ~covered[:tail]
-    for a, b in _runs(rest):
-        out.append({"start": lo + a, "stop": lo + b, "step": 1})
-    out.sort(key=lambda p: (p["start"], p["step"]))
-    return out
-
-
-def expand_progressions(progs: Iterable[dict[str, int | None]], lo: int, hi: int) -> np.ndarray:
-    """The mask over ``lo..hi`` a list of progressions describes (inverse of progressions)."""
-    mask = np.zeros(hi - lo + 1, dtype=bool)
-    for p in progs:
-        stop = hi + 1 if p["stop"] is None else p["stop"]
-        mask[p["start"] - lo: stop - lo: p["step"]] = True
-    return mask
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open index ranges of consecutive True values."""
-    if not mask.any():
-        return []
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
-
-
-def _best_period(mask: np.ndarray) -> tuple[int, int]:
-    """(period, tail start) giving the fewest progressions; tail == len(mask) if none."""
-    n = len(mask)
-    best = (len(_runs(mask)) + 0.5, 1, n)  # on a tie, an open-ended tail reads better
-    for period in range(1, min(MAX_PERIOD, n // 2) + 1):
-        differs = np.flatnonzero(mask[period:] != mask[:-period])
-        tail = int(differs[-1]) + 1 if len(differs) else 0
-        if n - tail < 2 * period:  # too short to call periodic
-            continue
-        prefix = mask[:tail]
-        score = int(mask[tail: tail + period].sum()) + (len(_runs(prefix)) if prefix.any() else 0)
-        if score < best[0]:
-            best = (score, period, tail)
-            if score <= 1:
-                break
-    return best[1], best[2]
-
-
-def describe_sizes(mask: np.ndarray, lo: int, hi: int) -> str:
-    """A compact description: "n >= 32 with n % 32 == 0", "64..67 only", "none", "all n >= 5"."""
-    progs = progressions(mask, lo)
-    if not progs:
-        return "none"
-    finite = [p for p in progs if p["stop"] is not None]
-    tails = [p for p in progs if p["stop"] is None]
-    if len(finite) + len(tails) > 6:
-        values = lo + np.flatnonzero(mask)
-        sample = ", ".join(str(v) for v in values[:4])
-        return f"{len(values)} sizes between {values[0]} and {values[-1]} (irregular), e.g. {sample}"
-    parts = []
-    for p in finite:
-        last = p["stop"] - 1
-        if p["step"] != 1:
-            parts.append(f"{p['start']}..{last} step {p['step']}")
-        else:
-            parts.append(str(p["start"]) if last == p["start"] else f"{p['start']}..{last}")
-    if tails:
-        parts.append(_describe_tail(tails))
-    text = ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1]
-    return text if tails else text + " only"
-
-
-def _describe_tail(tails: list[dict[str, int | None]]) -> str:
-    step = tails[0]["step"]
-    start = min(p["start"] for p in tails)
-    if step == 1:
-        return f"all n >= {start}"
-    # one bound covers every residue when each progression starts within a period of it
-    if all(p["step"] == step and p["start"] < start + step for p in tails):
-        residues = sorted(p["start"] % step for p in tails)
-        if len(residues) == 1:
-            return f"n >= {start} with n % {step} == {residues[0]}"
-        return f"n >= {start} with n % {step} in {{{', '.join(map(str, residues))}}}"
-    return " or ".join(f"n >= {p['start']} with n % {p['step']} == {p['start'] % p['step']}"
-                       for p in tails)
 
 
 # -- the sweep object ----------------------------------------------------------------------------
@@ -211,6 +104,8 @@ class SizeSweep:
         self._bad: np.ndarray = np.zeros(self.length, dtype=bool)
         self._step: Callable[..., Any] | None = None
         self._producers: dict[str, tuple[str, ...]] = {}
+        self._undecided: np.ndarray = np.zeros(self.length, dtype=bool)
+        self.symbolic: Any = None  # the SymbolicSizes adopted (torch), else None
 
     @property
     def length(self) -> int:
@@ -229,8 +124,31 @@ class SizeSweep:
 
     @property
     def complete(self) -> bool:
-        """True when no size function was unknown, so admissible means the model runs."""
-        return not self.unknown
+        """True when every size in the range is decided: admissible means the model runs,
+        and any other size is known to fail."""
+        return not self._undecided.any()
+
+    @property
+    def exact(self) -> bool:
+        return self.complete
+
+    def undecided_for(self, sweep: str) -> np.ndarray:
+        return self._undecided[self._sweep_slice(sweep)].copy()
+
+    def adopt(self, result: Any) -> None:
+        """Take the admissible and undecided sizes of the symbolic engine: one answer for the
+        JSON, the text and the rules (admissible = PyTorch runs)."""
+        self.symbolic = result
+        for sweep in self.sweeps:
+            part = self._sweep_slice(sweep)
+            self._bad[part] = ~result.ok[sweep]
+            self._undecided[part] = result.undecided[sweep]
+
+    def mark_unknown_undecided(self) -> None:
+        """Formulas alone past an op they cannot model: what they do not reject is undecided."""
+        if self.unknown:
+            self._undecided = ~self._bad
+            self._bad = np.ones(self.length, dtype=bool)
 
     @property
     def admissible(self) -> np.ndarray:
@@ -286,12 +204,21 @@ class SizeSweep:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"range": [self.lo, self.hi]}
-        out["square"] = progressions(self.admissible, self.lo)
-        if self.axes == 1:
-            out["length"] = out["square"]
-        else:
-            for name in self.axis_names:
-                out[name] = progressions(self.admissible_for(name), self.lo)
+        undecided: dict[str, Any] = {}
+        names = ("square",) + (("length",) if self.axes == 1 else self.axis_names)
+        for name in names:
+            out[name] = progressions(self.admissible_for(name), self.lo)
+            undecided[name] = progressions(self.undecided_for(name), self.lo)
+        if self.axes == 3:
+            out["cube"], undecided["cube"] = out["square"], undecided["square"]
+        sym = self.symbolic
+        if sym is not None and "batch" in sym.sweeps:
+            out["batch"] = progressions(sym.ok["batch"], self.lo)
+            undecided["batch"] = progressions(sym.undecided["batch"], self.lo)
+        out["undecided"] = undecided
+        out["exact"] = self.exact and (sym is None or sym.exact)
+        if sym is not None and sym.same_size is not None:
+            out["same_size"] = progressions(sym.same_size["square"] & self.admissible, self.lo)
         return out
 
     def summary(self) -> str:
@@ -304,11 +231,47 @@ class SizeSweep:
         if smallest is not None:
             text += f"; smallest {smallest}"
         text += self._example_note()
+        text += self._batch_note()
+        text += self._same_size_note()
+        if self.exact and (self.symbolic is None or self.symbolic.exact):
+            return text + " (exact)"
+        undecided = self._undecided[self._sweep_slice("square")]
+        if undecided.any():
+            text += f"; undecided: {letters} in {self.describe(undecided)}"
+        elif not self.exact:
+            text += "; some per-axis sizes undecided"
+        reason = self._undecided_reason()
+        return text + (f" ({reason})" if reason else "")
+
+    def _undecided_reason(self) -> str | None:
+        if self.symbolic is not None and self.symbolic.reasons:
+            return self.symbolic.reasons[0]
         if self.unknown:
             node, reason = self.unknown[0]
             more = f" (and {len(self.unknown) - 1} more)" if len(self.unknown) > 1 else ""
-            text += f"; sizes past {node} are unknown: {reason}{more}"
-        return text
+            return f"sizes past {node} are unknown: {reason}{more}"
+        return None
+
+    def _batch_note(self) -> str:
+        sym = self.symbolic
+        if sym is None or "batch" not in sym.sweeps:
+            return ""
+        ok = sym.ok["batch"]
+        if ok.all():
+            return f"; batch: all n >= {self.lo}"
+        return f"; batch: {self.describe(ok)}"
+
+    def _same_size_note(self) -> str:
+        sym = self.symbolic
+        if sym is None or sym.same_size is None:
+            return ""
+        ok = self.admissible
+        same = sym.same_size["square"] & ok
+        if not ok.any() or (same == ok).all():
+            return "; output keeps the input size" if ok.any() and same.any() else ""
+        if not same.any():
+            return "; output size differs from the input"
+        return f"; output keeps the input size at {self.describe(same)}"
 
     def _example_note(self) -> str:
         ex = self.example
@@ -319,7 +282,12 @@ class SizeSweep:
         n = ex[0]
         if self.admissible_for(sweep)[n - self.lo]:
             return f"; example {shown} admissible"
+        if self.undecided_for(sweep)[n - self.lo]:
+            return f"; example {shown} undecided"
         where = self.first_failure(n, sweep)
+        run = self.symbolic.failure_at(sweep, n) if self.symbolic is not None else None
+        if where is None and run is not None and run.error_frame is not None:
+            where = f"{run.error_frame[0]}:{run.error_frame[1]}"
         return f"; example {shown} fails" + (f" at {where}" if where else "")
 
     # -- lazy values -------------------------------------------------------------------------
@@ -377,6 +345,17 @@ def input_size_pass(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> 
         return None
     sweep = SizeSweep(g, lo, hi, axes)
     _Forward(g, sweep, order, input_shapes).run()
+    from archlint.passes.symbolic_sizes import formula_is_exact, from_formulas, symbolic_size_pass
+
+    if g.graph.get("symbolic_runner") is not None and formula_is_exact(g, sweep):
+        sweep.adopt(from_formulas(g, sweep))  # a graph that reads no sizes: formulas are exact
+    elif g.graph.get("symbolic_runner") is not None:
+        result = symbolic_size_pass(g, lo, hi)
+        if result is not None:
+            g.graph["symbolic_sizes"] = result
+            sweep.adopt(result)
+    else:
+        sweep.mark_unknown_undecided()
     g.graph["sizes"] = sweep
     g.graph["admissible_sizes"] = sweep.to_json()
     g.graph["sizes_summary"] = sweep.summary()

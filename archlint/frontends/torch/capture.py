@@ -236,7 +236,46 @@ def _capture_eval(
         builder.from_eager(tensors, args, kwargs)
     if g.graph["capture_note"]:
         notes.append(g.graph["capture_note"])
+    if not inputs.structured:  # the symbolic run passes the tensors positionally
+        _attach_symbolic_runner(g, module, [tuple(spec.shape) for _, spec in leaves],
+                                [t.dtype for t in tensors], files, gm)
     return Capture(name=name, graph=g, notes=notes)
+
+
+def _attach_symbolic_runner(g, module: nn.Module, shapes: list[tuple[int, ...]],
+                            dtypes: list[torch.dtype], files: _FileNames,
+                            gm: fx.GraphModule | None) -> None:
+    """Leave the sizes pass a way to run ``forward`` symbolically at any size
+    (:mod:`archlint.frontends.torch.symbolic`), the example point, and whether the fx graph
+    reads sizes (if not, the per-op formulas are already exact)."""
+    first = shapes[0] if shapes else ()
+    names = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}.get(
+        len(first) - 2)
+    if not names:
+        return
+    example = {"batch": int(first[0]), **{n: int(v) for n, v in zip(names, first[2:])}}
+
+    def run_at(point: dict[str, int]):
+        from archlint.frontends.torch.symbolic import symbolic_run
+
+        return symbolic_run(module, shapes, dtypes, point, files)
+
+    g.graph["symbolic_runner"] = run_at
+    g.graph["symbolic_example"] = example
+    g.graph["reads_sizes"] = gm is None or _reads_sizes(gm)
+
+
+def _reads_sizes(gm: fx.GraphModule) -> bool:
+    """True when forward reads a size (x.shape, x.size(), x.dim()) or holds a constant tensor."""
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            return True
+        if node.op == "call_method" and node.target in ("size", "dim", "numel", "new_zeros",
+                                                          "new_ones", "new_empty", "new_full"):
+            return True
+        if node.op == "call_function" and node.target is getattr:
+            return True
+    return False
 
 
 def _inferred_input(gm: fx.GraphModule | None, module: nn.Module) -> tuple[InputSpec, str] | None:

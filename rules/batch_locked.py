@@ -1,0 +1,103 @@
+"""
+## What it does
+Finds a model that works only at batch 1 (or only at the example batch): a `view(1, -1)`, a
+`reshape(1, C, H * W)`, or a constant expanded to batch 1 that then meets the batch. The batch
+is a symbol of its own in the symbolic size engine, so the batch sizes that run are known
+exactly; on ONNX, a Reshape/Expand/ConstantOfShape with a literal batch 1 while the file's
+input batch is symbolic. Located at the line that fixes it.
+
+## Why is this bad?
+The model passes every test at batch 1 and fails the first time it is trained or served with
+a real batch, or worse, silently mixes samples: `view(1, -1)` on a batch of 8 makes one long
+row out of eight images.
+
+## Example
+```python
+x = self.pool(self.conv(x))
+x = x.view(1, -1)  # batch 1 only
+```
+
+## Use instead
+```python
+x = x.flatten(1)  # or x.view(x.shape[0], -1)
+```
+and `self.cls.expand(x.shape[0], -1, -1)` for a constant that meets the batch.
+
+## References
+- PyTorch, `torch.Tensor.view` and `torch.flatten`:
+  https://pytorch.org/docs/stable/generated/torch.flatten.html
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from archlint.graph import Location, input_nodes
+from archlint.rule import rule
+
+FIX = "use the batch from the input: x.flatten(1) or x.view(x.shape[0], -1) (expand(x.shape[0], ...))"
+
+
+@rule(
+    id="batch-locked",
+    code="AL106",
+    severity="error",
+    summary="the model works only at batch 1 or at the example batch",
+)
+def batch_locked(ctx):
+    g = ctx.graph
+    if g is None or not input_nodes(g):
+        return
+    if ctx.frontend == "onnx":
+        yield from _onnx(ctx, g)
+        return
+    result = g.graph.get("symbolic_sizes")
+    if result is None or "batch" not in result.sweeps or result.example_batch is None:
+        return
+    ok, undecided = result.ok["batch"], result.undecided["batch"]
+    example = result.example_batch
+    if not ok[example - result.lo]:
+        return  # the example itself fails: reported where it fails
+    fails = ~ok & ~undecided
+    if not fails.any():
+        return
+    works = result.lo + np.flatnonzero(ok)
+    only = "batch 1" if list(works) == [1] else (
+        f"batch {example}" if list(works) == [example] else None)
+    if only is None:
+        return  # some other batches run: a size rule, not a lock
+    location = _lock_location(result)
+    if location is None:
+        location = g.nodes[input_nodes(g)[0]]["location"]
+    yield ctx.finding(location, f"the model works only at {only}: this line fixes the batch "
+                                "instead of reading it from the input", fix=FIX)
+
+
+def _lock_location(result):
+    if result.batch_lock is not None:
+        file, line, _ = result.batch_lock
+        return Location(file=file, line=line, node="forward")
+    for run in result.runs:
+        if not run.ok and run.point.get("batch") != result.example_batch and run.error_frame:
+            return Location(file=run.error_frame[0], line=run.error_frame[1], node="forward")
+    return None
+
+
+def _onnx(ctx, g):
+    batch_is_symbolic = g.graph.get("input_batch_symbolic")
+    if not batch_is_symbolic:
+        return
+    for name in g.nodes:
+        data = g.nodes[name]
+        if data["origin"] not in ("Reshape", "Expand", "ConstantOfShape"):
+            continue
+        target = getattr(data["attrs"], "target_shape", None)
+        if target and target[0] == 1 and _carries_batch(g, name):
+            yield ctx.finding(name, f"{data['origin']} to a literal batch 1 while the model's "
+                                    "input batch is symbolic: works only at batch 1", fix=FIX)
+
+
+def _carries_batch(g, name):
+    shapes = g.nodes[name].get("shapes")
+    ins = [g.nodes[p].get("shapes") for p in g.nodes[name]["inputs"]]
+    return bool(shapes) and any(s and s[0] and len(s[0]) > len(shapes[0] or ()) - 1 for s in ins)

@@ -83,7 +83,7 @@ def test_fixture_sizes_equal_real_runs(path):
 
 
 def test_batch_statement_equals_real_runs():
-    for path in (ROOT / "fixtures/sizes/batch_locked.py", ROOT / "fixtures/sizes/batch_free.py"):
+    for path in (ROOT / "fixtures/models/batch_locked_bad.py", ROOT / "fixtures/models/batch_locked_good.py"):
         for report in lint(str(path)).models:
             table = report.admissible_sizes
             lo, hi = table["range"]
@@ -154,11 +154,11 @@ def test_raise_at_the_example_is_an_error():
 
 
 def test_batch_locked_findings_at_their_lines():
-    path = ROOT / "fixtures/sizes/batch_locked.py"
+    path = ROOT / "fixtures/models/batch_locked_bad.py"
     expected = {i + 1 for i, line in enumerate(path.read_text().splitlines())
                 if "# expect: batch-locked" in line}
     got = {f.location.line for m in lint(str(path)).models for f in m.findings if f.rule == "batch-locked"}
     assert got == expected
-    quiet = [f for m in lint(str(ROOT / "fixtures/sizes/batch_free.py")).models for f in m.findings
+    quiet = [f for m in lint(str(ROOT / "fixtures/models/batch_locked_good.py")).models for f in m.findings
              if f.rule == "batch-locked"]
     assert not quiet

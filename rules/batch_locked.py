@@ -36,6 +36,11 @@ from archlint.graph import Location, input_nodes
 from archlint.rule import rule
 
 FIX = "use the batch from the input: x.flatten(1) or x.view(x.shape[0], -1) (expand(x.shape[0], ...))"
+ONNX_FIX_RESHAPE = ("keep the batch in the target shape: 0 (copies the input's dim) or -1 there, "
+                    "e.g. [0, C] or [-1, C]; in the PyTorch source, x.flatten(1) or "
+                    "x.view(x.shape[0], -1)")
+ONNX_FIX_CONSTANT = ("expand the constant to the input's batch (the Expand shape from "
+                     "Shape(x)[0]); in the PyTorch source, self.cls.expand(x.shape[0], -1, -1)")
 
 
 @rule(
@@ -84,20 +89,11 @@ def _lock_location(result):
 
 
 def _onnx(ctx, g):
-    batch_is_symbolic = g.graph.get("input_batch_symbolic")
-    if not batch_is_symbolic:
+    """Facts of the ONNX frontend (archlint/frontends/onnx/batch_lock.py): ONNX's shape
+    inference with the file's symbolic batch kept as a symbol says where it is lost."""
+    if not g.graph.get("input_batch_symbolic"):
         return
-    for name in g.nodes:
-        data = g.nodes[name]
-        if data["origin"] not in ("Reshape", "Expand", "ConstantOfShape"):
-            continue
-        target = getattr(data["attrs"], "target_shape", None)
-        if target and target[0] == 1 and _carries_batch(g, name):
-            yield ctx.finding(name, f"{data['origin']} to a literal batch 1 while the model's "
-                                    "input batch is symbolic: works only at batch 1", fix=FIX)
-
-
-def _carries_batch(g, name):
-    shapes = g.nodes[name].get("shapes")
-    ins = [g.nodes[p].get("shapes") for p in g.nodes[name]["inputs"]]
-    return bool(shapes) and any(s and s[0] and len(s[0]) > len(shapes[0] or ()) - 1 for s in ins)
+    file = g.graph.get("target")
+    for lock in g.graph.get("batch_locks") or ():
+        fix = ONNX_FIX_RESHAPE if lock.op_type == "Reshape" else ONNX_FIX_CONSTANT
+        yield ctx.finding(Location(file=file, line=None, node=lock.node), lock.reason, fix=fix)

@@ -11,6 +11,12 @@ not divisible by `s` at the example input, where the window arithmetic really ro
   the border (ceil mode). Where the windows tile the input exactly nothing is rounded, and it
   stays quiet (55 -> 27 through a 3x3/s2 pool is exact).
 
+On a model with a spatial output (segmentation, encoder-decoder) that gives the input size back
+somewhere, the finding reads the sizes pass's `same_size` (the sizes at which the output's
+spatial size equals the input's, from the exact engine): it says whether the output still has the
+input size at the example and at which sizes it keeps it, and the size its fix proposes is one
+where this layer does not round *and* the output keeps the input size.
+
 Nothing fed a size that `s` divides ever fires. When the rounding keeps the sampling grid
 symmetric (the first and last windows sit the same distance from their border, e.g. 3x3/s2/p1 on
 57, the "n = k*s + 1" sizes DeepLab uses) the finding is info, unless the rounding is the cause

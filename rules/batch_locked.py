@@ -1,10 +1,19 @@
 """
 ## What it does
 Finds a model that works only at batch 1 (or only at the example batch): a `view(1, -1)`, a
-`reshape(1, C, H * W)`, or a constant expanded to batch 1 that then meets the batch. The batch
-is a symbol of its own in the symbolic size engine, so the batch sizes that run are known
-exactly; on ONNX, a Reshape/Expand/ConstantOfShape with a literal batch 1 while the file's
-input batch is symbolic. Located at the line that fixes it.
+`reshape(1, C, H * W)`, or a constant expanded to batch 1 that then meets the batch. Located at
+the line (PyTorch) or the ONNX node that writes the literal batch, with the fix.
+
+- PyTorch: the batch is a symbol of its own in the symbolic size engine, so the batch sizes that
+  run are known exactly (JSON `admissible_sizes.batch`). It fires when only batch 1 (or only the
+  example batch) runs, at the call that moved the batch symbol out of dim 0 (`view(1, -1)`) or
+  that made the batch-1 tensor the failing op was fed (`expand(1, ...)`).
+- ONNX: the signal is a symbolic batch in the file's input (`dim_param`, or no `dim_value`).
+  ONNX's own shape inference, with data propagation and that batch kept as a symbol, shows a
+  `Reshape` whose output has a literal batch where its data had the symbol (`[1, C]`, `[1, -1]`;
+  `[0, C]` and `[-1, C]` keep the batch), and an `Expand`/`ConstantOfShape` constant of literal
+  batch that a `Concat` joins with the batch. A file whose input batch is a fixed number says
+  nothing about other batches and is never reported.
 
 ## Why is this bad?
 The model passes every test at batch 1 and fails the first time it is trained or served with
@@ -21,11 +30,14 @@ x = x.view(1, -1)  # batch 1 only
 ```python
 x = x.flatten(1)  # or x.view(x.shape[0], -1)
 ```
-and `self.cls.expand(x.shape[0], -1, -1)` for a constant that meets the batch.
+and `self.cls.expand(x.shape[0], -1, -1)` for a constant that meets the batch. In an ONNX
+graph, a Reshape target of `[0, C]` or `[-1, C]`, and an Expand shape built from `Shape(x)`.
 
 ## References
 - PyTorch, `torch.Tensor.view` and `torch.flatten`:
   https://pytorch.org/docs/stable/generated/torch.flatten.html
+- ONNX operators, Reshape (0 copies the input dim, -1 infers it):
+  https://onnx.ai/onnx/operators/onnx__Reshape.html
 """
 
 from __future__ import annotations
@@ -36,6 +48,11 @@ from archlint.graph import Location, input_nodes
 from archlint.rule import rule
 
 FIX = "use the batch from the input: x.flatten(1) or x.view(x.shape[0], -1) (expand(x.shape[0], ...))"
+ONNX_FIX_RESHAPE = ("keep the batch in the target shape: 0 (copies the input's dim) or -1 there, "
+                    "e.g. [0, C] or [-1, C]; in the PyTorch source, x.flatten(1) or "
+                    "x.view(x.shape[0], -1)")
+ONNX_FIX_CONSTANT = ("expand the constant to the input's batch (the Expand shape from "
+                     "Shape(x)[0]); in the PyTorch source, self.cls.expand(x.shape[0], -1, -1)")
 
 
 @rule(
@@ -84,20 +101,11 @@ def _lock_location(result):
 
 
 def _onnx(ctx, g):
-    batch_is_symbolic = g.graph.get("input_batch_symbolic")
-    if not batch_is_symbolic:
+    """Facts of the ONNX frontend (archlint/frontends/onnx/batch_lock.py): ONNX's shape
+    inference with the file's symbolic batch kept as a symbol says where it is lost."""
+    if not g.graph.get("input_batch_symbolic"):
         return
-    for name in g.nodes:
-        data = g.nodes[name]
-        if data["origin"] not in ("Reshape", "Expand", "ConstantOfShape"):
-            continue
-        target = getattr(data["attrs"], "target_shape", None)
-        if target and target[0] == 1 and _carries_batch(g, name):
-            yield ctx.finding(name, f"{data['origin']} to a literal batch 1 while the model's "
-                                    "input batch is symbolic: works only at batch 1", fix=FIX)
-
-
-def _carries_batch(g, name):
-    shapes = g.nodes[name].get("shapes")
-    ins = [g.nodes[p].get("shapes") for p in g.nodes[name]["inputs"]]
-    return bool(shapes) and any(s and s[0] and len(s[0]) > len(shapes[0] or ()) - 1 for s in ins)
+    file = g.graph.get("target")
+    for lock in g.graph.get("batch_locks") or ():
+        fix = ONNX_FIX_RESHAPE if lock.op_type == "Reshape" else ONNX_FIX_CONSTANT
+        yield ctx.finding(Location(file=file, line=None, node=lock.node), lock.reason, fix=fix)

@@ -4,7 +4,11 @@ Reports a `raise`, `assert` or `torch._check` in `forward` that constrains the i
 at its line, naming the constraint: "H and W must be multiples of 32 (raised at model.py:14)".
 It reads the symbolic size engine: `forward` runs with the input sizes as symbols, and a run
 that raises from Python code tells which sizes take that path. Info when the example size
-passes the check; an error (exit 1) when the check fires at the example size.
+passes the check; an error (exit 1) when the check fires at the example size. The constraint is
+the set of sizes the check lets through over the whole range (the guards evaluated at every size),
+so the text and the `sizes:` line never disagree. Only checks in the model's own files count
+(a library's internal check, such as InstanceNorm refusing one spatial element, narrows the
+admissible sizes instead); ONNX files have no Python forward and get no such finding.
 
 ## Why is this bad?
 Nothing is wrong with checking the input, which is why this is info: it says what the check

@@ -11,6 +11,12 @@ not divisible by `s` at the example input, where the window arithmetic really ro
   the border (ceil mode). Where the windows tile the input exactly nothing is rounded, and it
   stays quiet (55 -> 27 through a 3x3/s2 pool is exact).
 
+On a model with a spatial output (segmentation, encoder-decoder) that gives the input size back
+somewhere, the finding reads the sizes pass's `same_size` (the sizes at which the output's
+spatial size equals the input's, from the exact engine): it says whether the output still has the
+input size at the example and at which sizes it keeps it, and the size its fix proposes is one
+where this layer does not round *and* the output keeps the input size.
+
 Nothing fed a size that `s` divides ever fires. When the rounding keeps the sampling grid
 symmetric (the first and last windows sit the same distance from their border, e.g. 3x3/s2/p1 on
 57, the "n = k*s + 1" sizes DeepLab uses) the finding is info, unless the rounding is the cause
@@ -147,17 +153,61 @@ def odd_size_stride2(ctx):
                 if w.stride > 1:
                     fires |= w.rounds(n)
             defined = np.all([a > 0 for a in arrays], axis=0)
+        same = _keeps_input_size(sweep, fires)
         note = sizes_note(sweep, fires, defined)
+        if same is not None:
+            message = _ground_in_same_size(message, found, sweep, same)
+            note = _same_size_note(note, sweep, same)
         yield ctx.finding(
             name,
             message,
-            fix=_fix(g, name, found, sweep, fires),
+            fix=_fix(g, name, found, sweep, fires, same),
             severity=severity,
             sizes=note,
         )
 
 
-def _fix(g, name: str, found: Rounding, sweep, fires) -> str:
+def _keeps_input_size(sweep, fires):
+    """The sizes where the model runs and its output has the input's spatial size (the sizes
+    pass's ``same_size``, from the exact engine), when the model gives the input size back
+    somewhere this layer does not round; None for a model that never does (an encoder or a
+    classifier: the statement is about this layer alone then)."""
+    sym = getattr(sweep, "symbolic", None) if sweep is not None else None
+    if sym is None or getattr(sym, "same_size", None) is None or fires is None:
+        return None
+    same = np.asarray(sym.same_size["square"], dtype=bool) & np.asarray(sweep.admissible, dtype=bool)
+    if len(same) != len(fires) or not (same & ~np.asarray(fires, dtype=bool)).any():
+        return None
+    return same
+
+
+def _ground_in_same_size(message: str, found: Rounding, sweep, same) -> str:
+    """What the rounding does to the model's output at the example, from ``same_size``."""
+    n = None  # the model input's side, not this layer's input
+    example = getattr(sweep, "example", None)
+    if example and len(set(example)) == 1 and sweep.lo <= example[0] <= sweep.hi:
+        n = example[0]
+    shown = f"{n}x{n}" if n is not None else "the example"
+    where = f"H = W in {sweep.describe(same)}"
+    if n is not None and same[n - sweep.lo]:
+        tail = f"; the model's output still has the input size at {shown} (it keeps it at {where})"
+        return message.replace("; the windows stay symmetric, but an x"
+                               f"{found.windows[found.axes[0]].stride} upsample will not give the "
+                               "size back", "; the windows stay symmetric") + tail
+    if n is not None and not sweep.admissible[n - sweep.lo]:
+        return message + f"; the output keeps the input size only at {where}"
+    return message + f"; the output size differs from the input at {shown} (it keeps it only at {where})"
+
+
+def _same_size_note(note, sweep, same):
+    if note is None:
+        return None
+    if (same == np.asarray(sweep.admissible, dtype=bool)).all():
+        return note + "; the output keeps the input size wherever the model runs"
+    return note + f"; the output keeps the input size at H = W in {sweep.describe(same)}"
+
+
+def _fix(g, name: str, found: Rounding, sweep, fires, same=None) -> str:
     cumulative = _cumulative_stride(g, name, found)
     advice = (
         f"feed input sizes divisible by {cumulative} (the cumulative stride up to here)"
@@ -166,7 +216,7 @@ def _fix(g, name: str, found: Rounding, sweep, fires) -> str:
     )
     if sweep is not None and fires is not None:
         example = _example_side(g)
-        nearest = _nearest_clean(sweep, fires, example)
+        nearest = _nearest_clean(sweep, fires, example, same)
         if nearest is not None and example is not None:
             advice += f", e.g. {nearest}x{nearest} instead of {example}x{example}"
     return (
@@ -191,7 +241,9 @@ def _example_side(g) -> int | None:
     return sides[0] if sides and len(set(sides)) == 1 else None
 
 
-def _nearest_clean(sweep, fires, n: int | None) -> int | None:
+def _nearest_clean(sweep, fires, n: int | None, same=None) -> int | None:
+    """The size nearest n where this layer does not round, the model runs and, for a model that
+    gives its input size back, its output has the input's size."""
     if n is None:
         return None
     sizes = np.asarray(sweep.sizes)
@@ -199,6 +251,8 @@ def _nearest_clean(sweep, fires, n: int | None) -> int | None:
     ok = ~np.asarray(fires, dtype=bool)
     if admissible is not None:
         ok &= np.asarray(admissible, dtype=bool)
+    if same is not None:
+        ok &= same
     candidates = sizes[ok]
     if candidates.size == 0:
         return None

@@ -790,3 +790,71 @@ def test_onnx_confirm_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     assert out.stdout.split() == ["0", "False"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The real forward decides, never the traced graph
+# ---------------------------------------------------------------------------------------------
+
+
+class FxOnlyBranch(nn.Module):
+    """fx tracing skips the border-cropped add; the real forward always takes it and fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if not torch.fx._symbolic_trace.is_fx_tracing():
+            y = y + y[..., 1:, 1:]
+        return y
+
+
+class FxOnlyFailure(nn.Module):
+    """The opposite artefact: only the traced graph takes the failing branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if torch.fx._symbolic_trace.is_fx_tracing():
+            y = y + y[..., 1:, 1:]
+        return y
+
+
+def _eager_error(factory, shape):
+    try:
+        with torch.no_grad():
+            factory().eval()(torch.randn(shape))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("factory", [FxOnlyBranch, FxOnlyFailure])
+def test_confirm_runs_the_real_forward_not_the_traced_graph(factory):
+    g = hand_graph(FxOnlyBranch, (1, 1, 8, 8))  # the IR of the traced graph (conv only)
+    g.graph["module_factory"] = factory  # confirm re-traces and runs this one
+    report = report_for(g)
+    C.confirm_report(report)
+    truth = _eager_error(factory, (1, 1, 8, 8))
+    assert (factory is FxOnlyBranch) == (truth is not None)  # the model really is as described
+    assert report.confirm.get("example_error") == truth
+    assert "tracing artefact" in report.confirm["traced_differs"]
+    # shapes recorded by a graph that did something else are not compared
+    assert report.confirm["shapes_compared"] == 0
+
+
+def test_confirm_attributes_a_real_failure_to_its_node_when_the_graph_agrees():
+    sides = list(range(4, 13))
+    sweep = _Sweep(sides, [s % 2 == 0 for s in sides], {"add": [s % 2 == 1 for s in sides]})
+    g = hand_graph(SkipMismatch, (1, 2, 8, 8), sizes=sweep)
+    f = finding("skip-connection-mismatch", "add", g)
+    report = report_for(g, f)
+    C.confirm_report(report)
+    assert "traced_differs" not in report.confirm
+    assert "it raised at add" in f.confirmation["detail"]

@@ -88,6 +88,11 @@ class _Confirmer:
                                "real ones (please report it)")
         if example.error:
             summary["example_error"] = example.error
+        if example.traced_differs:
+            summary["traced_differs"] = (
+                "the traced graph and the real forward disagree at the example (a tracing "
+                f"artefact; the real forward {'raised' if example.error else 'ran'}): every "
+                "verdict comes from the real forward")
         rf = self.confirm_rf(self.max_probe_pixels)
         summary["receptive_field"] = rf
         if rf is not None:

@@ -64,6 +64,9 @@ class Run:
     error: str | None = None
     #: IR node that raised (None when unknown or no error).
     error_node: str | None = None
+    #: The traced graph ran where the real forward failed, or failed where it ran: a tracing
+    #: artefact; only the real forward's outcome is kept.
+    traced_differs: bool = False
 
     @property
     def size_text(self) -> str:

@@ -89,6 +89,10 @@ class _TorchConfirmer(_Confirmer):
     # --- one run -------------------------------------------------------------------------------
 
     def run_at(self, input_shapes: list[tuple[int, ...]]) -> Run:
+        """The real model's own forward decides whether a size runs (never the traced graph,
+        which may have frozen a branch, ``torch.jit.is_scripting()`` or a shape); the fx graph
+        only attributes shapes and the failing op to IR nodes, and only when it does what the
+        real forward did."""
         torch = self.torch
         run = Run(input_shapes=list(input_shapes))
         module = self.module()
@@ -101,22 +105,38 @@ class _TorchConfirmer(_Confirmer):
                 self._gm = False
         inputs = [torch.randn(s, device=self.device) for s in input_shapes]
         with torch.no_grad():
-            if self._gm is False:
-                # No fx graph: run the model itself; shapes cannot be matched to nodes.
+            if self.g.graph.get("input_structured"):
+                # forward takes dicts or keywords: only the fx graph's placeholders can be fed
+                self._record(run, inputs)
+            else:
                 try:
                     module(*inputs)
                 except Exception as exc:
                     run.error = _one_line(exc)
-            else:
-                interp = _recording_interpreter()(self._gm, self.fx_names, self.g, run)
-                try:
-                    interp.run(*inputs)
-                except _NodeFailed as failed:
-                    run.error, run.error_node = failed.reason, failed.ir_node
-                finally:
-                    interp.env.clear()
+                if self._gm is not False:
+                    traced = Run(input_shapes=list(input_shapes))
+                    self._record(traced, inputs)
+                    if (traced.error is None) == (run.error is None):
+                        run.shapes, run.operands = traced.shapes, traced.operands
+                        run.broadcasts = traced.broadcasts
+                        if traced.error == run.error:
+                            run.error_node = traced.error_node
+                    else:
+                        run.traced_differs = True
         del inputs
         return run
+
+    def _record(self, run: Run, inputs: list[Any]) -> None:
+        """Run the fx graph, recording every mapped node's real shapes (and the failing node)."""
+        if self._gm is False:
+            raise RuntimeError("no fx graph to run")
+        interp = _recording_interpreter()(self._gm, self.fx_names, self.g, run)
+        try:
+            interp.run(*inputs)
+        except _NodeFailed as failed:
+            run.error, run.error_node = failed.reason, failed.ir_node
+        finally:
+            interp.env.clear()
 
     # --- checkerboard -------------------------------------------------------------------------
 

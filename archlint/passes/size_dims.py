@@ -179,3 +179,19 @@ def _check_trailing(first: Dims, normalized: tuple[int, ...]) -> Any:
         if d is not None:
             invalid = _or(invalid, _differs(d, int(want)))
     return invalid
+
+
+def _one_spatial_element(first: Dims) -> Any:
+    """Where the spatial axes hold one element in all (instance norm with input statistics
+    raises there, as F.instance_norm checks before any kernel runs)."""
+    if len(first) < 3 or any(d is None for d in first[2:]):
+        return False
+    return _product(first[2:]) == 1
+
+
+def _permute(first: Dims, attrs) -> tuple[Dims | None, Any, str | None]:
+    """permute / transpose (torch) and Transpose (ONNX): output dim i is input dim perm[i]."""
+    perm = attrs.extra.get("perm")
+    if perm is None or len(perm) != len(first) or sorted(perm) != list(range(len(first))):
+        raise UnsupportedOp("permute without a known permutation of its input's axes")
+    return tuple(first[p] for p in perm), False, None

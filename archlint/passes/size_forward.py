@@ -25,7 +25,9 @@ from archlint.passes.size_dims import (
     _elementwise,
     _flatten,
     _linear,
+    _one_spatial_element,
     _or,
+    _permute,
     _reshape,
 )
 from archlint.passes.size_sweep import SizeSweep, _producers
@@ -194,6 +196,11 @@ class _Forward:
             if d is None:
                 continue
             value = int(d[pos]) if isinstance(d, np.ndarray) else int(d)
+            if value != e and data["op"] == "concat" and i == _concat_axis(data, len(dims)):
+                # an operand outside the graph: a parameter, a buffer, or a tensor built from sizes
+                return (f"an operand of this concatenation is not in the graph (a parameter, a "
+                        f"buffer or a tensor made from sizes): {value} of {e} on its axis come "
+                        "from the graph, so its size is no formula of the input")
             if value != e:
                 return f"the size formula gives {value} on axis {i} at the example, the traced shape {e}"
         return None
@@ -219,6 +226,8 @@ class _Forward:
             return _linear(first, attrs, example)
         if op == "reshape":
             return _reshape(first, attrs, example)
+        if op == "permute":
+            return _permute(first, attrs)
         # unknown: only an input that is the same at every size gives a known output
         if first is not None and all(_constant(d) for d in ins) and example is not None:
             return tuple(example), False, None
@@ -232,6 +241,8 @@ class _Forward:
             normalized = attrs.extra.get("normalized_shape")
             if normalized:
                 invalid = _check_trailing(first, tuple(normalized))
+            if attrs.extra.get("input_stats"):
+                invalid = _or(invalid, _one_spatial_element(first))
         if example is None or len(example) != len(first):
             return first, invalid, None
         # a constant batch/channel dim as the exact engine says (an op the frontend calls
@@ -282,3 +293,8 @@ class _Forward:
         else:
             head = tuple(first[:2])
         return head + tuple(spatial), invalid, None
+
+
+def _concat_axis(data: dict, rank: int) -> int:
+    axis = data["attrs"].axis
+    return (1 if axis is None else axis) % rank

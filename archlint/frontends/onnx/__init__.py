@@ -22,6 +22,7 @@ Files:
 ``inference``   the example input (declared or assumed), shape inference, static values;
 ``op_mapping``  one ONNX node -> op kind and Attrs;
 ``geometry``    per-op window/padding formulas as ONNX defines them;
+``batch_lock``  ops that write a literal batch where the file's input batch is symbolic;
 ``builder``     the IR graph.
 """
 
@@ -34,6 +35,7 @@ from onnx import shape_inference  # noqa: F401  (tests patch it through this mod
 
 from archlint.config import Options
 from archlint.frontends import Capture, TargetError
+from archlint.frontends.onnx.batch_lock import batch_symbols, find_batch_locks
 from archlint.frontends.onnx.builder import _GraphBuilder
 from archlint.frontends.onnx.geometry import _concrete, _one_line
 from archlint.frontends.onnx.inference import (
@@ -100,4 +102,10 @@ def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, fil
     g = builder.build(real_inputs)
     g.graph["input_shapes"] = [s for s in input_shapes.values() if _concrete(s)]
     g.graph["input_assumed"] = assumed
+    symbols = batch_symbols(model.graph, real_inputs)
+    g.graph["input_batch_symbolic"] = bool(symbols)
+    example_batch = next((s[0] for s in g.graph["input_shapes"] if s), None)
+    g.graph["batch_locks"] = find_batch_locks(
+        model, nodes, symbols, input_shapes, activations, example_batch
+    )
     return Capture(name=name, graph=g, notes=notes)

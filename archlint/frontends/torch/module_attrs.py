@@ -155,6 +155,9 @@ def _norm_module(call: OpCall) -> Attrs:
     m = call.module
     extra = {k: getattr(m, k) for k in ("num_features", "num_groups", "num_channels",
                                         "normalized_shape", "eps") if hasattr(m, k)}
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        # F.instance_norm refuses one spatial element when it uses the input's statistics
+        extra["input_stats"] = bool(m.training or not m.track_running_stats)
     return Attrs(extra=extra)
 
 

@@ -222,6 +222,11 @@ def _shape_only(call: OpCall) -> Attrs:
     return Attrs()
 
 
+def _instance_norm_fn(call: OpCall) -> Attrs:
+    # F.instance_norm (not aten's torch.instance_norm) refuses one spatial element with input stats
+    return Attrs(extra={"input_stats": bool(call.get("use_input_stats", True))})
+
+
 def _pixel_shuffle_fn(call: OpCall) -> Attrs:
     return Attrs(factor=int(call.get("upscale_factor")))
 
@@ -296,9 +301,11 @@ def _register_functions() -> None:
     add(g(F, "pad") + g(torch, "constant_pad_nd"),
         ("pad", ("input", "pad", "mode", "value"), _pad_fn))
     add(g(F, "linear"), ("linear", ("input", "weight", "bias"), _linear_fn))
-    add(g(F, "batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm",
+    add(g(F, "batch_norm", "layer_norm", "group_norm", "local_response_norm",
           "rms_norm") + g(torch, "batch_norm", "layer_norm", "group_norm", "instance_norm"),
         ("norm", None, _no_attrs))
+    add(g(F, "instance_norm"), ("norm", ("input", "running_mean", "running_var", "weight", "bias",
+                                         "use_input_stats"), _instance_norm_fn))
     add(g(F, "pixel_shuffle") + g(torch, "pixel_shuffle"),
         ("pixel_shuffle", ("input", "upscale_factor"), _pixel_shuffle_fn))
     add(g(F, "pixel_unshuffle") + g(torch, "pixel_unshuffle"),

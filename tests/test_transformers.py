@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ LOUD = ("warning", "error")
 EXPECTED = {
     "vit.py": {"fixed-position-embedding"},
     "vit_dynamic.py": set(),
+    "vit_skip_at_grid.py": set(),  # DINOv2's embedding: as it is at the training grid only
     "mlp_mixer.py": {"hardcoded-flatten"},
     "convnext_block.py": set(),
     "swin_windows.py": set(),
@@ -101,7 +103,7 @@ def test_fixture_findings_and_fields(name):
     module = _load(path)
     reached, unit = probe(_model_of(module), module.example_input)
     verdict = check_field(model.graph, reached, unit)
-    if name in ("vit.py", "vit_dynamic.py", "mlp_mixer.py", "pvt_sra.py"):
+    if name in ("vit.py", "vit_dynamic.py", "vit_skip_at_grid.py", "mlp_mixer.py", "pvt_sra.py"):
         assert verdict == "global"
     if name in ("convnext_block.py", "swin_windows.py"):
         assert verdict == "local"
@@ -150,6 +152,10 @@ def _hf(name: str):
     if name == "swin":
         return t.SwinModel(t.SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[2, 2],
                                         num_heads=[2, 2], window_size=4))
+    if name == "dinov2":  # interpolates its position embedding except at the training grid
+        return t.Dinov2Model(t.Dinov2Config(hidden_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, intermediate_size=64,
+                                            image_size=64, patch_size=16))
     if name == "convnext":
         return t.ConvNextModel(t.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1],
                                                 num_stages=2))
@@ -159,11 +165,13 @@ def _hf(name: str):
 
 
 HF_EXPECTED = {"vit": {"fixed-position-embedding"}, "deit": {"fixed-position-embedding"},
-               "swin": set(), "convnext": set(), "segformer": set()}
+               "dinov2": set(), "swin": set(), "convnext": set(), "segformer": set()}
 
 
 @pytest.mark.parametrize("name", sorted(HF_EXPECTED))
-def test_hugging_face_models(name):
+def test_hugging_face_models(name, tmp_path):
+    """Findings and fields on the torch path, checked by a probe; then the model's ONNX export
+    (made here) must give the same output shape, fields and findings."""
     torch.manual_seed(0)
     model = _hf(name).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -176,8 +184,16 @@ def test_hugging_face_models(name):
     reached, unit = probe(_hf(name).eval(), x)  # a fresh copy: the lint may keep hooks on its own
     assert bool(reached.any())
     verdict = check_field(m.graph, reached, unit)
-    if name in ("vit", "deit", "segformer"):
+    if name in ("vit", "deit", "dinov2", "segformer"):
         assert verdict == "global"
+
+    onnx_path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings on HF's size checks
+        torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, opset_version=17)
+    (o,) = api.lint(onnx_path).models
+    assert o.error is None
+    assert _first_output(o) == _first_output(m)
 
 
 # -- the ONNX path agrees with the torch path ---------------------------------------------------
@@ -192,6 +208,15 @@ def _summary(model_report):
                    for r, f in zip(rf or (), flags or (False,) * len(rf or ())))
     loud = {f.rule for f in model_report.findings if f.severity.value in LOUD}
     return g.nodes[out]["shapes"], fields, loud
+
+
+def _first_output(model_report):
+    """(shape, per-axis fields, loud rules) of the model's first output tensor: a torch model's
+    outputs share one output node, an ONNX file has one node per output."""
+    g = model_report.graph
+    out = next(n for n in g if g.nodes[n]["op"] == "output")
+    shapes, fields, loud = _summary(model_report)
+    return tuple(shapes[0]), fields, loud, g.nodes[out].get("rf_global_axes")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

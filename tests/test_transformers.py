@@ -105,7 +105,7 @@ def test_fixture_findings_and_fields(name):
     verdict = check_field(model.graph, reached, unit)
     if name in ("vit.py", "vit_dynamic.py", "vit_skip_at_grid.py", "mlp_mixer.py", "pvt_sra.py"):
         assert verdict == "global"
-    if name in ("convnext_block.py", "swin_windows.py"):
+    if name in ("convnext_block.py", "swin_windows.py", "mobilevit.py"):
         assert verdict == "local"
 
 
@@ -300,3 +300,32 @@ def test_confirm_checks_global_fields_with_a_probe(name):
     assert rf["global"]["node"] == "output" and rf["global"]["status"] == "confirmed"
     assert "reads all" in rf["global"]["note"]
     assert "global at output: confirmed" in model.confirm["rf"]
+
+
+# -- window and patch divisibility in the sizes --------------------------------------------------
+
+
+def test_window_and_patch_divisibility_in_the_sizes():
+    """swin_windows.py: 4-pixel patches, then windows of 4 tokens: the token grid must be a
+    multiple of the window, so n // 4 % 4 == 0, i.e. n % 16 in {0, 1, 2, 3}. The text names it,
+    and every size the analysis decides agrees with PyTorch."""
+    path = FIXTURES / "swin_windows.py"
+    g = api.lint(path).models[0].graph
+    assert "n % 16 in {0, 1, 2, 3}" in g.graph["sizes_summary"]
+    sweep = g.graph["sizes"]
+    admissible, undecided = sweep.admissible_for("square"), sweep.undecided_for("square")
+    model = _model_of(_load(path)).eval()
+    decided = 0
+    for n in range(8, 72):
+        i = n - sweep.lo
+        if undecided[i]:
+            continue
+        try:
+            with torch.no_grad():
+                model(torch.randn(1, 3, n, n))
+            runs = True
+        except RuntimeError:
+            runs = False
+        assert bool(admissible[i]) == runs, n
+        decided += 1
+    assert decided >= 32

@@ -12,7 +12,9 @@ from one position to another, so they keep the grids as they are; only these cha
     (``ATTENDED``), on every map of that axis;
   - the lowest digits only, a block of ``m`` consecutive positions (window attention): the field
     grows to whole windows, exactly (a ``m``-wide window of stride ``m``, then spread back);
-  - anything else (a dilated set of positions): unknown.
+  - any other set of digits (a dilated set of positions, such as MobileViT's attention across
+    patches at one offset inside them): each position reads the positions that differ from it
+    in those digits, and its field is the hull of theirs, exactly.
 
 * roll by ``s`` along a dim that is one whole axis: position ``i`` reads position ``i - s``. The
   units the shift wraps around read the far border instead; Swin masks those pairs, so the
@@ -38,7 +40,16 @@ from archlint.passes.provenance import (
     roll_of_concat,
     strided_map,
 )
-from archlint.passes.field_grid import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
+from archlint.passes.field_grid import (
+    ATTENDED,
+    GLOBAL,
+    MAX_PERIOD,
+    _hull,
+    _make,
+    _merge_axis,
+    _upsample,
+    _window,
+)
 
 #: ops whose field follows the provenance (the rest are the NC* ops of receptive_field).
 TOKEN_OPS = frozenset({
@@ -164,13 +175,35 @@ def _mix(fields: Fields, dim: Dim) -> None:
         step = 1
         for d in digits:
             if d.step != step:
-                fields[key] = None
+                fields[key] = _spread(state, digits)
                 break
             step *= d.size
         else:
             block = _window(state, covered, covered, 0)
             fields[key] = None if block is None else _upsample(block, covered,
                                                                [(0, 0)] * covered)
+
+
+def _spread(state: Any, digits: list) -> Any:
+    """Mixing over digits that are not the lowest block (MobileViT's attention across patches,
+    at one offset inside the patch): position ``x`` reads every position that differs from it
+    in those digits only, so its field is the hull of theirs, computed per position over the
+    map (exact; unknown past MAX_PERIOD positions or where the digits do not nest)."""
+    extent = digits[0].extent
+    period, shift = state[0], state[1]
+    if extent > MAX_PERIOD or (shift * extent) % period or any(
+            d.extent != extent or d.size * d.step > extent for d in digits):
+        return None
+    offsets = [0]
+    for d in digits:
+        offsets = [o + k * d.step for o in offsets for k in range(d.size)]
+    if len(offsets) != len(set(offsets)) or len(offsets) * extent > 1 << 20:
+        return None
+    spans = []
+    for x in range(extent):
+        base = x - sum(((x // d.step) % d.size) * d.step for d in digits)
+        spans.append(_hull(state, [base + o for o in offsets]))
+    return _make(extent, shift * extent // period, spans)
 
 
 def report(dims: tuple[Dim, ...], fields: Fields, n_axes: int

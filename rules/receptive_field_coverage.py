@@ -48,12 +48,14 @@ from archlint_rules._topology import (
 
 def last_spatial_map(g) -> str | None:
     """The map the head reads: the last node (in topological order) that still holds spatial
-    positions (an NC* map, or tokens, whatever the layout: see the axis provenance) with a
-    known or attention-global receptive field. Globally pooled data (``rf_global`` without a
-    token-mixing cause: a global pool, an SE gate) has no local field and is passed over."""
+    positions (an NC* map, or tokens, whatever the layout: see the axis provenance). None when
+    that map's receptive field is not known (past an op no pass models, such as F.fold): an
+    earlier map with a known field is not the one the head reads. Globally pooled data
+    (``rf_global`` without a token-mixing cause: a global pool, an SE gate) has no local field
+    and is passed over."""
     from archlint.graph import ops
 
-    last = None
+    last, known = None, False
     for name in ops(g):
         node = g.nodes[name]
         rf = node.get("rf")
@@ -64,9 +66,9 @@ def last_spatial_map(g) -> str | None:
         if not _holds_positions(g, name):
             continue
         flags = node.get("rf_global_axes") or ()
-        if all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf)):
-            last = name
-    return last
+        last = name
+        known = all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf))
+    return last if known else None
 
 
 def _holds_positions(g, name: str) -> bool:

@@ -16,9 +16,9 @@ from one position to another, so they keep the grids as they are; only these cha
     patches at one offset inside them): each position reads the positions that differ from it
     in those digits, and its field is the hull of theirs, exactly.
 
-* roll by ``s`` along a dim that is one whole axis: position ``i`` reads position ``i - s``. The
-  units the shift wraps around read the far border instead; Swin masks those pairs, so the
-  field is given for the unwrapped positions (exact in the interior).
+* roll by ``s`` along a dim that is one whole axis: position ``i`` reads position
+  ``(i - s) mod n``, exactly, so the units the shift wraps around read the far border (as a
+  gradient probe sees it, also where Swin masks those pairs with -100 on the logits).
 
 The text and JSON say which node made an axis global (``rf_global_cause``).
 """
@@ -134,8 +134,20 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
                 continue
             state = combined.get((digit.map, digit.axis))
             if isinstance(state, tuple):
-                combined[(digit.map, digit.axis)] = _window(state, 1, 1, shift)
+                combined[(digit.map, digit.axis)] = _rolled(state, shift, digit.extent)
     return combined
+
+
+def _rolled(state: Any, shift: int, extent: int) -> Any:
+    """``torch.roll`` by ``shift`` over ``extent`` positions: position ``i`` reads position
+    ``(i - shift) % extent``, so the units the shift wraps around read the far border (a
+    gradient reaches it there even where Swin masks those pairs: the mask only adds -100 to
+    their logits). Exact, per position; unknown past MAX_PERIOD positions."""
+    period, grid_shift = state[0], state[1]
+    if extent > MAX_PERIOD or (grid_shift * extent) % period:
+        return None
+    spans = [_hull(state, [(i - shift) % extent]) for i in range(extent)]
+    return _make(extent, grid_shift * extent // period, spans)
 
 
 def _renamed(fields: Fields, dims: tuple[Dim, ...] | None, out: tuple[Dim, ...]) -> Fields:
@@ -220,8 +232,27 @@ def report(dims: tuple[Dim, ...], fields: Fields, n_axes: int
         carriers = [(k, sum(1 for d in dims if k in carried_axes(d))) for k in keys]
         carriers = [(k, n) for k, n in carriers if n]
         if len(carriers) == 1 and carriers[0][1] == 1 and isinstance(fields[carriers[0][0]], tuple):
-            states.append(fields[carriers[0][0]])
+            key = carriers[0][0]
+            carrier = next(d for d in dims if key in carried_axes(d))
+            states.append(_per_unit(fields[key], [d for d in carrier.spatial
+                                                  if (d.map, d.axis) == key]))
         else:
             states.append(None)
         flags.append(False)
     return tuple(states), tuple(flags)
+
+
+def _per_unit(state: Any, digits: list) -> Any:
+    """The field of the dim's units from the field of the map's positions: unit ``j`` is the
+    position ``j * step`` when the dim's digits nest from ``step`` (patches cut by a reshape,
+    whose low digits a Linear then mixed: a token is every ``step``-th pixel)."""
+    digits = sorted(digits, key=lambda d: d.step)
+    if not digits:
+        return None
+    step = digits[0].step
+    expect = step
+    for d in digits:
+        if d.step != expect:
+            return None
+        expect *= d.size
+    return state if step == 1 else _window(state, 1, step, 0)

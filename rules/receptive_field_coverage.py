@@ -5,7 +5,9 @@ the last spatial feature map (the map a global pool, flatten or linear head read
 input size, per axis ("each pixel sees at most 212x212 pixels: 41% x 41% of the 512x512
 input"). Reported only when that field is smaller than the input, and only for models that end
 in one decision per image: a dense-prediction output (segmentation, detection maps) sees a
-window by design.
+window by design. The last map is found whatever its layout (an NC* map or tokens); when its
+field is unknown (past an op no pass models, such as `F.fold`) nothing is reported, rather
+than the field of an earlier map.
 
 ## Why is this bad?
 It is not a bug in itself, which is why this is info. But a classifier whose last feature map

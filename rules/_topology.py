@@ -10,7 +10,6 @@ other, so that any one rule module can be removed without breaking the rest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
 
@@ -18,6 +17,7 @@ import networkx as nx
 import numpy as np
 
 from archlint.graph import ELEMENTWISE_MERGES, MERGES, output_shape, spatial
+from archlint.passes.windows import Window, windows_of  # noqa: F401  (the rules' window)
 
 #: Ops a layer's output goes through without changing its spatial geometry or meaning.
 SIZE_NEUTRAL = frozenset({"pointwise", "norm"})
@@ -165,71 +165,6 @@ def windows(attrs) -> list[tuple[int, int, int, tuple[int, int]]]:
     return list(zip(attrs.kernel, stride, dilation, padding))
 
 
-@dataclass(frozen=True)
-class Window:
-    """One spatial axis of a sliding window, in PyTorch's terms."""
-
-    kernel: int
-    stride: int
-    dilation: int = 1
-    pad_begin: int = 0
-    pad_end: int = 0
-    ceil_mode: bool = False
-
-    @property
-    def extent(self) -> int:
-        return self.dilation * (self.kernel - 1) + 1
-
-    @property
-    def total_pad(self) -> int:
-        return self.pad_begin + self.pad_end
-
-    @property
-    def halving(self) -> bool:
-        """True when the output is exactly n / s for every n that s divides."""
-        return self.extent - self.stride <= self.total_pad <= self.extent - 1
-
-    def output(self, n):
-        """Output size for input size(s) n (ints or an int array); <= 0 where undefined."""
-        n = np.asarray(n, dtype=np.int64)
-        span = n + self.total_pad - self.extent
-        if self.ceil_mode:
-            out = -((-span) // self.stride) + 1
-            # PyTorch/ONNX: the last window must start inside the input or the begin padding.
-            out = out - ((out - 1) * self.stride >= n + self.pad_begin)
-        else:
-            out = span // self.stride + 1
-        return np.where((out >= 1) & (n > 0), out, 0)
-
-    def rounds(self, n):
-        """The documented criterion (see the rule docs), element-wise over input sizes n."""
-        n = np.asarray(n, dtype=np.int64)
-        indivisible = (n > 0) & (n % self.stride != 0)
-        if self.halving:
-            return indivisible
-        out = self.output(n)
-        last_end = (out - 1) * self.stride + self.extent  # padded coordinates, exclusive
-        dropped = self.pad_begin + n - last_end > 0
-        overhang = last_end - (n + self.total_pad) > 0
-        return indivisible & (out > 0) & (dropped | overhang)
-
-    def symmetric(self, n: int, out: int) -> bool:
-        """True when the first and last windows sit the same distance from their borders."""
-        return (out - 1) * self.stride == n + 2 * self.pad_begin - self.extent
-
-
-def windows_of(attrs) -> list[Window]:
-    """Per spatial axis Window of a conv/pool node's attrs ([] when the frontend gave no kernel)."""
-    axes = len(attrs.kernel)
-    stride = attrs.stride or (1,) * axes
-    dilation = attrs.dilation or (1,) * axes
-    padding = attrs.padding or ((0, 0),) * axes
-    return [
-        Window(k, s, d, pb, pe, bool(attrs.ceil_mode))
-        for k, s, d, (pb, pe) in zip(attrs.kernel, stride, dilation, padding)
-    ]
-
-
 def size_sweep(g: nx.DiGraph):
     """The input-size sweep the sizes pass wrote (``g.graph["sizes"]``), or None when there is
     none (or it is not a sweep with per-node sizes)."""
@@ -289,6 +224,16 @@ def merge_name(g: nx.DiGraph, merge: str) -> str:
     node = g.nodes[merge]
     where = f" (line {node['location'].line})" if node["location"].line else ""
     return f"{node['origin'] or node['op']}{where}"
+
+
+def where(g: nx.DiGraph, node: str) -> str:
+    """'line 25' (the model file is the finding's file), or file:line for another file."""
+    location = g.nodes[node]["location"]
+    if location.line is None:
+        return "ONNX node" if g.graph.get("frontend") == "onnx" else (location.node or node)
+    if location.file is not None and location.file != g.graph.get("target"):
+        return f"{location.file}:{location.line}"
+    return f"line {location.line}"
 
 
 def plural(count: int, noun: str) -> str:

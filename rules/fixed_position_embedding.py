@@ -9,7 +9,11 @@ the only grid (so the only input size) at which the model runs.
 A constant that only meets a fixed part of the positions stays quiet: a Swin relative position
 bias spans the offsets inside one window, whatever the input size. So does an embedding that is
 resized from the activation's size at run time (`F.interpolate(pos_embed, size=(h, w))`), and a
-class token concatenated in front of the tokens.
+class token concatenated in front of the tokens. So does a model that adds the embedding as it
+is only at the grid it was trained for and interpolates it at every other grid (Hugging Face's
+DINOv2): the trace at the training size sees the plain addition, but the input-size analysis
+shows PyTorch running the model at inputs that give other grids, so the resolution is not
+fixed.
 
 ## Why is this bad?
 The embedding has one entry per patch of the training resolution. At another input size the
@@ -45,9 +49,12 @@ def forward(self, x):
 
 from __future__ import annotations
 
+import numpy as np
+
+from archlint.graph import output_shape
 from archlint.passes.provenance import describe, grows
 from archlint.rule import rule
-from archlint_rules._topology import layer_name
+from archlint_rules._topology import layer_name, size_sweep
 
 
 def locked_dims(g, node: str):
@@ -90,6 +97,8 @@ def fixed_position_embedding(ctx):
         for record, i in locked_dims(g, node):
             dims = ctx.node(node)["provenance"]
             dim = dims[i]
+            if other_grid_runs(g, dim):
+                continue
             grid = _grid([d for d in dims if d.spatial])
             yield ctx.finding(
                 node,
@@ -100,6 +109,35 @@ def fixed_position_embedding(ctx):
                 sizes=f"only inputs that give the {grid} grid it was made for "
                 f"({_example(g)})",
             )
+
+
+def other_grid_runs(g, dim) -> bool:
+    """True when the input-size analysis has decided that PyTorch runs the model at an input
+    size whose grid of positions differs from the example's: the trace saw the path taken at
+    the training grid (DINOv2 adds its embedding as it is there, and interpolates it at every
+    other grid), so the embedding does not fix the resolution. Unknown sizes prove nothing."""
+    sweep = size_sweep(g)
+    if sweep is None:
+        return False
+    for map_node in {d.map for d in dim.spatial if d.map in g}:
+        at_example = output_shape(g, map_node)
+        if at_example is None or len(at_example) < 3:
+            continue
+        for name in sweep.sweeps:
+            try:
+                arrays = sweep.spatial(map_node, name)
+                runs = sweep.admissible_for(name) & ~sweep.undecided_for(name)
+            except (KeyError, ValueError):
+                continue
+            if arrays is None or len(arrays) != len(at_example) - 2:
+                continue
+            other = np.zeros_like(runs)
+            for values, size in zip(arrays, at_example[2:]):
+                values = np.asarray(values)
+                other |= (values > 0) & (values != size)
+            if bool((runs & other).any()):
+                return True
+    return False
 
 
 def _grid(dims) -> str:

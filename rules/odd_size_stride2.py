@@ -48,60 +48,15 @@ from its skip (`self.up(x, output_size=skip.shape[2:])` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-from archlint.graph import output_shape, spatial
+from archlint.graph import spatial
+from archlint.passes.merge_mismatch import breaks_merge
+from archlint.passes.strided_rounding import STRIDED_OPS, Rounding, rounding_at
 from archlint.rule import rule
-from archlint_rules._topology import Window, decimal, size_sweep, sizes_note, windows_of
-
-STRIDED_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
-AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
-
-
-@dataclass(frozen=True)
-class Rounding:
-    """Where a strided layer rounds at the example input, per offending axis."""
-
-    node: str
-    axes: tuple[int, ...]  # spatial axis indices that round
-    size_in: tuple[int, ...]
-    size_out: tuple[int, ...]
-    windows: tuple[Window, ...]
-    symmetric: bool
-
-    def describe(self) -> str:
-        """'57 -> 29 (57/2 = 28.5, rounded up)' per offending axis, axes named when they differ."""
-        names = AXIS_NAMES.get(len(self.size_in), tuple(f"axis {i}" for i in range(len(self.size_in))))
-        parts = []
-        for i in self.axes:
-            n, out, s = self.size_in[i], self.size_out[i], self.windows[i].stride
-            exact = Fraction(n, s)
-            way = "rounded up" if out > exact else "rounded down"
-            parts.append((names[i], f"{n} -> {out} ({n}/{s} = {decimal(exact)}, {way})"))
-        if len({text for _, text in parts}) == 1:
-            axes = " and ".join(name for name, _ in parts)
-            return f"{axes} {parts[0][1]}" if len(parts) > 1 else f"{parts[0][0]} {parts[0][1]}"
-        return "; ".join(f"{name} {text}" for name, text in parts)
-
-
-def rounding_at(g, name: str) -> Rounding | None:
-    """The rounding a strided conv/pool does at the example input, or None if it does not."""
-    node = g.nodes[name]
-    if node["op"] not in STRIDED_OPS or not node["inputs"]:
-        return None
-    wins = windows_of(node["attrs"])
-    size_in = spatial(output_shape(g, node["inputs"][0]))
-    size_out = spatial(output_shape(g, name))
-    if not wins or size_in is None or size_out is None or len(size_in) != len(wins):
-        return None
-    axes = tuple(i for i, (w, n) in enumerate(zip(wins, size_in)) if w.stride > 1 and w.rounds(n))
-    if not axes:
-        return None
-    symmetric = all(wins[i].symmetric(size_in[i], size_out[i]) for i in axes)
-    return Rounding(name, axes, tuple(size_in), tuple(size_out), tuple(wins), symmetric)
+from archlint_rules._topology import size_sweep, sizes_note, where
 
 
 def _input_arrays(sweep, producer: str):
@@ -121,22 +76,19 @@ def _input_arrays(sweep, producer: str):
 def odd_size_stride2(ctx):
     g = ctx.graph
     sweep = size_sweep(g)
-    causes = None
     for name in ctx.nodes(*STRIDED_OPS):
         found = rounding_at(g, name)
         if found is None:
             continue
-        if causes is None:
-            from archlint_rules._merge_mismatch import root_causes
-
-            causes = root_causes(g)
         node = ctx.node(name)
         kernel = "x".join(str(w.kernel) for w in found.windows)
         stride = "x".join(str(w.stride) for w in found.windows)
         message = f"{node['origin'] or node['op']} (kernel {kernel}, stride {stride}) rounds: {found.describe()}"
         severity = None
-        if name in causes:
-            message += f"; this breaks {causes[name]} (skip-connection-mismatch)"
+        broken = breaks_merge(g, name)
+        if broken is not None:
+            origin = g.nodes[broken]["origin"] or g.nodes[broken]["op"]
+            message += f"; this breaks the {origin} at {where(g, broken)} (skip-connection-mismatch)"
         elif found.symmetric:
             severity = "info"
             message += (

@@ -5,7 +5,9 @@ the last spatial feature map (the map a global pool, flatten or linear head read
 input size, per axis ("each pixel sees at most 212x212 pixels: 41% x 41% of the 512x512
 input"). Reported only when that field is smaller than the input, and only for models that end
 in one decision per image: a dense-prediction output (segmentation, detection maps) sees a
-window by design.
+window by design. The last map is found whatever its layout (an NC* map or tokens); when its
+field is unknown (past an op no pass models, such as `F.fold`) nothing is reported, rather
+than the field of an earlier map.
 
 ## Why is this bad?
 It is not a bug in itself, which is why this is info. But a classifier whose last feature map
@@ -48,12 +50,14 @@ from archlint_rules._topology import (
 
 def last_spatial_map(g) -> str | None:
     """The map the head reads: the last node (in topological order) that still holds spatial
-    positions (an NC* map, or tokens, whatever the layout: see the axis provenance) with a
-    known or attention-global receptive field. Globally pooled data (``rf_global`` without a
-    token-mixing cause: a global pool, an SE gate) has no local field and is passed over."""
+    positions (an NC* map, or tokens, whatever the layout: see the axis provenance). None when
+    that map's receptive field is not known (past an op no pass models, such as F.fold): an
+    earlier map with a known field is not the one the head reads. Globally pooled data
+    (``rf_global`` without a token-mixing cause: a global pool, an SE gate) has no local field
+    and is passed over."""
     from archlint.graph import ops
 
-    last = None
+    last, known = None, False
     for name in ops(g):
         node = g.nodes[name]
         rf = node.get("rf")
@@ -64,9 +68,9 @@ def last_spatial_map(g) -> str | None:
         if not _holds_positions(g, name):
             continue
         flags = node.get("rf_global_axes") or ()
-        if all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf)):
-            last = name
-    return last
+        last = name
+        known = all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf))
+    return last if known else None
 
 
 def _holds_positions(g, name: str) -> bool:

@@ -27,31 +27,15 @@ input size the model accepts (`archlint sizes model.py`).
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
-
+from archlint.passes.collapse import collapsed_axes
+from archlint.passes.merge_mismatch import size_mismatch
 from archlint.rule import rule
-
-#: Specific rules that explain a failing node better than this one: (module, predicate(g, node)).
-EXPLAINED_BY = (
-    ("archlint_rules._merge_mismatch", "explains_failure"),
-    ("archlint_rules.spatial_collapse", "collapsed_axes"),
-)
-
-
-@cache
-def _explainers() -> tuple:
-    found = []
-    for module, predicate in EXPLAINED_BY:
-        try:
-            found.append(getattr(importlib.import_module(module), predicate))
-        except (ImportError, AttributeError):
-            continue  # that rule is not installed: nothing to defer to
-    return tuple(found)
 
 
 def explained_elsewhere(g, name: str) -> bool:
-    return any(explains(g, name) for explains in _explainers())
+    """A more specific rule reports this node: skip-connection-mismatch (branches that disagree
+    on a size) or spatial-collapse (a window larger than its input)."""
+    return bool(size_mismatch(g, name)[0]) or bool(collapsed_axes(g, name))
 
 
 @rule(

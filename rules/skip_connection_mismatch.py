@@ -48,16 +48,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from archlint_rules._merge_mismatch import (
-    WINDOWED,
-    Cause,
-    Disagreement,
-    Step,
-    _where,
-    branch,
-    disagreements,
-    trace_cause,
-)
+
+from archlint.fixes import Applicability, call_fix, per_axis
+from archlint.graph import MERGES, spatial
+from archlint.passes.merge_mismatch import WINDOWED, Cause, Disagreement, Step, branch, size_mismatch
+from archlint.passes.strided_rounding import rounding_at
+from archlint.rule import rule
 from archlint_rules._topology import (
     Window,
     decimal,
@@ -67,13 +63,9 @@ from archlint_rules._topology import (
     layer_name,
     size_sweep,
     sizes_note,
+    where,
     windows_of,
 )
-from archlint_rules.odd_size_stride2 import rounding_at
-
-from archlint.fixes import Applicability, call_fix, per_axis
-from archlint.graph import MERGES, spatial
-from archlint.rule import rule
 
 #: ``--fix --unsafe-fixes`` sets, at the construction call of the layer where the branches
 #: diverge, the padding that keeps its size (or the transposed conv's output_padding / padding).
@@ -95,11 +87,10 @@ def skip_connection_mismatch(ctx):
     g = ctx.graph
     sweep = size_sweep(g)
     for merge in ctx.nodes(*MERGES):
-        found = disagreements(g, merge)
+        found, cause = size_mismatch(g, merge)
         if not found:
             continue
         d = found[0]
-        cause = trace_cause(g, d)
         message = _message(g, merge, found, cause)
         yield ctx.finding(
             merge,
@@ -145,7 +136,7 @@ def _cause_text(g, d: Disagreement, cause: Cause | None) -> str:
     if not cause.steps:
         return f"; the branches fork at {fork}"
     first = cause.steps[0]
-    text = f"; the branches fork at {fork} and first diverge at {layer_name(g, first.node)} ({_where(g, first.node)}): {_step_text(g, first)}"
+    text = f"; the branches fork at {fork} and first diverge at {layer_name(g, first.node)} ({where(g, first.node)}): {_step_text(g, first)}"
     more = cause.steps[1:]
     if more:
         text += " (then " + ", ".join(f"{layer_name(g, s.node)}: {s.size_in} -> {s.size_out}" for s in more[:3])
@@ -157,7 +148,7 @@ def _cause_text(g, d: Disagreement, cause: Cause | None) -> str:
 def _scale_culprit(g, d, cause) -> str:
     chains = [branch(g, cause.fork, end) or [] for end in (d.ref, d.other)]
     scaling = [n for chain in chains for n in chain[1:] if _scales(g, n)]
-    return f"; {layer_name(g, scaling[0])} ({_where(g, scaling[0])}) changes the scale on one branch only" if len(scaling) == 1 else ""
+    return f"; {layer_name(g, scaling[0])} ({where(g, scaling[0])}) changes the scale on one branch only" if len(scaling) == 1 else ""
 
 
 def _scales(g, node) -> bool:
@@ -394,7 +385,7 @@ def _label(g, node: str) -> str:
 def _branch(g, node: str) -> str:
     """'enc2 (line 15)': a branch named by its layer and where that layer is built."""
     layer = layer_behind(g, node)
-    return f"{layer_name(g, layer)} ({_where(g, layer)})"
+    return f"{layer_name(g, layer)} ({where(g, layer)})"
 
 
 def _ratio(value: Fraction) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from archlint.passes.collapse import COLLAPSING_OPS, collapsed_axes  # noqa: F401  (tests)
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_size,
@@ -38,39 +39,6 @@ from archlint_rules._topology import (
     spatial_in,
     windows,
 )
-
-COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
-
-
-def collapsed_axes(g, name: str) -> list[tuple[int, int, int]]:
-    """(axis, padded input size, kernel extent) for each spatial axis on which ``name``'s
-    output would be empty at the example size; [] when it is not a collapsing window.
-
-    Only ops that failed at the example input (``error`` set) or produced an empty map count:
-    a ceil-mode pool whose window hangs off a tiny map still yields one output.
-    ``shape-propagation-error`` skips nodes for which this is non-empty.
-    """
-    node = g.nodes[name]
-    if node["op"] not in COLLAPSING_OPS:
-        return []
-    size_out = node["shapes"][0][2:] if node["shapes"] else None
-    if node["error"] is None and not (size_out and min(size_out) <= 0):
-        return []
-    size_in = spatial_in(g, name)
-    axes = windows(node["attrs"])
-    if size_in is None or len(axes) != len(size_in):
-        return []
-    found = []
-    for axis, (n, (k, s, d, (pb, pe))) in enumerate(zip(size_in, axes)):
-        extent = kernel_extent(k, d)
-        if node["op"] == "conv_transpose":
-            out_pad = node["attrs"].output_padding[axis] if node["attrs"].output_padding else 0
-            if (n - 1) * s - pb - pe + extent + out_pad <= 0:
-                found.append((axis, n, extent))
-        elif n + pb + pe < extent:
-            found.append((axis, n + pb + pe, extent))
-    return found
-
 
 @rule(
     id="spatial-collapse",

@@ -8,11 +8,16 @@
    ``rf_global_axes``, ``rf_global_cause`` and ``rf_aligned`` on every node (through token
    layouts with :mod:`archlint.passes.token_fields`);
 2. :func:`archlint.passes.sizes.input_size_pass`: ``g.graph["sizes"]`` (a ``SizeSweep``),
-   ``g.graph["admissible_sizes"]`` (JSON) and ``g.graph["sizes_summary"]`` (one line).
+   ``g.graph["admissible_sizes"]`` (JSON) and ``g.graph["sizes_summary"]`` (one line);
+3. facts the rules share on window geometry and merges:
+   :func:`archlint.passes.strided_rounding.rounding_pass` (``rounding``),
+   :func:`archlint.passes.collapse.collapse_pass` (``collapsed_axes``) and
+   :func:`archlint.passes.merge_mismatch.merge_mismatch_pass` (``size_mismatch``,
+   ``size_mismatch_cause``, ``breaks_merge``; it reads the sweep of step 2).
 
-Neither pass raises for a graph it cannot model (facts become "unknown"); should one fail on an
+No pass raises for a graph it cannot model (facts become "unknown"); should one fail on an
 internal bug, its facts are None and ``g.graph["passes_error"]`` says why, so the rules that need
-neither still run.
+none still run.
 
 The exact shapes at the example input come from the frontends (``shapes`` on each node); the
 per-op formulas both passes build on live in :mod:`archlint.passes.formulas`.
@@ -48,3 +53,23 @@ def run_passes(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> None:
         g.graph.update(sizes=None, admissible_sizes=None)
         g.graph["sizes_summary"] = f"sizes unknown (internal error in the size sweep: {type(exc).__name__})"
         g.graph["passes_error"] = f"input-size sweep: {type(exc).__name__}: {exc}"
+    _window_facts(g)
+
+
+def _window_facts(g: nx.DiGraph) -> None:
+    """The facts the rules share about window geometry and merges (after the sizes pass: the
+    merge check reads its sweep)."""
+    from archlint.passes.collapse import collapse_pass
+    from archlint.passes.merge_mismatch import merge_mismatch_pass
+    from archlint.passes.strided_rounding import rounding_pass
+
+    for run, keys in ((rounding_pass, {"rounding": None}),
+                      (collapse_pass, {"collapsed_axes": ()}),
+                      (merge_mismatch_pass, {"size_mismatch": (), "size_mismatch_cause": None,
+                                             "breaks_merge": None})):
+        try:
+            run(g)
+        except Exception as exc:
+            for name in g.nodes:
+                g.nodes[name].update(keys)
+            g.graph["passes_error"] = f"{run.__name__}: {type(exc).__name__}: {exc}"

@@ -12,11 +12,13 @@ from one position to another, so they keep the grids as they are; only these cha
     (``ATTENDED``), on every map of that axis;
   - the lowest digits only, a block of ``m`` consecutive positions (window attention): the field
     grows to whole windows, exactly (a ``m``-wide window of stride ``m``, then spread back);
-  - anything else (a dilated set of positions): unknown.
+  - any other set of digits (a dilated set of positions, such as MobileViT's attention across
+    patches at one offset inside them): each position reads the positions that differ from it
+    in those digits, and its field is the hull of theirs, exactly.
 
-* roll by ``s`` along a dim that is one whole axis: position ``i`` reads position ``i - s``. The
-  units the shift wraps around read the far border instead; Swin masks those pairs, so the
-  field is given for the unwrapped positions (exact in the interior).
+* roll by ``s`` along a dim that is one whole axis: position ``i`` reads position
+  ``(i - s) mod n``, exactly, so the units the shift wraps around read the far border (as a
+  gradient probe sees it, also where Swin masks those pairs with -100 on the logits).
 
 The text and JSON say which node made an axis global (``rf_global_cause``).
 """
@@ -38,7 +40,16 @@ from archlint.passes.provenance import (
     roll_of_concat,
     strided_map,
 )
-from archlint.passes.field_grid import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
+from archlint.passes.field_grid import (
+    ATTENDED,
+    GLOBAL,
+    MAX_PERIOD,
+    _hull,
+    _make,
+    _merge_axis,
+    _upsample,
+    _window,
+)
 
 #: ops whose field follows the provenance (the rest are the NC* ops of receptive_field).
 TOKEN_OPS = frozenset({
@@ -123,8 +134,20 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
                 continue
             state = combined.get((digit.map, digit.axis))
             if isinstance(state, tuple):
-                combined[(digit.map, digit.axis)] = _window(state, 1, 1, shift)
+                combined[(digit.map, digit.axis)] = _rolled(state, shift, digit.extent)
     return combined
+
+
+def _rolled(state: Any, shift: int, extent: int) -> Any:
+    """``torch.roll`` by ``shift`` over ``extent`` positions: position ``i`` reads position
+    ``(i - shift) % extent``, so the units the shift wraps around read the far border (a
+    gradient reaches it there even where Swin masks those pairs: the mask only adds -100 to
+    their logits). Exact, per position; unknown past MAX_PERIOD positions."""
+    period, grid_shift = state[0], state[1]
+    if extent > MAX_PERIOD or (grid_shift * extent) % period:
+        return None
+    spans = [_hull(state, [(i - shift) % extent]) for i in range(extent)]
+    return _make(extent, grid_shift * extent // period, spans)
 
 
 def _renamed(fields: Fields, dims: tuple[Dim, ...] | None, out: tuple[Dim, ...]) -> Fields:
@@ -164,13 +187,35 @@ def _mix(fields: Fields, dim: Dim) -> None:
         step = 1
         for d in digits:
             if d.step != step:
-                fields[key] = None
+                fields[key] = _spread(state, digits)
                 break
             step *= d.size
         else:
             block = _window(state, covered, covered, 0)
             fields[key] = None if block is None else _upsample(block, covered,
                                                                [(0, 0)] * covered)
+
+
+def _spread(state: Any, digits: list) -> Any:
+    """Mixing over digits that are not the lowest block (MobileViT's attention across patches,
+    at one offset inside the patch): position ``x`` reads every position that differs from it
+    in those digits only, so its field is the hull of theirs, computed per position over the
+    map (exact; unknown past MAX_PERIOD positions or where the digits do not nest)."""
+    extent = digits[0].extent
+    period, shift = state[0], state[1]
+    if extent > MAX_PERIOD or (shift * extent) % period or any(
+            d.extent != extent or d.size * d.step > extent for d in digits):
+        return None
+    offsets = [0]
+    for d in digits:
+        offsets = [o + k * d.step for o in offsets for k in range(d.size)]
+    if len(offsets) != len(set(offsets)) or len(offsets) * extent > 1 << 20:
+        return None
+    spans = []
+    for x in range(extent):
+        base = x - sum(((x // d.step) % d.size) * d.step for d in digits)
+        spans.append(_hull(state, [base + o for o in offsets]))
+    return _make(extent, shift * extent // period, spans)
 
 
 def report(dims: tuple[Dim, ...], fields: Fields, n_axes: int
@@ -187,8 +232,27 @@ def report(dims: tuple[Dim, ...], fields: Fields, n_axes: int
         carriers = [(k, sum(1 for d in dims if k in carried_axes(d))) for k in keys]
         carriers = [(k, n) for k, n in carriers if n]
         if len(carriers) == 1 and carriers[0][1] == 1 and isinstance(fields[carriers[0][0]], tuple):
-            states.append(fields[carriers[0][0]])
+            key = carriers[0][0]
+            carrier = next(d for d in dims if key in carried_axes(d))
+            states.append(_per_unit(fields[key], [d for d in carrier.spatial
+                                                  if (d.map, d.axis) == key]))
         else:
             states.append(None)
         flags.append(False)
     return tuple(states), tuple(flags)
+
+
+def _per_unit(state: Any, digits: list) -> Any:
+    """The field of the dim's units from the field of the map's positions: unit ``j`` is the
+    position ``j * step`` when the dim's digits nest from ``step`` (patches cut by a reshape,
+    whose low digits a Linear then mixed: a token is every ``step``-th pixel)."""
+    digits = sorted(digits, key=lambda d: d.step)
+    if not digits:
+        return None
+    step = digits[0].step
+    expect = step
+    for d in digits:
+        if d.step != expect:
+            return None
+        expect *= d.size
+    return state if step == 1 else _window(state, 1, step, 0)

@@ -258,17 +258,12 @@ def _finding(f: Finding, target: str, by_qualname: dict[str, list[int]], g: nx.D
 def skip_path(g: nx.DiGraph, merge: str) -> tuple[list[str], list[str]]:
     """The ops from the fork to the merge along both disagreeing branches, and the ops where
     the branches' sizes depart from each other: the same walk skip-connection-mismatch makes."""
-    try:
-        from archlint_rules._merge_mismatch import branch, disagreements, trace_cause
-    except ImportError:  # the built-in rules are not installed: no path to draw
-        return [], []
-    found = disagreements(g, merge)
-    if not found:
+    from archlint.passes.merge_mismatch import branch, size_mismatch
+
+    found, cause = size_mismatch(g, merge)
+    if not found or cause is None:
         return [], []
     d = found[0]
-    cause = trace_cause(g, d)
-    if cause is None:
-        return [], []
     path: list[str] = []
     for end in (d.ref, d.other):
         for n in branch(g, cause.fork, end) or []:

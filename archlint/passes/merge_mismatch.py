@@ -1,7 +1,18 @@
 """Merges whose branches disagree on a spatial size, and the op where the branches part.
 
-Shared by skip-connection-mismatch (AL101, which reports them), odd-size-stride2 (AL104, which
-names the merge its rounding breaks) and shape-propagation-error (which defers to AL101).
+``merge_mismatch_pass(g)`` runs after the sizes pass (it reads the input-size sweep, to tell an
+intended broadcast from an accidental one) and writes on every node:
+
+``size_mismatch``
+    On merges (add/sub/mul/div/concat): a tuple of :class:`Disagreement` (operand pairs that
+    disagree on a spatial size, broadcasts of an axis that is 1 only at this size included);
+    ``()`` elsewhere. skip-connection-mismatch (AL101) reports them, shape-propagation-error
+    defers to it there.
+``size_mismatch_cause``
+    For a merge with disagreements: the :class:`Cause` of the first one (both branches walked
+    back to their fork, and the ops whose sizes depart from nominal scaling), else None.
+``breaks_merge``
+    On the first such op of a cause: the merge it breaks (odd-size-stride2, AL104, names it).
 """
 
 from __future__ import annotations
@@ -12,7 +23,6 @@ from itertools import pairwise
 
 import networkx as nx
 import numpy as np
-from archlint_rules._topology import size_sweep
 
 from archlint.graph import MERGES, ops, output_shape
 
@@ -207,11 +217,6 @@ def _fixed_size(g: nx.DiGraph, node: str, axis_from_end: int) -> bool:
     return True
 
 
-def explains_failure(g: nx.DiGraph, name: str) -> bool:
-    """True when this rule reports the node (shape-propagation-error defers to it there)."""
-    return bool(disagreements(g, name))
-
-
 # ---------------------------------------------------------------------------------------------
 # Root cause: walk both branches back to their fork
 
@@ -345,24 +350,38 @@ def trace_cause(g: nx.DiGraph, d: Disagreement) -> Cause | None:
     return Cause(fork, steps, ref_scale, other_scale, side)
 
 
-def root_causes(g: nx.DiGraph) -> dict[str, str]:
-    """Root-cause node -> 'merge (file:line)' for every reported disagreement (for AL104)."""
-    out: dict[str, str] = {}
+def merge_mismatch_pass(g: nx.DiGraph) -> None:
+    """Write ``size_mismatch``, ``size_mismatch_cause`` and ``breaks_merge`` (module docs)."""
+    for name in g.nodes:
+        g.nodes[name]["size_mismatch"] = ()
+        g.nodes[name]["size_mismatch_cause"] = None
+        g.nodes[name]["breaks_merge"] = None
     for merge in ops(g):
-        for d in disagreements(g, merge):
-            cause = trace_cause(g, d)
-            if cause and cause.steps:
-                origin = g.nodes[merge]["origin"] or g.nodes[merge]["op"]
-                out.setdefault(cause.steps[0].node, f"the {origin} at {_where(g, merge)}")
-            break
-    return out
+        found = tuple(disagreements(g, merge))
+        if not found:
+            continue
+        cause = trace_cause(g, found[0])
+        g.nodes[merge]["size_mismatch"] = found
+        g.nodes[merge]["size_mismatch_cause"] = cause
+        if cause and cause.steps and g.nodes[cause.steps[0].node]["breaks_merge"] is None:
+            g.nodes[cause.steps[0].node]["breaks_merge"] = merge
 
 
-def _where(g, node: str) -> str:
-    """'line 25' (the model file is the finding's file), or file:line for another file."""
-    location = g.nodes[node]["location"]
-    if location.line is None:
-        return "ONNX node" if g.graph.get("frontend") == "onnx" else (location.node or node)
-    if location.file is not None and location.file != g.graph.get("target"):
-        return f"{location.file}:{location.line}"
-    return f"line {location.line}"
+def size_mismatch(g: nx.DiGraph, name: str) -> tuple[tuple[Disagreement, ...], Cause | None]:
+    """A node's ``size_mismatch`` and ``size_mismatch_cause`` (running the pass if needed)."""
+    if "size_mismatch" not in g.nodes[name]:
+        merge_mismatch_pass(g)
+    return g.nodes[name]["size_mismatch"], g.nodes[name]["size_mismatch_cause"]
+
+
+def breaks_merge(g: nx.DiGraph, name: str) -> str | None:
+    """The merge whose size mismatch starts at this node, if any (running the pass if needed)."""
+    if "breaks_merge" not in g.nodes[name]:
+        merge_mismatch_pass(g)
+    return g.nodes[name]["breaks_merge"]
+
+
+def size_sweep(g: nx.DiGraph):
+    """The input-size sweep of the sizes pass, or None."""
+    sweep = g.graph.get("sizes")
+    return sweep if sweep is not None and hasattr(sweep, "spatial") else None

@@ -1,0 +1,79 @@
+"""Where a strided conv or pool rounds its output size at the example input.
+
+``rounding_pass(g)`` writes ``g.nodes[n]["rounding"]`` on every node: a :class:`Rounding` for a
+strided conv/pool whose stride does not divide its input size (by the criterion documented in
+odd-size-stride2, AL104), else None. odd-size-stride2 reports it; skip-connection-mismatch
+(AL101) names it as the cause of a merge it breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import networkx as nx
+
+from archlint.graph import output_shape, spatial
+from archlint.passes.windows import Window, windows_of
+
+STRIDED_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
+AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """Where a strided layer rounds at the example input, per offending axis."""
+
+    node: str
+    axes: tuple[int, ...]  # spatial axis indices that round
+    size_in: tuple[int, ...]
+    size_out: tuple[int, ...]
+    windows: tuple[Window, ...]
+    symmetric: bool
+
+    def describe(self) -> str:
+        """'57 -> 29 (57/2 = 28.5, rounded up)' per offending axis, axes named when they differ."""
+        names = AXIS_NAMES.get(len(self.size_in), tuple(f"axis {i}" for i in range(len(self.size_in))))
+        parts = []
+        for i in self.axes:
+            n, out, s = self.size_in[i], self.size_out[i], self.windows[i].stride
+            exact = Fraction(n, s)
+            way = "rounded up" if out > exact else "rounded down"
+            parts.append((names[i], f"{n} -> {out} ({n}/{s} = {_decimal(exact)}, {way})"))
+        if len({text for _, text in parts}) == 1:
+            axes = " and ".join(name for name, _ in parts)
+            return f"{axes} {parts[0][1]}" if len(parts) > 1 else f"{parts[0][0]} {parts[0][1]}"
+        return "; ".join(f"{name} {text}" for name, text in parts)
+
+
+def _decimal(value: Fraction) -> str:
+    return str(int(value)) if value.denominator == 1 else f"{float(value):g}"
+
+
+def _rounding(g: nx.DiGraph, name: str) -> Rounding | None:
+    node = g.nodes[name]
+    if node["op"] not in STRIDED_OPS or not node["inputs"]:
+        return None
+    wins = windows_of(node["attrs"])
+    size_in = spatial(output_shape(g, node["inputs"][0]))
+    size_out = spatial(output_shape(g, name))
+    if not wins or size_in is None or size_out is None or len(size_in) != len(wins):
+        return None
+    axes = tuple(i for i, (w, n) in enumerate(zip(wins, size_in)) if w.stride > 1 and w.rounds(n))
+    if not axes:
+        return None
+    symmetric = all(wins[i].symmetric(size_in[i], size_out[i]) for i in axes)
+    return Rounding(name, axes, tuple(size_in), tuple(size_out), tuple(wins), symmetric)
+
+
+def rounding_pass(g: nx.DiGraph) -> None:
+    """Write ``rounding`` on every node (see the module docs)."""
+    for name in g.nodes:
+        g.nodes[name]["rounding"] = _rounding(g, name)
+
+
+def rounding_at(g: nx.DiGraph, name: str) -> Rounding | None:
+    """The ``rounding`` fact of a node (running the pass on a graph that has not had it)."""
+    if "rounding" not in g.nodes[name]:
+        rounding_pass(g)
+    return g.nodes[name]["rounding"]

@@ -51,11 +51,11 @@ def last_spatial_map(g) -> str | None:
     positions (an NC* map, or tokens, whatever the layout: see the axis provenance) with a
     known or attention-global receptive field. Globally pooled data (``rf_global`` without a
     token-mixing cause: a global pool, an SE gate) has no local field and is passed over."""
-    from archlint.graph import ops
+    from archlint.graph import node_table, ops
 
-    last = None
-    for name in ops(g):
-        node = g.nodes[name]
+    nodes = node_table(g)
+    for name in reversed(list(ops(g))):  # the last one that qualifies: walk from the end
+        node = nodes[name]
         rf = node.get("rf")
         if node["op"] in ("input", "output") or not rf:
             continue
@@ -65,8 +65,8 @@ def last_spatial_map(g) -> str | None:
             continue
         flags = node.get("rf_global_axes") or ()
         if all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf)):
-            last = name
-    return last
+            return name
+    return None
 
 
 def _holds_positions(g, name: str) -> bool:

@@ -26,7 +26,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _concrete(shape: Iterable[Any] | None) -> bool:
-    return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
+    if shape is None:
+        return False
+    for d in shape:  # a loop, not all(<genexpr>): this runs a few times per node
+        if not isinstance(d, int) or d < 0:
+            return False
+    return True
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:

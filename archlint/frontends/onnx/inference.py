@@ -207,7 +207,7 @@ def _activation_tensors(nodes: list[tuple[int, onnx.NodeProto]], real_inputs: li
     """Tensors computed from a real graph input (not through Shape/Size): the IR's data."""
     activations = set(real_inputs)
     for _, node in nodes:
-        if node.op_type not in SHAPE_READERS and any(t in activations for t in node.input):
+        if not activations.isdisjoint(node.input) and node.op_type not in SHAPE_READERS:
             activations.update(o for o in node.output if o)
     return activations
 

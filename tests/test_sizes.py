@@ -16,7 +16,7 @@ import pytest
 
 from archlint.graph import Attrs, add_op, new_graph
 from archlint.passes import run_passes
-from archlint.passes import sizes as sizes_module
+from archlint.passes import size_forward
 from archlint.passes.sizes import describe_sizes, expand_progressions, input_size_pass, progressions
 
 torch = pytest.importorskip("torch")
@@ -352,7 +352,7 @@ def test_evicted_arrays_are_recomputed_exactly(monkeypatch):
     g = chain_graph(300, strided_every=7)
     full = input_size_pass(g, (1, 512))
     reference = {n: full.spatial(n) for n in g.nodes}
-    monkeypatch.setattr(sizes_module, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(size_forward, "MEMORY_BUDGET", 0)
     lean = input_size_pass(g, (1, 512))
     def arrays(sweep):
         return {id(d) for dims, _ in sweep._values.values() if dims for d in dims if isinstance(d, np.ndarray)}

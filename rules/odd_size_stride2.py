@@ -121,7 +121,7 @@ def odd_size_stride2(ctx):
         if found is None:
             continue
         if causes is None:
-            from archlint_rules.skip_connection_mismatch import root_causes
+            from archlint_rules._merge_mismatch import root_causes
 
             causes = root_causes(g)
         node = ctx.node(name)

@@ -34,7 +34,7 @@ from archlint.rule import rule
 
 #: Specific rules that explain a failing node better than this one: (module, predicate(g, node)).
 EXPLAINED_BY = (
-    ("archlint_rules.skip_connection_mismatch", "explains_failure"),
+    ("archlint_rules._merge_mismatch", "explains_failure"),
     ("archlint_rules.spatial_collapse", "collapsed_axes"),
 )
 

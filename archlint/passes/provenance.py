@@ -39,12 +39,29 @@ when their spatial dims are plain single digits. Anything else: unknown.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import networkx as nx
 
 from archlint.graph import ELEMENTWISE_MERGES, ops
+from archlint.passes.provenance_contractions import (  # noqa: F401  (re-exported)
+    _einsum,
+    _matmul,
+    contracted,
+    parse_einsum,
+)
+from archlint.passes.provenance_dims import (  # noqa: F401  (re-exported)
+    Digit,
+    Dim,
+    _broadcast,
+    _left_pad,
+    _plain,
+    _shape,
+    carried_axes,
+    describe,
+    grows,
+    plain_map,
+)
 
 __all__ = ["Digit", "Dim", "provenance_pass", "carried_axes", "grows", "plain_map"]
 
@@ -54,68 +71,6 @@ MAP_OPS = frozenset({
     "pad", "slice", "pixel_shuffle", "pixel_unshuffle",
 })
 SAME_LAYOUT = frozenset({"pointwise", "norm", "output", "softmax", "roll"})
-
-
-@dataclass(frozen=True)
-class Digit:
-    """One mixed-radix digit of a dimension."""
-
-    size: int
-    #: input spatial axis (0 = the first spatial axis of the model input), None: no position.
-    axis: int | None = None
-    #: the map (node name) whose positions it counts
-    map: str = ""
-    #: positions along the axis per unit of this digit
-    step: int = 1
-    #: the map's positions along the axis
-    extent: int = 1
-    #: this digit's count follows the input size
-    grows: bool = False
-
-
-@dataclass(frozen=True)
-class Dim:
-    """One tensor dimension: ``prefix`` position-free entries, then the digits' positions."""
-
-    size: int
-    digits: tuple[Digit, ...] | None
-    prefix: int = 0
-
-    @property
-    def spatial(self) -> tuple[Digit, ...]:
-        return tuple(d for d in self.digits or () if d.axis is not None)
-
-
-def _plain(size: int) -> Dim:
-    return Dim(size, (Digit(size),) if size != 1 else ())
-
-
-def carried_axes(dim: Dim | None) -> set[tuple[str, int]]:
-    """(map, axis) pairs whose positions a dimension indexes."""
-    if dim is None:
-        return set()
-    return {(d.map, d.axis) for d in dim.spatial}
-
-
-def grows(dim: Dim | None) -> bool:
-    """The dimension's size follows the input size (it holds a growing digit)."""
-    return dim is not None and any(d.grows for d in dim.spatial)
-
-
-def plain_map(dim: Dim | None) -> Digit | None:
-    """The single digit of a dim that is exactly one whole axis of a map (a conv's input)."""
-    if dim is None or dim.prefix or dim.digits is None:
-        return None
-    spatial = [d for d in dim.digits if d.size != 1]
-    if len(spatial) != 1 or spatial[0].axis is None:
-        return None
-    d = spatial[0]
-    return d if d.step == 1 and d.size == d.extent else None
-
-
-def _shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
-    shapes = g.nodes[name].get("shapes")
-    return tuple(shapes[0]) if shapes and shapes[0] is not None else None
 
 
 def provenance_pass(g: nx.DiGraph) -> None:
@@ -258,26 +213,6 @@ def _map_op(name, op, attrs, first, shape) -> tuple[Dim, ...] | None:
         out.append(Dim(n, (Digit(n, axis=axis_digit.axis, map=name, step=1, extent=n,
                                  grows=grow),)))
     return head + tuple(out)
-
-
-def _left_pad(dims: tuple[Dim, ...], rank: int) -> tuple[Dim, ...]:
-    return (_plain(1),) * (rank - len(dims)) + tuple(dims)
-
-
-def _broadcast(ins: list[tuple[Dim, ...] | None], shape) -> tuple[Dim, ...] | None:
-    """Right-aligned; each output dim from an operand that has its full size, preferring one
-    that carries positions."""
-    if any(i is None for i in ins):
-        return None
-    padded = [_left_pad(i, len(shape)) for i in ins]
-    out = []
-    for k, size in enumerate(shape):
-        full = [p[k] for p in padded if p[k].size == size]
-        if not full:
-            return None
-        carrying = [d for d in full if d.spatial]
-        out.append(carrying[0] if carrying else full[0])
-    return tuple(out)
 
 
 def _concat(ins, axis, shape) -> tuple[Dim, ...] | None:
@@ -495,138 +430,3 @@ def _cut(dim: Dim, start, stop, step) -> Dim:
     if step == 1 and dim.prefix and begin == dim.prefix and end == dim.size:
         return Dim(dim.size - dim.prefix, dim.digits)
     return Dim(len(range(begin, end, step)), None)
-
-
-def _matmul(ins, attrs, shape) -> tuple[Dim, ...] | None:
-    weight = attrs.extra.get("weight")
-    if weight is not None:  # x @ W with a parameter: features replace the last dim
-        a = ins[0]
-        if weight["slot"] != 1 or a is None:
-            return None
-        return a[:-1] + (_plain(shape[-1]),)
-    if len(ins) < 2 or ins[0] is None or ins[1] is None:
-        return None
-    a, b = ins[0], ins[1]
-    if len(a) < 2 or len(b) < 2:
-        return None
-    batch = _broadcast([a[:-2], b[:-2]], shape[:-2]) if len(shape) > 2 else ()
-    if batch is None:
-        return None
-    return tuple(batch) + (a[-2], b[-1])
-
-
-def parse_einsum(equation: str, ranks: list[int]) -> tuple[list[str], str] | None:
-    """Operand subscripts and the output subscripts, with ``...`` expanded to capitals."""
-    if "->" in equation:
-        lhs, rhs = equation.split("->")
-    else:
-        lhs = equation
-        letters = lhs.replace(",", "").replace(".", "")
-        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    terms = lhs.split(",")
-    if len(terms) != len(ranks):
-        return None
-    ell_rank = 0
-    for t, r in zip(terms, ranks):
-        if "..." in t:
-            ell_rank = max(ell_rank, r - len(t.replace("...", "")))
-    ell = "".join(chr(ord("A") + i) for i in range(ell_rank))
-    out_terms = []
-    for t, r in zip(terms, ranks):
-        if "..." in t:
-            n = r - len(t.replace("...", ""))
-            t = t.replace("...", ell[ell_rank - n:])
-        out_terms.append(t)
-    return out_terms, rhs.replace("...", ell)
-
-
-def _einsum(ins, attrs, shape) -> tuple[Dim, ...] | None:
-    operands = attrs.extra["operands"]
-    acts = iter(ins)
-    per_operand: list[tuple[Dim, ...] | None] = []
-    ranks = []
-    for kind in operands:
-        if kind == "act":
-            dims = next(acts, None)
-            if dims is None:
-                return None
-            per_operand.append(dims)
-            ranks.append(len(dims))
-        elif isinstance(kind, tuple):
-            per_operand.append(tuple(_plain(s) for s in kind))
-            ranks.append(len(kind))
-        else:
-            return None
-    parsed = parse_einsum(attrs.extra["equation"], ranks)
-    if parsed is None:
-        return None
-    terms, rhs = parsed
-    out = []
-    for letter, size in zip(rhs, shape):
-        found = [dims[t.index(letter)] for t, dims in zip(terms, per_operand) if letter in t]
-        full = [d for d in found if d.size == size]
-        carrying = [d for d in full if d.spatial]
-        if not full:
-            return None
-        out.append(carrying[0] if carrying else full[0])
-    return tuple(out)
-
-
-def contracted(g: nx.DiGraph, name: str) -> list[tuple[int, int]]:
-    """(input slot, dim) pairs whose entries each output value mixes: a softmax's dim, a
-    Linear's or matmul's contracted dim, attention's key/value tokens, a reduced dim."""
-    data = g.nodes[name]
-    op, attrs, inputs = data["op"], data["attrs"], data["inputs"]
-    facts = [g.nodes[i].get("provenance") for i in inputs]
-    if not inputs or facts[0] is None:
-        return []
-    rank = len(facts[0])
-    if op == "softmax":
-        return [(0, (attrs.axis if attrs.axis is not None else -1) % rank)]
-    if op == "linear":
-        return [(0, rank - 1)]
-    if op == "reduce":
-        return [(0, d % rank) for d in attrs.extra["dims"]]
-    if op == "matmul":
-        if attrs.extra.get("weight") is not None:
-            return [(0, rank - 1)] if attrs.extra["weight"]["slot"] == 1 else []
-        if len(inputs) < 2 or facts[1] is None:
-            return []
-        return [(0, rank - 1), (1, len(facts[1]) - 2)]
-    if op == "attention":
-        seq = attrs.extra.get("seq_dim", -2)
-        out = []
-        for slot in (1, 2):
-            if slot < len(inputs) and facts[slot] is not None:
-                out.append((slot, seq % len(facts[slot])))
-        return out
-    if op == "einsum":
-        ranks = [len(f) if f is not None else 0 for f in facts]
-        kinds = attrs.extra["operands"]
-        all_ranks, it = [], iter(ranks)
-        for k in kinds:
-            all_ranks.append(next(it, 0) if k == "act" else len(k) if isinstance(k, tuple) else 0)
-        parsed = parse_einsum(attrs.extra["equation"], all_ranks)
-        if parsed is None:
-            return []
-        terms, rhs = parsed
-        out, slot = [], 0
-        for t, k in zip(terms, kinds):
-            if k == "act":
-                out.extend((slot, i) for i, c in enumerate(t) if c not in rhs)
-                slot += 1
-        return out
-    return []
-
-
-def describe(dim: Dim | None) -> str:
-    """``H/16*W/16`` style text for messages."""
-    if dim is None:
-        return "?"
-    names = "HWD"
-    parts = []
-    for d in dim.spatial:
-        axis = names[d.axis] if d.axis is not None and d.axis < 3 else f"axis{d.axis}"
-        parts.append(f"{axis}({d.size})")
-    text = "x".join(parts) or str(dim.size)
-    return f"{dim.prefix}+{text}" if dim.prefix else text

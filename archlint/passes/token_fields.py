@@ -38,7 +38,7 @@ from archlint.passes.provenance import (
     roll_of_concat,
     strided_map,
 )
-from archlint.passes.receptive_field import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
+from archlint.passes.field_grid import ATTENDED, GLOBAL, _merge_axis, _upsample, _window
 
 #: ops whose field follows the provenance (the rest are the NC* ops of receptive_field).
 TOKEN_OPS = frozenset({

@@ -259,7 +259,7 @@ def skip_path(g: nx.DiGraph, merge: str) -> tuple[list[str], list[str]]:
     """The ops from the fork to the merge along both disagreeing branches, and the ops where
     the branches' sizes depart from each other: the same walk skip-connection-mismatch makes."""
     try:
-        from archlint_rules.skip_connection_mismatch import branch, disagreements, trace_cause
+        from archlint_rules._merge_mismatch import branch, disagreements, trace_cause
     except ImportError:  # the built-in rules are not installed: no path to draw
         return [], []
     found = disagreements(g, merge)

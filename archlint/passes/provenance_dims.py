@@ -1,0 +1,106 @@
+"""The labels of axis provenance: a tensor dimension as mixed-radix digits of input positions.
+
+:mod:`archlint.passes.provenance` writes them on the graph (its docs explain the model); the
+types and the small readers the rules use live here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One mixed-radix digit of a dimension."""
+
+    size: int
+    #: input spatial axis (0 = the first spatial axis of the model input), None: no position.
+    axis: int | None = None
+    #: the map (node name) whose positions it counts
+    map: str = ""
+    #: positions along the axis per unit of this digit
+    step: int = 1
+    #: the map's positions along the axis
+    extent: int = 1
+    #: this digit's count follows the input size
+    grows: bool = False
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One tensor dimension: ``prefix`` position-free entries, then the digits' positions."""
+
+    size: int
+    digits: tuple[Digit, ...] | None
+    prefix: int = 0
+
+    @property
+    def spatial(self) -> tuple[Digit, ...]:
+        return tuple(d for d in self.digits or () if d.axis is not None)
+
+
+def _plain(size: int) -> Dim:
+    return Dim(size, (Digit(size),) if size != 1 else ())
+
+
+def carried_axes(dim: Dim | None) -> set[tuple[str, int]]:
+    """(map, axis) pairs whose positions a dimension indexes."""
+    if dim is None:
+        return set()
+    return {(d.map, d.axis) for d in dim.spatial}
+
+
+def grows(dim: Dim | None) -> bool:
+    """The dimension's size follows the input size (it holds a growing digit)."""
+    return dim is not None and any(d.grows for d in dim.spatial)
+
+
+def plain_map(dim: Dim | None) -> Digit | None:
+    """The single digit of a dim that is exactly one whole axis of a map (a conv's input)."""
+    if dim is None or dim.prefix or dim.digits is None:
+        return None
+    spatial = [d for d in dim.digits if d.size != 1]
+    if len(spatial) != 1 or spatial[0].axis is None:
+        return None
+    d = spatial[0]
+    return d if d.step == 1 and d.size == d.extent else None
+
+
+def _shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
+    shapes = g.nodes[name].get("shapes")
+    return tuple(shapes[0]) if shapes and shapes[0] is not None else None
+
+
+def _left_pad(dims: tuple[Dim, ...], rank: int) -> tuple[Dim, ...]:
+    return (_plain(1),) * (rank - len(dims)) + tuple(dims)
+
+
+def _broadcast(ins: list[tuple[Dim, ...] | None], shape) -> tuple[Dim, ...] | None:
+    """Right-aligned; each output dim from an operand that has its full size, preferring one
+    that carries positions."""
+    if any(i is None for i in ins):
+        return None
+    padded = [_left_pad(i, len(shape)) for i in ins]
+    out = []
+    for k, size in enumerate(shape):
+        full = [p[k] for p in padded if p[k].size == size]
+        if not full:
+            return None
+        carrying = [d for d in full if d.spatial]
+        out.append(carrying[0] if carrying else full[0])
+    return tuple(out)
+
+
+def describe(dim: Dim | None) -> str:
+    """``H/16*W/16`` style text for messages."""
+    if dim is None:
+        return "?"
+    names = "HWD"
+    parts = []
+    for d in dim.spatial:
+        axis = names[d.axis] if d.axis is not None and d.axis < 3 else f"axis{d.axis}"
+        parts.append(f"{axis}({d.size})")
+    text = "x".join(parts) or str(dim.size)
+    return f"{dim.prefix}+{text}" if dim.prefix else text

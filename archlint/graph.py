@@ -185,24 +185,45 @@ def add_op(
     for src in inputs:
         if src not in nodes:
             raise ValueError(f"node {name!r} reads {src!r}, which is not in the graph")
-    g.add_node(
-        name,
-        op=op,
-        origin=origin,
-        inputs=tuple(inputs),
-        attrs=attrs if attrs is not None else NO_ATTRS,
-        shapes=None if shapes is None else tuple(tuple(map(int, s)) for s in shapes),
-        location=location if location is not None else Location(None, None, name),
-        error=error,
-    )
-    succ = g._succ
+    data = {
+        "op": op,
+        "origin": origin,
+        "inputs": tuple(inputs),
+        "attrs": attrs if attrs is not None else NO_ATTRS,
+        "shapes": None if shapes is None else tuple(tuple(map(int, s)) for s in shapes),
+        "location": location if location is not None else Location(None, None, name),
+        "error": error,
+    }
+    if type(g) is not _plain_digraph():  # a subclass may have its own dict factories
+        g.add_node(name, **data)
+        for slot, src in enumerate(inputs):
+            if g.has_edge(src, name):
+                g.edges[src, name]["slots"].append(slot)
+            else:
+                g.add_edge(src, name, slots=[slot])
+        return name
+    # What DiGraph.add_node/add_edge do, minus their per-call checks (a large ONNX graph adds
+    # tens of thousands of nodes here); the node store stays exactly networkx's.
+    succ, pred = g._succ, g._pred
+    nodes[name] = data
+    succ[name] = {}
+    into = pred[name] = {}
     for slot, src in enumerate(inputs):
-        edge = succ[src].get(name)
+        edge = into.get(src)
         if edge is not None:
             edge["slots"].append(slot)
         else:
-            g.add_edge(src, name, slots=[slot])
+            into[src] = succ[src][name] = {"slots": [slot]}
+    cache = getattr(g, "__networkx_cache__", None)
+    if cache:
+        cache.clear()
     return name
+
+
+def _plain_digraph() -> type:
+    import networkx as nx
+
+    return nx.DiGraph
 
 
 class _Order:

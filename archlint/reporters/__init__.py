@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from archlint.findings import Finding, Report, Severity
 
@@ -87,11 +87,15 @@ def summary(report: Report) -> dict[str, Any]:
 
 def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
     """One row per op, in graph order: name, op, shape, rf (JSON-able), location."""
+    return list(iter_node_rows(g))
+
+
+def iter_node_rows(g: "nx.DiGraph | None") -> Iterator[dict[str, Any]]:
+    """:func:`node_rows` one row at a time."""
     if g is None:
-        return []
+        return
     from archlint.graph import node_table, ops
 
-    rows = []
     nodes = node_table(g)
     # A chain of pointwise ops shares one field object: convert each once. The graph keeps
     # every field alive while we run, so its id is a safe key.
@@ -105,21 +109,18 @@ def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
         rf_row = rf_rows.get(key)
         if rf_row is None:
             rf_row = rf_rows[key] = rf_to_json(rf, flags)
-        rows.append(
-            {
-                "name": name,
-                "op": data.get("op"),
-                "shape": list(shapes[0]) if shapes else None,
-                "rf": rf_row,
-                "rf_global_cause": global_cause(g, data.get("rf_global_cause")),
-                "location": {
-                    "file": getattr(loc, "file", None),
-                    "line": getattr(loc, "line", None),
-                    "node": getattr(loc, "node", name),
-                },
-            }
-        )
-    return rows
+        yield {
+            "name": name,
+            "op": data.get("op"),
+            "shape": list(shapes[0]) if shapes else None,
+            "rf": rf_row,
+            "rf_global_cause": global_cause(g, data.get("rf_global_cause")),
+            "location": {
+                "file": getattr(loc, "file", None),
+                "line": getattr(loc, "line", None),
+                "node": getattr(loc, "node", name),
+            },
+        }
 
 
 def rf_to_json(rf: Any, global_axes: Any = None) -> list[dict[str, Any] | None] | None:

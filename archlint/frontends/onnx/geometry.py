@@ -34,9 +34,22 @@ def _concrete(shape: Iterable[Any] | None) -> bool:
     return True
 
 
+_INT, _INTS, _FLOAT = onnx.AttributeProto.INT, onnx.AttributeProto.INTS, onnx.AttributeProto.FLOAT
+
+
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
     out = {}
     for attr in node.attribute:
+        kind = attr.type  # the common kinds read directly: this runs once per node
+        if kind == _INT:
+            out[attr.name] = attr.i
+            continue
+        if kind == _INTS:
+            out[attr.name] = list(attr.ints)
+            continue
+        if kind == _FLOAT:
+            out[attr.name] = attr.f
+            continue
         value = helper.get_attribute_value(attr)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")

@@ -258,7 +258,9 @@ def _shapes_of(types: dict[str, onnx.TypeProto]) -> dict[str, tuple[int | None, 
 def _dims(t: onnx.TypeProto) -> tuple[int | None, ...] | None:
     if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
+    # a nonzero dim_value is set; only a zero needs HasField (this runs once per tensor)
+    return tuple([d.dim_value or (0 if d.HasField("dim_value") else None)
+                  for d in t.tensor_type.shape.dim])
 
 
 def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> bool:

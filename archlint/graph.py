@@ -22,6 +22,11 @@ Edges go from producer to consumer and carry ``slots``: the consumer's argument 
 by that producer (a list, because ``x + x`` feeds two slots from one producer).
 
 Spatial axes are the axes after batch and channel: ``shape[2:]`` of an NC* tensor.
+
+Reading a large graph: :func:`ops` gives the topological order and :func:`ops_of_kind` the
+nodes of some op kinds in that order, both computed once per graph (a rule about transposed
+convolutions never walks the other 30k nodes); :func:`node_table` gives the node dicts without
+the ``g.nodes[...]`` view's per-lookup cost, for loops over every node.
 """
 
 from __future__ import annotations

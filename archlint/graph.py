@@ -22,6 +22,11 @@ Edges go from producer to consumer and carry ``slots``: the consumer's argument 
 by that producer (a list, because ``x + x`` feeds two slots from one producer).
 
 Spatial axes are the axes after batch and channel: ``shape[2:]`` of an NC* tensor.
+
+Reading a large graph: :func:`ops` gives the topological order and :func:`ops_of_kind` the
+nodes of some op kinds in that order, both computed once per graph (a rule about transposed
+convolutions never walks the other 30k nodes); :func:`node_table` gives the node dicts without
+the ``g.nodes[...]`` view's per-lookup cost, for loops over every node.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ MERGES = ELEMENTWISE_MERGES | {"concat"}
 WINDOWED = frozenset({"conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where a finding's fix goes: a file:line, and the module qualname or ONNX node name."""
 
@@ -95,7 +100,7 @@ class Location:
         return f"{self.file}:{self.line}" if self.line else self.file
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attrs:
     """Op attributes, normalized per spatial axis (one entry per spatial axis)."""
 
@@ -144,6 +149,11 @@ class Attrs:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+#: The attrs of an op that has none: one shared record (Attrs is frozen; nobody writes ``extra``
+#: after a frontend built it), not one ~300-byte record per node.
+NO_ATTRS = Attrs()
+
+
 def new_graph(name: str, target: str | None, frontend: str) -> nx.DiGraph:
     import networkx as nx  # lazily: `archlint --help` and the reporters need no graph library
 
@@ -174,27 +184,106 @@ def add_op(
     """Add one op node and its input edges. Raises ValueError on an unknown kind or input."""
     if op not in OP_KINDS:
         raise ValueError(f"unknown op kind {op!r} for node {name!r}")
-    if name in g:
+    nodes = g._node
+    if name in nodes:
         raise ValueError(f"duplicate node name {name!r}")
     for src in inputs:
-        if src not in g:
+        if src not in nodes:
             raise ValueError(f"node {name!r} reads {src!r}, which is not in the graph")
-    g.add_node(
-        name,
-        op=op,
-        origin=origin,
-        inputs=tuple(inputs),
-        attrs=attrs if attrs is not None else Attrs(),
-        shapes=None if shapes is None else tuple(tuple(int(d) for d in s) for s in shapes),
-        location=location if location is not None else Location(None, None, name),
-        error=error,
-    )
+    data = {
+        "op": op,
+        "origin": origin,
+        "inputs": tuple(inputs),
+        "attrs": attrs if attrs is not None else NO_ATTRS,
+        "shapes": None if shapes is None else tuple(tuple(map(int, s)) for s in shapes),
+        "location": location if location is not None else Location(None, None, name),
+        "error": error,
+    }
+    if type(g) is not _plain_digraph():  # a subclass may have its own dict factories
+        g.add_node(name, **data)
+        for slot, src in enumerate(inputs):
+            if g.has_edge(src, name):
+                g.edges[src, name]["slots"].append(slot)
+            else:
+                g.add_edge(src, name, slots=[slot])
+        return name
+    # What DiGraph.add_node/add_edge do, minus their per-call checks (a large ONNX graph adds
+    # tens of thousands of nodes here); the node store stays exactly networkx's.
+    succ, pred = g._succ, g._pred
+    nodes[name] = data
+    succ[name] = {}
+    into = pred[name] = {}
     for slot, src in enumerate(inputs):
-        if g.has_edge(src, name):
-            g.edges[src, name]["slots"].append(slot)
+        edge = into.get(src)
+        if edge is not None:
+            edge["slots"].append(slot)
         else:
-            g.add_edge(src, name, slots=[slot])
+            into[src] = succ[src][name] = {"slots": [slot]}
+    cache = getattr(g, "__networkx_cache__", None)
+    if cache:
+        cache.clear()
     return name
+
+
+def _plain_digraph() -> type:
+    import networkx as nx
+
+    return nx.DiGraph
+
+
+class _Order:
+    """One topological order of a graph, computed once: the names, each name's rank, and the
+    names of each op kind in that order (built on first use)."""
+
+    __slots__ = ("key", "names", "_rank", "_by_kind", "_data")
+
+    def __init__(self, key: tuple[int, int], names: list[str], data: Any):
+        self.key = key
+        self.names = names
+        self._data = data
+        self._rank: dict[str, int] | None = None
+        self._by_kind: dict[str, list[str]] | None = None
+
+    def rank(self) -> dict[str, int]:
+        if self._rank is None:
+            self._rank = {n: i for i, n in enumerate(self.names)}
+        return self._rank
+
+    def of_kinds(self, kinds: tuple[str, ...]) -> list[str]:
+        if self._by_kind is None:
+            by_kind: dict[str, list[str]] = {}
+            data = self._data
+            for n in self.names:
+                op = data[n]["op"]
+                if op in by_kind:
+                    by_kind[op].append(n)
+                else:
+                    by_kind[op] = [n]
+            self._by_kind = by_kind
+        lists = [self._by_kind.get(k, ()) for k in set(kinds)]
+        if len(lists) == 1:
+            return list(lists[0])
+        rank = self.rank()
+        return sorted((n for names in lists for n in names), key=rank.__getitem__)
+
+
+def _order(g: nx.DiGraph) -> _Order:
+    # add_op adds a node with its edges, so the node count (and which node store: a subgraph
+    # view shares g.graph with its parent) tells a stale order; counting edges would cost O(E).
+    data = g._node
+    key = (len(g), id(data))
+    cached = g.graph.get("_topological_order")
+    if cached is None or cached.key != key:
+        rank = {n: i for i, n in enumerate(g.nodes)}
+        if all(rank[u] < rank[v] for u, v in g.edges):
+            names = list(g.nodes)
+        else:
+            import networkx as nx
+
+            names = list(nx.lexicographical_topological_sort(g, key=rank.__getitem__))
+        cached = _Order(key, names, data)
+        g.graph["_topological_order"] = cached
+    return cached
 
 
 def ops(g: nx.DiGraph) -> Iterator[str]:
@@ -205,24 +294,32 @@ def ops(g: nx.DiGraph) -> Iterator[str]:
     order is cached in ``g.graph`` because every rule walks it (a sort per rule dominated the
     time on 30k-node graphs).
     """
-    key = len(g)  # add_op adds a node with its edges; counting edges would cost O(E) a call
-    cached = g.graph.get("_topological_order")
-    if cached is None or cached[0] != key:
-        rank = {n: i for i, n in enumerate(g.nodes)}
-        if all(rank[u] < rank[v] for u, v in g.edges):
-            order = list(g.nodes)
-        else:
-            import networkx as nx
+    return iter(_order(g).names)
 
-            order = list(nx.lexicographical_topological_sort(g, key=rank.__getitem__))
-        cached = (key, order)
-        g.graph["_topological_order"] = cached
-    return iter(cached[1])
+
+def ops_of_kind(g: nx.DiGraph, *kinds: str) -> list[str]:
+    """The nodes whose ``op`` is one of ``kinds``, in topological order.
+
+    The per-kind index is built once per graph, so a rule about transposed convolutions never
+    walks the other 30k nodes of a large graph.
+    """
+    return _order(g).of_kinds(kinds)
+
+
+def topological_rank(g: nx.DiGraph) -> dict[str, int]:
+    """Each node's position in :func:`ops` order (shared; do not modify)."""
+    return _order(g).rank()
+
+
+def node_table(g: nx.DiGraph) -> dict[str, dict[str, Any]]:
+    """name -> attribute dict, the same dicts ``g.nodes[name]`` returns, without the view's
+    per-lookup cost (hot loops over every node of a large graph read through this)."""
+    return g._node
 
 
 def output_shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
     """The first output shape of a node, or None when unknown."""
-    shapes = g.nodes[name]["shapes"]
+    shapes = g._node[name]["shapes"]
     return shapes[0] if shapes else None
 
 
@@ -234,4 +331,4 @@ def spatial(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
 
 
 def input_nodes(g: nx.DiGraph) -> list[str]:
-    return [n for n in g.nodes if g.nodes[n]["op"] == "input"]
+    return ops_of_kind(g, "input")

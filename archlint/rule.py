@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from archlint.findings import Finding, Severity
-from archlint.graph import Location, ops
+from archlint.graph import Location, node_table, ops, ops_of_kind
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -115,11 +115,11 @@ class RuleContext:
         """Node names in topological order, optionally only of the given op kinds."""
         if self.graph is None:
             return iter(())
-        return (n for n in ops(self.graph) if not kinds or self.graph.nodes[n]["op"] in kinds)
+        return iter(ops_of_kind(self.graph, *kinds)) if kinds else ops(self.graph)
 
     def node(self, name: str) -> dict:
         assert self.graph is not None
-        return self.graph.nodes[name]
+        return node_table(self.graph)[name]
 
     def finding(
         self,

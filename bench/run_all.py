@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 #: Cheapest first, so a broken pipeline shows up before the long runs.
-BENCHMARKS = ("startup", "sweep", "memory", "onnx_scale", "vs_torchinfo")
+BENCHMARKS = ("startup", "sweep", "memory", "onnx_scale", "transformer_onnx", "vs_torchinfo")
 
 
 def build_parser() -> argparse.ArgumentParser:

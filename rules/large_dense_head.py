@@ -27,6 +27,7 @@ self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 
 
 from __future__ import annotations
 
+from archlint.graph import node_table
 from archlint.rule import rule
 from archlint_rules._topology import downstream, fmt_size, spatial_in
 
@@ -86,12 +87,14 @@ def _flattens_spatial_map(g, name: str) -> bool:
 )
 def large_dense_head(ctx):
     g = ctx.graph
-    total = sum(layer_params(g.nodes[n]) for n in g.nodes)
-    if total == 0:
-        return
+    total = None  # summed over every node only once a flatten of a spatial map is found
     for name in ctx.nodes("flatten", "reshape"):
         if not _flattens_spatial_map(g, name):
             continue
+        if total is None:
+            total = sum(layer_params(d) for d in node_table(g).values())
+        if total == 0:
+            return
         for linear, _ in downstream(g, name):
             if g.nodes[linear]["op"] != "linear":
                 continue

@@ -48,6 +48,7 @@ from archlint_rules._topology import (
     upstream,
 )
 
+
 def last_spatial_map(g) -> str | None:
     """The map the head reads: the last node (in topological order) that still holds spatial
     positions (an NC* map, or tokens, whatever the layout: see the axis provenance). None when
@@ -55,11 +56,11 @@ def last_spatial_map(g) -> str | None:
     earlier map with a known field is not the one the head reads. Globally pooled data
     (``rf_global`` without a token-mixing cause: a global pool, an SE gate) has no local field
     and is passed over."""
-    from archlint.graph import ops
+    from archlint.graph import node_table, ops
 
-    last, known = None, False
-    for name in ops(g):
-        node = g.nodes[name]
+    nodes = node_table(g)
+    for name in reversed(list(ops(g))):  # the last one that holds positions: walk from the end
+        node = nodes[name]
         rf = node.get("rf")
         if node["op"] in ("input", "output") or not rf:
             continue
@@ -68,9 +69,8 @@ def last_spatial_map(g) -> str | None:
         if not _holds_positions(g, name):
             continue
         flags = node.get("rf_global_axes") or ()
-        last = name
-        known = all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf))
-    return last if known else None
+        return name if all(r is not None or (i < len(flags) and flags[i]) for i, r in enumerate(rf)) else None
+    return None
 
 
 def _holds_positions(g, name: str) -> bool:

@@ -69,6 +69,7 @@ def test_run_all_with_startup(tmp_path):
 def test_onnx_scale(tmp_path):
     rows = run_bench("onnx_scale.py", ["--quick", *FAST, "--nodes", "30,90"], tmp_path)
     assert {"30 nodes time", "90 nodes peak RSS", "time 90 / 30"} <= cases_of(rows)
+    assert all("KiB/node above" in r["archlint"] for r in rows if r["case"].endswith("peak RSS"))
 
 
 def test_sweep(tmp_path):
@@ -88,7 +89,15 @@ def test_memory(tmp_path, tiny_model):
 def test_vs_torchinfo(tmp_path, tiny_model):
     rows = run_bench("vs_torchinfo.py", ["--quick", *FAST, "--model-file", str(tiny_model),
                                          "--model", "tiny", "--sizes", "32"], tmp_path)
-    assert {"tiny 32x32 time", "tiny 32x32 peak RSS"} <= cases_of(rows)
+    assert {"tiny 32x32 time", "tiny 32x32 peak RSS", "tiny 32x32 vs import+build"} <= cases_of(rows)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                    reason="the exported-transformer bench builds a transformers ViT")
+def test_transformer_onnx(tmp_path):
+    rows = run_bench("transformer_onnx.py", [*FAST, "--layers", "1", "--hidden", "32"], tmp_path)
+    assert len(rows) == 2 and rows[0]["case"].startswith("ViT 1x32 (")
+    assert rows[0]["verdict"] in ("holds", "MISSED")
 
 
 # --- the harness itself ----------------------------------------------------------------------

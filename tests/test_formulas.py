@@ -7,6 +7,8 @@ on an int64 array of every size at once).
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import random
 
@@ -134,7 +136,7 @@ def test_the_ceil_mode_last_window_rule_matters():
     # n=5, k=2, s=2, p=1, ceil: without the rule the formula says 4, torch says 3
     attrs = window_attrs(2, 2, 1, ceil=True)
     assert infer_spatial("max_pool", attrs, [(5,)]) == (3,)
-    legacy = Attrs(**{**attrs.__dict__, "extra": {"onnx_legacy_ceil": True}})
+    legacy = dataclasses.replace(attrs, extra={"onnx_legacy_ceil": True})
     assert infer_spatial("max_pool", legacy, [(5,)]) == (4,)
 
 

@@ -287,6 +287,13 @@ def _merge_axis(states: list[Any]) -> Any:
     first = local[0]
     if all(s == first for s in local):
         return first
+    if all(s[0] == 1 and s[2][0] is not None for s in local):
+        # every branch has one span per unit (no upsampling): equal shifts, then the hull;
+        # what the general path below gives, without building a period of spans
+        shift = first[1]
+        if any(s[1] != shift for s in local):
+            return None
+        return (1, shift, (min(s[2][0] for s in local),), (max(s[3][0] for s in local),))
     # equal strides: shift_a / T_a == shift_b / T_b
     if any(s[1] * first[0] != first[1] * s[0] for s in local):
         return None

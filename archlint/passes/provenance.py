@@ -77,10 +77,11 @@ def provenance_pass(g: nx.DiGraph) -> None:
     """Write ``provenance`` on every node (see the module docs)."""
     facts: dict[str, tuple[Dim, ...] | None] = {}
     from_input: set[str] = set()
+    nodes = g._node  # the node dicts themselves (written below), without the view's lookups
     for name in ops(g):
-        data = g.nodes[name]
+        data = nodes[name]
         shape = _shape(g, name)
-        if data["op"] == "input" or any(i in from_input for i in data["inputs"]):
+        if data["op"] == "input" or not from_input.isdisjoint(data["inputs"]):
             from_input.add(name)
         try:
             if shape is None:
@@ -99,6 +100,11 @@ def _fitted(dims, shape) -> tuple[Dim, ...] | None:
     of a split, read through a tuple element) is resized; a dim of positions must match."""
     if dims is None or shape is None or len(dims) != len(shape):
         return None
+    for d, s in zip(dims, shape):
+        if d is None or d.size != s:
+            break
+    else:  # the common case: every dim fits; keep the tuple a chain of ops shares
+        return dims if type(dims) is tuple else tuple(dims)
     out = []
     for d, s in zip(dims, shape):
         if d is not None and d.size == s:

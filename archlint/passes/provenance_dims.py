@@ -7,6 +7,7 @@ types and the small readers the rules use live here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 
@@ -36,9 +37,22 @@ class Dim:
     digits: tuple[Digit, ...] | None
     prefix: int = 0
 
-    @property
+    # cached: the passes and rules ask these of the same dims many times (a frozen dataclass
+    # still takes a cached_property, which writes the instance dict directly)
+    @cached_property
     def spatial(self) -> tuple[Digit, ...]:
         return tuple(d for d in self.digits or () if d.axis is not None)
+
+    @cached_property
+    def plain_digit(self) -> Digit | None:
+        """See :func:`plain_map`."""
+        if self.prefix or self.digits is None:
+            return None
+        spatial = [d for d in self.digits if d.size != 1]
+        if len(spatial) != 1 or spatial[0].axis is None:
+            return None
+        d = spatial[0]
+        return d if d.step == 1 and d.size == d.extent else None
 
 
 def _plain(size: int) -> Dim:
@@ -59,13 +73,7 @@ def grows(dim: Dim | None) -> bool:
 
 def plain_map(dim: Dim | None) -> Digit | None:
     """The single digit of a dim that is exactly one whole axis of a map (a conv's input)."""
-    if dim is None or dim.prefix or dim.digits is None:
-        return None
-    spatial = [d for d in dim.digits if d.size != 1]
-    if len(spatial) != 1 or spatial[0].axis is None:
-        return None
-    d = spatial[0]
-    return d if d.step == 1 and d.size == d.extent else None
+    return None if dim is None else dim.plain_digit
 
 
 def _shape(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:

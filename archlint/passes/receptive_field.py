@@ -196,6 +196,10 @@ def _axis_step(g: nx.DiGraph, name: str, op: str, attrs: Attrs, axis: int, state
 
 
 
+#: "not computed yet" in the pass's lazy per-node tables (None is a real value there)
+_UNSET = object()
+
+
 def receptive_field_pass(g: nx.DiGraph) -> None:
     """Write ``rf``, ``rf_global``, ``rf_global_axes``, ``rf_global_cause`` and ``rf_aligned``
     on every node (see the module docs and :mod:`archlint.passes.token_fields`)."""
@@ -210,9 +214,21 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
     fields: dict[str, Any] = {}
     causes: dict[str, str | None] = {}
     copied_axes: dict[str, tuple[bool, ...]] = {}
+    #: nc_plain of each node's provenance, asked once per node (its consumers ask again)
+    plain_of: dict[str, bool] = {}
+    #: (dims, axes) of a plain NC* node: its per-map fields, built only if a token op reads them
+    lazy_fields: dict[str, tuple[Any, Any]] = {}
+
+    def field_of(node: str) -> Any:
+        found = fields.get(node, _UNSET)
+        if found is _UNSET:
+            lazy = lazy_fields.get(node)
+            found = fields[node] = tf.fields_from_axes(*lazy) if lazy is not None else None
+        return found
+
     n_axes = max((_spatial_count(g, n, 0) for n in g.nodes if g.nodes[n]["op"] == "input"),
                  default=0)
-    nodes = dict(g.nodes(data=True))
+    nodes = g._node  # the node dicts themselves: written below
     for name in _topological(nodes):
         data = nodes[name]
         op = data["op"]
@@ -237,12 +253,16 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         else:
             axes, is_global = _single(g, name, op, data["attrs"], inputs[0], states, flags)
         dims = data.get("provenance")
-        in_dims = [nodes[i].get("provenance") for i in inputs]
-        cause = next((causes[i] for i in inputs if causes.get(i)), None)
+        plain = plain_of[name] = tf.nc_plain(dims)
+        cause = None
+        for i in inputs:
+            if causes.get(i):
+                cause = causes[i]
+                break
         token = dims is not None and (op in tf.TOKEN_OPS or (
             op not in ("input", "output") and inputs
-            and not (tf.nc_plain(dims) and all(tf.nc_plain(d) for d in in_dims))
-            and (op not in tf.MAP_OPS or not tf.nc_plain(in_dims[0]))))
+            and not (plain and all(plain_of[i] for i in inputs))
+            and (op not in tf.MAP_OPS or not plain_of[inputs[0]])))
         global_axes = None
         own = None
         if op in ("pointwise", "norm", "output") and rf is not None and not token:
@@ -250,18 +270,22 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         if token:
             rolled = roll_of_concat(g, name) if op == "concat" else None
             if rolled is not None:  # ONNX's torch.roll: cat(x[k:], x[:k])
-                own = tf.token_fields(g, name, [fields.get(rolled[0])],
+                own = tf.token_fields(g, name, [field_of(rolled[0])],
                                       [nodes[rolled[0]].get("provenance")])
             else:
-                own = tf.token_fields(g, name, [fields.get(i) for i in inputs], in_dims)
+                own = tf.token_fields(g, name, [field_of(i) for i in inputs],
+                                      [nodes[i].get("provenance") for i in inputs])
             if own is not None and any(v is ATTENDED for v in own.values()) and not any(
-                    v is ATTENDED for i in inputs for v in (fields.get(i) or {}).values()):
+                    v is ATTENDED for i in inputs for v in (field_of(i) or {}).values()):
                 cause = name
-        elif dims is not None and tf.nc_plain(dims):
-            own = tf.fields_from_axes(dims, axes)
+            fields[name] = own
+        elif plain:
+            lazy_fields[name] = (dims, axes)
+        else:
+            fields[name] = None
         if token and own is not None and (len(dims) >= 3 or any(
                 v is ATTENDED for v in own.values())):
-            if tf.nc_plain(dims):
+            if plain:
                 axes = tf.axes_from_fields(dims, own)
                 rf = None
                 is_global = bool(axes) and all(_is_global(a) for a in axes)
@@ -280,7 +304,6 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         states[name] = axes
         flags[name] = is_global
         public[name] = rf
-        fields[name] = own
         causes[name] = cause if any(global_axes) or is_global else None
         data["rf"] = rf
         data["rf_global"] = is_global
@@ -358,7 +381,8 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     if axes and all(a is ATTENDED for a in axes):
         return tuple(axes), True, _aligned([tuple(s for i, s in enumerate(b) if i != skip)
                                             for b in aligned_branches])
-    kept = [tuple(s for i, s in enumerate(b) if i != skip) for b in aligned_branches]
+    kept = aligned_branches if skip is None else [
+        tuple(s for i, s in enumerate(b) if i != skip) for b in aligned_branches]
     return tuple(axes), False, _aligned(kept)
 
 

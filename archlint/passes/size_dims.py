@@ -61,7 +61,9 @@ def _elementwise(ins: list[Dims | None]) -> tuple[Dims | None, Any, str | None]:
         big = {int(v) for v in values if not isinstance(v, np.ndarray) and v != 1}
         if len(big) > 1:
             invalid = True
-        if arrays:
+        if arrays and not big and all(a is arrays[0] for a in arrays):
+            out.append(arrays[0])  # a residual add of a size-keeping branch: one shared array
+        elif arrays:
             ref = arrays[0]
             for a in arrays[1:]:
                 invalid = _or(invalid, _differs(a, ref))

@@ -64,8 +64,20 @@ def nc_plain(dims: tuple[Dim, ...] | None) -> bool:
     """An ``N, C, *spatial`` tensor whose spatial dims are whole axes of one map, in order."""
     if dims is None or len(dims) < 3:
         return False
-    digits = [plain_map(d) for d in dims[2:]]
-    return all(d is not None for d in digits) and not any(d.spatial for d in dims[:2])
+    # The receptive-field pass asks this several times per node about dims shared along a
+    # chain: remember the answer per dims object (the entry keeps the object, so its id stays).
+    known = _NC_PLAIN.get(id(dims))
+    if known is not None and known[0] is dims:
+        return known[1]
+    plain = all(plain_map(d) is not None for d in dims[2:]) and not any(
+        d.spatial for d in dims[:2])
+    if len(_NC_PLAIN) > 200_000:
+        _NC_PLAIN.clear()
+    _NC_PLAIN[id(dims)] = (dims, plain)
+    return plain
+
+
+_NC_PLAIN: dict[int, tuple[tuple[Dim, ...], bool]] = {}
 
 
 def fields_from_axes(dims: tuple[Dim, ...], axes: tuple[Any, ...]) -> Fields | None:

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from archlint.findings import Finding, Report, Severity
 
@@ -87,30 +87,40 @@ def summary(report: Report) -> dict[str, Any]:
 
 def node_rows(g: "nx.DiGraph | None") -> list[dict[str, Any]]:
     """One row per op, in graph order: name, op, shape, rf (JSON-able), location."""
-    if g is None:
-        return []
-    from archlint.graph import ops
+    return list(iter_node_rows(g))
 
-    rows = []
+
+def iter_node_rows(g: "nx.DiGraph | None") -> Iterator[dict[str, Any]]:
+    """:func:`node_rows` one row at a time."""
+    if g is None:
+        return
+    from archlint.graph import node_table, ops
+
+    nodes = node_table(g)
+    # A chain of pointwise ops shares one field object: convert each once. The graph keeps
+    # every field alive while we run, so its id is a safe key.
+    rf_rows: dict[tuple[int, Any], Any] = {}
     for name in ops(g):
-        data = g.nodes[name]
+        data = nodes[name]
         shapes = data.get("shapes")
         loc = data.get("location")
-        rows.append(
-            {
-                "name": name,
-                "op": data.get("op"),
-                "shape": list(shapes[0]) if shapes else None,
-                "rf": rf_to_json(data.get("rf"), data.get("rf_global_axes")),
-                "rf_global_cause": global_cause(g, data.get("rf_global_cause")),
-                "location": {
-                    "file": getattr(loc, "file", None),
-                    "line": getattr(loc, "line", None),
-                    "node": getattr(loc, "node", name),
-                },
-            }
-        )
-    return rows
+        rf, flags = data.get("rf"), data.get("rf_global_axes")
+        key = (id(rf), flags)
+        rf_row = rf_rows.get(key)
+        if rf_row is None:
+            rf_row = rf_rows[key] = rf_to_json(rf, flags)
+        yield {
+            "name": name,
+            "op": data.get("op"),
+            "shape": list(shapes[0]) if shapes else None,
+            "rf": rf_row,
+            "rf_global_cause": global_cause(g, data.get("rf_global_cause")),
+            "location": {
+                "file": getattr(loc, "file", None),
+                "line": getattr(loc, "line", None),
+                "node": getattr(loc, "node", name),
+            },
+        }
 
 
 def rf_to_json(rf: Any, global_axes: Any = None) -> list[dict[str, Any] | None] | None:

@@ -6,20 +6,26 @@ A target that could not be analyzed still gets an entry, with ``error`` set and 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TextIO
 
 from archlint.findings import ModelReport, Report
-from archlint.reporters import node_rows, rule_statistics, summary
+from archlint.reporters import iter_node_rows, node_rows, rule_statistics, summary
 
 VERSION = 1
 
 
 def render(report: Report, stream: TextIO, *, statistics: bool = False, **_: Any) -> None:
-    data: Any = statistics_to_json(report) if statistics else report_to_json(report)
     # One write of the whole text (json.dump's many small writes dominated large graphs), and
     # indented only for a person: indent= forces Python's slow pure-Python encoder.
     indent = 2 if getattr(stream, "isatty", lambda: False)() else None
-    stream.write(json.dumps(data, indent=indent) + "\n")
+    if statistics:
+        text = json.dumps(statistics_to_json(report), indent=indent)
+    elif indent is not None:
+        text = json.dumps(report_to_json(report), indent=indent)
+    else:
+        text = _compact(report)
+    stream.write(text + "\n")
 
 
 def report_to_json(report: Report) -> dict[str, Any]:
@@ -30,14 +36,48 @@ def report_to_json(report: Report) -> dict[str, Any]:
     }
 
 
-def model_to_json(m: ModelReport) -> dict[str, Any]:
+#: Where model i's node rows go in the compact text (NUL never occurs in a path or a message).
+_NODES_MARK = "\x00archlint-nodes-{}\x00"
+_NODES_MARKED = re.compile(r'"\\u0000archlint-nodes-(\d+)\\u0000"')
+_ROWS_PER_CHUNK = 4096
+
+
+def _compact(report: Report) -> str:
+    """The report as compact JSON, each model's node rows encoded a chunk at a time: the rows
+    of a large graph, as dicts, outweighed the graph itself at the peak."""
+    skeleton = {
+        "version": VERSION,
+        "models": [model_to_json(m, nodes=_NODES_MARK.format(i)) for i, m in enumerate(report.models)],
+        "summary": summary(report),
+    }
+    parts = _NODES_MARKED.split(json.dumps(skeleton))
+    for i in range(1, len(parts), 2):
+        parts[i] = _encoded_rows(report.models[int(parts[i])].graph)
+    return "".join(parts)
+
+
+def _encoded_rows(g: Any) -> str:
+    chunks: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for row in iter_node_rows(g):
+        rows.append(row)
+        if len(rows) == _ROWS_PER_CHUNK:
+            chunks.append(json.dumps(rows)[1:-1])
+            rows = []
+    if rows:
+        chunks.append(json.dumps(rows)[1:-1])
+    return "[" + ", ".join(chunks) + "]"
+
+
+def model_to_json(m: ModelReport, *, nodes: Any = None) -> dict[str, Any]:
+    """One model's entry; ``nodes`` replaces the node rows (a placeholder to fill later)."""
     return {
         "target": m.target,
         "model": m.model,
         "frontend": m.frontend,
         "input_shapes": [list(s) for s in m.input_shapes],
         "input_assumed": m.input_assumed,
-        "nodes": node_rows(m.graph),
+        "nodes": node_rows(m.graph) if nodes is None else nodes,
         "findings": [f.to_json() for f in m.findings],
         "admissible_sizes": jsonable(m.admissible_sizes),
         "sizes_summary": m.sizes_summary,

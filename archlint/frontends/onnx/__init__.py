@@ -100,6 +100,9 @@ def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, fil
     tensors = _infer_tensors(inference_model, nodes, activations, notes)
     builder = _GraphBuilder(model, nodes, tensors, name=name, file=file, notes=notes)
     g = builder.build(real_inputs)
+    # static values and tensors point at each other: break the cycle, so the inferred model
+    # they hold is freed now (the console entry runs without cyclic GC)
+    tensors.static = None
     g.graph["input_shapes"] = [s for s in input_shapes.values() if _concrete(s)]
     g.graph["input_assumed"] = assumed
     symbols = batch_symbols(model.graph, real_inputs)

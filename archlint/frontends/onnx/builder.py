@@ -13,7 +13,7 @@ from archlint.frontends.onnx.inference import (
     _Tensors,
 )
 from archlint.frontends.onnx.op_mapping import OpMapping
-from archlint.graph import Attrs, Location, add_op, new_graph
+from archlint.graph import NO_ATTRS, Attrs, Location, add_op, new_graph
 
 
 class _GraphBuilder(OpMapping):
@@ -42,6 +42,7 @@ class _GraphBuilder(OpMapping):
         self.poisoned: set[str] = set()
         self.used_names: set[str] = set()
         self.unknown_ops: list[str] = []
+        self._custom_by_type: dict[tuple[str, str], bool] = {}
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -71,11 +72,9 @@ class _GraphBuilder(OpMapping):
                 location=self._location(value.name), origin="input",
             )
             self.producer[value.name] = ir_name
+        producer = self.producer.keys()
         for index, node in self.nodes:
-            if node.op_type in SHAPE_READERS:
-                continue
-            activations = [t for t in node.input if t in self.producer]
-            if not activations:
+            if producer.isdisjoint(node.input) or node.op_type in SHAPE_READERS:
                 continue  # weights or shape arithmetic
             self._add_node(index, node, node_names[index])
         self._add_outputs()
@@ -110,7 +109,7 @@ class _GraphBuilder(OpMapping):
         inputs = [self.producer[t] for t in node.input if t in self.producer]
         custom = self._is_custom(node)
         if custom:
-            op, attrs = "unknown", Attrs()
+            op, attrs = "unknown", NO_ATTRS
             origin = f"{node.domain or 'ai.onnx'}::{node.op_type}"
             self.unknown_ops.append(
                 f"unknown op {origin} at node {onnx_name!r}: its output shapes and receptive "
@@ -128,27 +127,33 @@ class _GraphBuilder(OpMapping):
             self.g, ir_name, op, inputs=inputs, attrs=attrs, shapes=shapes,
             location=self._location(onnx_name), origin=origin, error=error,
         )
-        if custom or error is not None or any(p in self.poisoned for p in inputs):
+        if custom or error is not None or (self.poisoned and not self.poisoned.isdisjoint(inputs)):
             self.poisoned.add(ir_name)
         for out in node.output:
             if out:
                 self.producer[out] = ir_name
 
     def _is_custom(self, node: onnx.NodeProto) -> bool:
-        if (node.domain, node.op_type) in self.local_functions:
-            return False
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        return not onnx.defs.has(node.op_type, domain)
+        key = (node.domain, node.op_type)
+        custom = self._custom_by_type.get(key)
+        if custom is None:
+            if key in self.local_functions:
+                custom = False
+            else:
+                domain = "" if node.domain == "ai.onnx" else node.domain
+                custom = not onnx.defs.has(node.op_type, domain)
+            self._custom_by_type[key] = custom
+        return custom
 
     # -- shapes ------------------------------------------------------------------------------
 
     def _shapes(
         self, index: int, node: onnx.NodeProto, inputs: list[str], op: str, attrs: Attrs, custom: bool
     ) -> tuple[tuple[tuple[int, ...], ...] | None, str | None]:
-        if custom or any(p in self.poisoned for p in inputs):
+        if custom or (self.poisoned and not self.poisoned.isdisjoint(inputs)):
             return None, None
         error = self.tensors.node_errors.get(index)
-        if error is None:
+        if error is None and self.tensors.failed:
             error = self._static_input_failure(node)
         if error is not None:
             return None, error

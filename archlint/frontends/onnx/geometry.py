@@ -26,12 +26,30 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _concrete(shape: Iterable[Any] | None) -> bool:
-    return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
+    if shape is None:
+        return False
+    for d in shape:  # a loop, not all(<genexpr>): this runs a few times per node
+        if not isinstance(d, int) or d < 0:
+            return False
+    return True
+
+
+_INT, _INTS, _FLOAT = onnx.AttributeProto.INT, onnx.AttributeProto.INTS, onnx.AttributeProto.FLOAT
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
     out = {}
     for attr in node.attribute:
+        kind = attr.type  # the common kinds read directly: this runs once per node
+        if kind == _INT:
+            out[attr.name] = attr.i
+            continue
+        if kind == _INTS:
+            out[attr.name] = list(attr.ints)
+            continue
+        if kind == _FLOAT:
+            out[attr.name] = attr.f
+            continue
         value = helper.get_attribute_value(attr)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")

@@ -207,7 +207,7 @@ def _activation_tensors(nodes: list[tuple[int, onnx.NodeProto]], real_inputs: li
     """Tensors computed from a real graph input (not through Shape/Size): the IR's data."""
     activations = set(real_inputs)
     for _, node in nodes:
-        if node.op_type not in SHAPE_READERS and any(t in activations for t in node.input):
+        if not activations.isdisjoint(node.input) and node.op_type not in SHAPE_READERS:
             activations.update(o for o in node.output if o)
     return activations
 
@@ -258,7 +258,9 @@ def _shapes_of(types: dict[str, onnx.TypeProto]) -> dict[str, tuple[int | None, 
 def _dims(t: onnx.TypeProto) -> tuple[int | None, ...] | None:
     if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
+    # a nonzero dim_value is set; only a zero needs HasField (this runs once per tensor)
+    return tuple([d.dim_value or (0 if d.HasField("dim_value") else None)
+                  for d in t.tensor_type.shape.dim])
 
 
 def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> bool:

@@ -106,9 +106,16 @@ def _node_reads(node: onnx.NodeProto) -> list[str]:
     """Tensors a node reads, including outer-scope names used inside its subgraphs."""
     reads = [t for t in node.input if t]
     for attr in node.attribute:
+        if attr.type not in _MAY_HOLD_GRAPHS:  # a cheap test first: this runs once per node
+            continue
         for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
             reads.extend(_outer_reads(sub))
     return reads
+
+
+#: attribute kinds that may carry a subgraph (an untyped attribute is looked into too)
+_MAY_HOLD_GRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS,
+                    onnx.AttributeProto.UNDEFINED)
 
 
 def _outer_reads(graph: onnx.GraphProto) -> list[str]:

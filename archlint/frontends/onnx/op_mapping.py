@@ -13,7 +13,7 @@ from archlint.frontends.onnx.geometry import (
     _window_geometry,
     conv_transpose_padding,
 )
-from archlint.graph import Attrs
+from archlint.graph import NO_ATTRS, Attrs
 
 POINTWISE_OPS = frozenset(
     """Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Elu Selu Celu Gelu Mish Softplus
@@ -79,7 +79,7 @@ class OpMapping:
                 "operands": tuple("act" if i in self.producer else
                                   tuple(self.tensors.shapes.get(i) or ()) for i in node.input)})
         if t == "Expand" and node.input[0] in self.producer:
-            return "expand", Attrs()
+            return "expand", NO_ATTRS
         if t in ARITHMETIC_MERGES or t in ELEMENTWISE_OTHER:
             return self._elementwise(node)
         if t == "Flatten":
@@ -92,18 +92,18 @@ class OpMapping:
         if t == "Transpose":
             return self._transpose(node, a)
         if t == "MatMul" and all(i in self.producer for i in node.input[:2]):
-            return "matmul", Attrs()
+            return "matmul", NO_ATTRS
         if t in ("Gemm", "MatMul"):
             return "linear", self._linear(node, a)
         if t in NORM_OPS:
             return "norm", Attrs(extra={k: v for k, v in a.items() if k in ("epsilon", "size", "axis")})
         if t in POINTWISE_OPS:
-            return "pointwise", Attrs()
+            return "pointwise", NO_ATTRS
         if t == "DepthToSpace":
             return "pixel_shuffle", Attrs(factor=a["blocksize"], mode=a.get("mode", "DCR"))
         if t == "SpaceToDepth":
             return "pixel_unshuffle", Attrs(factor=a["blocksize"])
-        return "unknown", Attrs()
+        return "unknown", NO_ATTRS
 
     def _activation_count(self, node: onnx.NodeProto) -> int:
         return sum(1 for t in node.input if t in self.producer)
@@ -111,7 +111,7 @@ class OpMapping:
     def _elementwise(self, node: onnx.NodeProto) -> tuple[str, Attrs]:
         if self._activation_count(node) < 2:
             return "pointwise", Attrs(extra=self._constants(node, concat=False))
-        return ARITHMETIC_MERGES.get(node.op_type, "unknown"), Attrs()
+        return ARITHMETIC_MERGES.get(node.op_type, "unknown"), NO_ATTRS
 
     def _constants(self, node: onnx.NodeProto, *, concat: bool) -> dict[str, Any]:
         """Static operands with a shape (initializers, or computed from them): a position
@@ -136,14 +136,14 @@ class OpMapping:
         else:  # before opset 13 softmax runs over every dim from axis on, flattened
             axis = a.get("axis", 1)
             if rank and axis % rank != rank - 1:
-                return "pointwise", Attrs()
+                return "pointwise", NO_ATTRS
         return "softmax", Attrs(axis=int(axis))
 
     def _gather(self, node: onnx.NodeProto, a: dict[str, Any]) -> tuple[str, Attrs]:
         """``x[:, 0]`` exports as Gather with a scalar index: an index op."""
         rank = len(self.tensors.shapes.get(node.input[0]) or ())
         if node.input[0] not in self.producer or not rank:
-            return "unknown", Attrs()
+            return "unknown", NO_ATTRS
         indices = self.static.value(node.input[1]) if len(node.input) > 1 else None
         axis = a.get("axis", 0) % rank
         if indices is None or indices.ndim != 0:

@@ -186,6 +186,8 @@ def _capture_eval(
     sites: ConstructionSites,
 ) -> Capture:
     notes: list[str] = []
+    if inputs is not None and inputs.args is None and _first_param_given(module, inputs):
+        inputs = inputs.with_args(())  # example_kwargs = {"pixel_values": ...}: nothing to infer
     assumed = inputs is None or inputs.args is None
     n_positional = len(inputs.args) if inputs is not None and inputs.args is not None else 1
     gm, trace_error = _fx_trace(module, n_positional, files)
@@ -269,6 +271,12 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
     g.graph["symbolic_example"] = example
     g.graph["reads_sizes"] = gm is None or _reads_sizes(gm)
     g.graph["kernel_checks"] = _has_kernel_checks(module)
+
+
+def _first_param_given(module: nn.Module, inputs: ExampleInputs) -> bool:
+    """True when the keyword inputs name forward's first positional parameter."""
+    params = _forward_params(module)
+    return bool(params) and params[0].name in dict(inputs.kwargs)
 
 
 def _has_kernel_checks(module: nn.Module) -> bool:

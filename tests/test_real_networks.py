@@ -179,3 +179,37 @@ def test_no_admissible_size_fails_in_pytorch(path):
         sample = set(claimed[::step]) | {claimed[0]} | (set(_boundaries(ok, lo, upto)) & set(claimed))
         failing = [n for n in sorted(sample) if real.runs(n) is False]
         assert not failing, f"{path.name}:{report.model} admissible but PyTorch fails at {failing}"
+
+
+class _HalfSizeGuide(torch.nn.Module):
+    """Two inputs: an image and a guide at half its size, added after a 2x2 pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = torch.nn.MaxPool2d(2)
+
+    def forward(self, x, guide):
+        return self.pool(x) + guide
+
+
+def test_second_input_moves_in_proportion():
+    """A guide given at half the image's size takes n/2: even n run, odd n have no guide size
+    (undecided, never admissible), and the batch moves both inputs."""
+    report = lint(_HalfSizeGuide(), example_inputs=(torch.zeros(2, 3, 16, 16),
+                                                    torch.zeros(2, 3, 8, 8))).models[0]
+    table = report.admissible_sizes
+    lo, hi = table["range"]
+    ok = expand_progressions(table["square"], lo, hi)
+    undecided = expand_progressions(table["undecided"]["square"], lo, hi)
+    model = _HalfSizeGuide()
+    for n in range(1, 41):
+        if n % 2:
+            assert undecided[n - lo] and not ok[n - lo], n
+            continue
+        try:
+            model(torch.zeros(2, 3, n, n), torch.zeros(2, 3, n // 2, n // 2))
+            works = True
+        except RuntimeError:
+            works = False
+        assert bool(ok[n - lo]) == works, n
+    assert expand_progressions(table["batch"], lo, hi)[:8].all()

@@ -32,7 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 
-#: Wall-clock seconds the runs after the example's may take together, and a cap on their count.
+#: CPU seconds the runs after the example's may take together (this process's CPU time: a busy
+#: machine does not cut the runs short), and a cap on their count.
 MAX_SECONDS = 60.0
 MAX_RUNS = 200
 
@@ -87,12 +88,13 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
     partition = _Partition(example, spatial, sweeps, sizes, getattr(runner, "leaves", None))
     started = time.perf_counter()
     partition.apply(runner(dict(example)), partition.example_index())
+    cpu_started = time.process_time()
     while partition.runs_made < MAX_RUNS:
         at = partition.pick()
         if at is None:
             break
-        if time.perf_counter() - started > budget:
-            partition.note(f"the time budget of {budget:.0f} s for symbolic runs ran out "
+        if time.process_time() - cpu_started > budget:
+            partition.note(f"the budget of {budget:.0f} CPU seconds for symbolic runs ran out "
                            f"after {len(partition.runs)} runs")
             break
         point = partition.point(at)
@@ -133,9 +135,10 @@ class _Partition:
         if "batch" in example:
             self._mix(self.points["batch"] == example["batch"])
         self._seen: set[Any] = set()
-        unrepresentable = ~_representable(leaves, self.points, self.total)
-        if unrepresentable.any():
-            self.blocked |= unrepresentable
+        # points where every input has a whole size; the others are never run nor decided
+        self.valid = _representable(leaves, self.points, self.total)
+        if not self.valid.all():
+            self.blocked |= ~self.valid
             self.note("an input whose example size is in proportion to the first input's has "
                       "no whole size there")
 
@@ -186,7 +189,7 @@ class _Partition:
             self.note(f"a size expression uses {exc}, which archlint does not evaluate")
         if at is not None:
             region[at] = True  # the run itself is exact at its own point
-        region &= self.state == 0
+        region &= (self.state == 0) & self.valid
         self.state[region] = 1 if run.ok else -1
         if not run.ok:
             self.failure[region] = index
@@ -197,7 +200,7 @@ class _Partition:
         if group is not None:
             # the run's path covers every point agreeing with it on every guard, its own
             # included; what it leaves of its group is a case the guards cannot tell apart
-            left = group & (self._group_of(at)) & (self.state == 0)
+            left = group & self._group_of(at) & (self.state == 0) & self.valid
             if left.any():
                 self.blocked |= left
                 self.note("a run's guards do not cover every size that agrees with them")
@@ -428,6 +431,9 @@ def formula_is_exact(g: Any, sweep: Any) -> bool:
         return False
     if g.graph.get("kernel_checks", True):
         return False
+    leaves = getattr(g.graph.get("symbolic_runner"), "leaves", None) or ()
+    if any(axis is not None and axis[1] != 1 for leaf in leaves for axis in leaf.axes):
+        return False  # the formulas move every input to the same size; this one is in proportion
     for name in g.nodes:
         data = g.nodes[name]
         op = data["op"]

@@ -1,19 +1,23 @@
 """Admissible input sizes from symbolic runs: an exact partition of the swept sizes.
 
-The torch frontend leaves ``g.graph["symbolic_runner"]``: a callable ``point -> run`` (see
-:mod:`archlint.frontends.torch.symbolic`) that runs the model's own ``forward`` at one point (axis
-name -> size) with the sizes as symbols. A run says what happened there and records the guards
-under which every other size takes the same path. So:
+The torch frontend leaves ``g.graph["symbolic_runner"]``: a callable ``(point, symbolic axes)
+-> run`` (see :mod:`archlint.frontends.torch.symbolic`) that runs the model's own ``forward`` at
+one point (axis name -> size) with those axes' sizes as symbols. A run says what happened there
+and records the guards under which every other size takes the same path. So:
 
 1. run at the example; the sizes where all its guards hold (evaluated over every swept size at
    once by :mod:`archlint.passes.sizes_eval`) behave as the example does;
-2. pick an undecided size, run there: if it raised, every size satisfying the guards recorded up
-   to the raise fails the same way; if it ran, those satisfying its guards run;
-3. repeat within a budget of runs; what is left is *undecided*, never admissible.
+2. group the sizes still undecided by the truth of every guard seen so far (sizes that agree on
+   all of them are likely on one path), and run at one size of the largest group: if it raised,
+   every size satisfying the guards recorded up to the raise fails the same way; if it ran,
+   those satisfying its guards run. A new guard splits its group for the next pick;
+3. repeat within a time budget; what is left is *undecided*, never admissible, with the reason.
 
 Sweeps: ``square`` (every spatial axis = n), one per axis (the others at the example), and
 ``batch`` (the batch = n, spatial axes at the example). A size where some axis is 1 is run with
-that axis literal (PyTorch specializes sizes 0 and 1) and decides only itself.
+that axis literal (PyTorch specializes sizes 0 and 1) and decides only itself. Runs for the
+spatial sweeps keep the batch literal at the example, runs for the batch sweep the spatial
+sizes: fewer symbols, cheaper runs.
 
 The result, :class:`SymbolicSizes`, is ``g.graph["symbolic_sizes"]``; the size sweep adopts its
 masks (:meth:`SizeSweep.adopt`), so the JSON, the text and every rule read one answer.
@@ -28,9 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 
-#: Re-runs after the example's, and the time they may take together.
-MAX_RUNS = 14
-MAX_SECONDS = 40.0
+#: CPU seconds the runs after the example's may take together (this process's CPU time: a busy
+#: machine does not cut the runs short), and a cap on their count.
+MAX_SECONDS = 60.0
+MAX_RUNS = 200
 
 
 @dataclass
@@ -58,6 +63,7 @@ class SymbolicSizes:
     runs: list[Any] = field(default_factory=list)
     batch_lock: tuple[str, int, str] | None = None
     example_batch: int | None = None
+    seconds: float = 0.0
 
     @property
     def exact(self) -> bool:
@@ -69,80 +75,190 @@ class SymbolicSizes:
         return self.runs[index] if index >= 0 else None
 
 
-def symbolic_size_pass(g: Any, lo: int, hi: int) -> SymbolicSizes | None:
-    from archlint.passes.sizes_eval import UnknownFunction
-
+def symbolic_size_pass(g: Any, lo: int, hi: int,
+                       budget: float = MAX_SECONDS) -> SymbolicSizes | None:
     runner: Callable | None = g.graph.get("symbolic_runner")
     example: dict[str, int] | None = g.graph.get("symbolic_example")
     if runner is None or not example:
         return None
     spatial = [a for a in example if a != "batch"]
-    sweeps = ("square", *(spatial if len(spatial) > 1 else ()), *(("batch",) if "batch" in example else ()))
+    sweeps = ("square", *(spatial if len(spatial) > 1 else ()),
+              *(("batch",) if "batch" in example else ()))
     sizes = np.arange(lo, hi + 1, dtype=np.int64)
-    n = len(sizes)
-    points = _points(example, spatial, sweeps, sizes)
-    total = n * len(sweeps)
-    state = np.zeros(total, dtype=np.int8)  # 0 undecided, 1 runs, -1 fails
-    failure = np.full(total, -1, dtype=np.int32)
-    same = np.zeros(total, dtype=bool)
-    blocked = np.zeros(total, dtype=bool)  # undecided for good (archlint cannot model it)
-    reasons: list[str] = []
-    runs: list[Any] = []
-    spatial_out = False
+    partition = _Partition(example, spatial, sweeps, sizes, getattr(runner, "leaves", None))
+    started = time.perf_counter()
+    partition.apply(runner(dict(example)), partition.example_index())
+    cpu_started = time.process_time()
+    while partition.runs_made < MAX_RUNS:
+        at = partition.pick()
+        if at is None:
+            break
+        if time.process_time() - cpu_started > budget:
+            partition.note(f"the budget of {budget:.0f} CPU seconds for symbolic runs ran out "
+                           f"after {len(partition.runs)} runs")
+            break
+        point = partition.point(at)
+        partition.apply(runner(point, partition.symbolic_axes(point)), at)
+    else:
+        partition.note(f"more size regions than the {MAX_RUNS} runs allowed")
+    result = partition.result(lo, hi)
+    result.seconds = time.perf_counter() - started
+    result.checks = _python_checks(partition.runs, partition.runs[0], spatial)
+    result.batch_lock = next((r.batch_lock for r in partition.runs if r.batch_lock), None)
+    return result
 
-    def apply(run: Any, at: int | None) -> None:
-        nonlocal spatial_out
-        runs.append(run)
-        index = len(runs) - 1
+
+class _Partition:
+    """The state of the sweep: which points (sizes of every sweep, side by side) run, fail or
+    are undecided, the runs made, and every guard seen, as a truth vector over the points."""
+
+    def __init__(self, example: dict[str, int], spatial: list[str], sweeps: tuple[str, ...],
+                 sizes: np.ndarray, leaves: Any) -> None:
+        self.example, self.spatial, self.sweeps, self.sizes = example, spatial, sweeps, sizes
+        self.n = len(sizes)
+        self.points = _points(example, spatial, sweeps, sizes)
+        self.total = self.n * len(sweeps)
+        self.state = np.zeros(self.total, dtype=np.int8)  # 0 undecided, 1 runs, -1 fails
+        self.failure = np.full(self.total, -1, dtype=np.int32)
+        self.same = np.zeros(self.total, dtype=bool)
+        self.blocked = np.zeros(self.total, dtype=bool)  # undecided for good
+        self.spatial_out = False
+        self.runs: list[Any] = []
+        self.runs_made = 0
+        self.reasons: list[str] = []
+        self._rng = np.random.default_rng(0)
+        # what every point's signature starts from: which axes are 1 (traced as literals)
+        # and whether the batch is the example's (runs of the two kinds differ)
+        self.signature = np.zeros(self.total, dtype=np.uint64)
+        for axis in example:
+            self._mix(self.points[axis] == 1)
+        if "batch" in example:
+            self._mix(self.points["batch"] == example["batch"])
+        self._seen: set[Any] = set()
+        # points where every input has a whole size; the others are never run nor decided
+        self.valid = _representable(leaves, self.points, self.total)
+        if not self.valid.all():
+            self.blocked |= ~self.valid
+            self.note("an input whose example size is in proportion to the first input's has "
+                      "no whole size there")
+
+    # -- the points ------------------------------------------------------------------------
+
+    def example_index(self) -> int | None:
+        match = np.ones(self.total, dtype=bool)
+        for axis, value in self.example.items():
+            match &= self.points[axis] == value
+        hits = np.flatnonzero(match)
+        return int(hits[0]) if len(hits) else None
+
+    def point(self, at: int) -> dict[str, int]:
+        return {axis: int(self.points[axis][at]) for axis in self.points}
+
+    def symbolic_axes(self, point: dict[str, int]) -> frozenset[str]:
+        """The batch alone for a batch-sweep point, else the spatial axes."""
+        if "batch" in point and point["batch"] != self.example["batch"]:
+            return frozenset({"batch"})
+        return frozenset(self.spatial)
+
+    def note(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    # -- a run ----------------------------------------------------------------------------
+
+    def apply(self, run: Any, at: int | None) -> None:
+        from archlint.passes.sizes_eval import UnknownFunction
+
+        self.runs.append(run)
+        self.runs_made += 1
+        index = len(self.runs) - 1
+        group = self._group_of(at) if at is not None else None
         if run.unsupported:
-            if at is not None and getattr(run, "point_ok", False) and state[at] == 0:
-                state[at] = 1
-            elif at is not None:
-                blocked[at] = True
-            reasons.append(f"{run.unsupported}" + (f" (at {run.error_frame[0]}:{run.error_frame[1]})"
-                                                   if run.error_frame else ""))
+            if at is not None and getattr(run, "point_ok", False) and self.state[at] == 0:
+                self.state[at] = 1
+            if group is not None:
+                self.blocked |= group & (self.state == 0)
+            where = f" (at {run.error_frame[0]}:{run.error_frame[1]})" if run.error_frame else ""
+            self.note(f"{run.unsupported}{where}")
             return
         try:
-            region = _region(run, points, total)
+            region = _region(run, self.points, self.total)
+            self._learn(run)
         except UnknownFunction as exc:
-            region = np.zeros(total, dtype=bool)
-            reasons.append(f"a size expression uses {exc}, which archlint does not evaluate")
+            region = np.zeros(self.total, dtype=bool)
+            self.note(f"a size expression uses {exc}, which archlint does not evaluate")
         if at is not None:
             region[at] = True  # the run itself is exact at its own point
-        region &= state == 0
-        state[region] = 1 if run.ok else -1
+        region &= (self.state == 0) & self.valid
+        self.state[region] = 1 if run.ok else -1
         if not run.ok:
-            failure[region] = index
+            self.failure[region] = index
         elif run.out_spatial is not None:
-            spatial_out = True
-            np.logical_or(same, _same_size(run, points, spatial, region), out=same)
+            self.spatial_out = True
+            np.logical_or(self.same, _same_size(run, self.points, self.spatial, region),
+                          out=self.same)
+        if group is not None:
+            # the run's path covers every point agreeing with it on every guard, its own
+            # included; what it leaves of its group is a case the guards cannot tell apart
+            left = group & self._group_of(at) & (self.state == 0) & self.valid
+            if left.any():
+                self.blocked |= left
+                self.note("a run's guards do not cover every size that agrees with them")
 
-    started = time.perf_counter()
-    example_run = runner(dict(example))
-    apply(example_run, _example_index(example, points, total))
-    budget = MAX_RUNS
-    turn = 0
-    while budget > 0 and time.perf_counter() - started < MAX_SECONDS:
-        open_ = (state == 0) & ~blocked
-        if not open_.any():
-            break
-        at = _pick(open_, sweeps, n, example, sizes, turn)
-        turn += 1
-        point = {axis: int(points[axis][at]) for axis in points}
-        apply(runner(point), at)
-        budget -= 1
-    undecided = state == 0
-    if undecided.any() and not reasons:
-        reasons.append(f"more size regions than the budget of {MAX_RUNS + 1} runs")
-    split = lambda mask: {s: mask[i * n:(i + 1) * n].copy() for i, s in enumerate(sweeps)}  # noqa: E731
-    result = SymbolicSizes(
-        lo=lo, hi=hi, sweeps=sweeps, ok=split(state == 1), undecided=split(undecided),
-        same_size=split(same) if spatial_out else None, reasons=reasons,
-        failures=split(failure), runs=runs, example_batch=example.get("batch"),
-    )
-    result.checks = _python_checks(runs, example_run, spatial)
-    result.batch_lock = next((r.batch_lock for r in runs if r.batch_lock), None)
-    return result
+    def _learn(self, run: Any) -> None:
+        """Mix every new guard's truth vector into the signatures."""
+        from archlint.passes.sizes_eval import evaluate
+
+        values = _symbol_values(run, self.points)
+        for guard in run.guards:
+            key = _canonical(guard.expr, run)
+            if key in self._seen:
+                continue
+            truth = np.broadcast_to(np.asarray(evaluate(guard.expr, values), dtype=bool),
+                                    (self.total,))
+            self._seen.add(key)
+            self._mix(truth)
+
+    def _mix(self, truth: np.ndarray) -> None:
+        weight = np.uint64(self._rng.integers(1, 2**63, dtype=np.int64))
+        self.signature ^= np.where(truth, weight, np.uint64(0))
+
+    def _group_of(self, at: int) -> np.ndarray:
+        return self.signature == self.signature[at]
+
+    # -- the next point ---------------------------------------------------------------------
+
+    def pick(self) -> int | None:
+        """A point of the largest group of undecided points that agree on every guard seen:
+        the size nearest the example in its sweep."""
+        open_ = np.flatnonzero((self.state == 0) & ~self.blocked)
+        if not len(open_):
+            return None
+        _, inverse, counts = np.unique(self.signature[open_], return_inverse=True,
+                                          return_counts=True)
+        members = open_[inverse == int(np.argmax(counts))]
+        return int(members[np.argmin(self._distance(members))])
+
+    def _distance(self, members: np.ndarray) -> np.ndarray:
+        sweep = members // self.n
+        names = np.array(self.sweeps)[sweep]
+        ref = np.array([self.example.get(s, self.example[self.spatial[0]]) for s in names])
+        return np.abs(self.sizes[members % self.n] - ref)
+
+    # -- the answer ---------------------------------------------------------------------------
+
+    def result(self, lo: int, hi: int) -> SymbolicSizes:
+        undecided = self.state == 0
+        if undecided.any() and not self.reasons:
+            self.note("sizes left undecided")
+        n, sweeps = self.n, self.sweeps
+        split = lambda mask: {s: mask[i * n:(i + 1) * n].copy()  # noqa: E731
+                              for i, s in enumerate(sweeps)}
+        return SymbolicSizes(
+            lo=lo, hi=hi, sweeps=sweeps, ok=split(self.state == 1), undecided=split(undecided),
+            same_size=split(self.same) if self.spatial_out else None, reasons=self.reasons,
+            failures=split(self.failure), runs=self.runs, example_batch=self.example.get("batch"),
+        )
 
 
 def _points(example: dict[str, int], spatial: list[str], sweeps: tuple[str, ...],
@@ -158,12 +274,36 @@ def _points(example: dict[str, int], spatial: list[str], sweeps: tuple[str, ...]
     return out
 
 
-def _example_index(example: dict[str, int], points: dict[str, np.ndarray], total: int) -> int | None:
-    match = np.ones(total, dtype=bool)
-    for axis, value in example.items():
-        match &= points[axis] == value
-    hits = np.flatnonzero(match)
-    return int(hits[0]) if len(hits) else None
+def _representable(leaves: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
+    """Where every input has a whole size (one in proportion n/2 has none at odd n)."""
+    ok = np.ones(total, dtype=bool)
+    for leaf in leaves or ():
+        for axis in leaf.axes:
+            if axis is None or axis[0] not in points or axis[1] == 1:
+                continue
+            scaled = points[axis[0]] * axis[1].numerator
+            ok &= (scaled % axis[1].denominator == 0) & (scaled >= axis[1].denominator)
+    return ok
+
+
+def _symbol_values(run: Any, points: dict[str, np.ndarray]) -> dict[Any, np.ndarray]:
+    ratios = getattr(run, "ratios", {})
+    values = {}
+    for symbol, axis in run.symbols.items():
+        ratio = ratios.get(symbol)
+        values[symbol] = points[axis] if ratio is None else \
+            points[axis] * ratio.numerator // ratio.denominator
+    return values
+
+
+def _canonical(expr: Any, run: Any) -> Any:
+    """A guard with its run's symbols named after their axes (runs name symbols their own way)."""
+    import sympy
+
+    ratios = getattr(run, "ratios", {})
+    names = {s: sympy.Symbol(f"{axis}*{ratios.get(s, 1)}", integer=True)
+             for s, axis in run.symbols.items()}
+    return (expr.xreplace(names), tuple(sorted(run.fixed.items())))
 
 
 def _region(run: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
@@ -174,10 +314,9 @@ def _region(run: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
     region = np.ones(total, dtype=bool)
     for axis, value in run.fixed.items():
         region &= points[axis] == value
-    values = {}
-    for symbol, axis in run.symbols.items():
-        values[symbol] = points[axis]
-        region &= points[axis] >= 2
+    values = _symbol_values(run, points)
+    for symbol in run.symbols:
+        region &= values[symbol] >= 2
     if not region.any():
         return region
     return region & holds([g.expr for g in run.guards], values, total)
@@ -190,7 +329,7 @@ def _same_size(run: Any, points: dict[str, np.ndarray], spatial: list[str],
     out = run.out_spatial
     if out is None or len(out) != len(spatial):
         return np.zeros(len(region), dtype=bool)
-    values = {symbol: points[axis] for symbol, axis in run.symbols.items()}
+    values = _symbol_values(run, points)
     equal = np.ones(len(region), dtype=bool)
     try:
         for expr, axis in zip(out, spatial):
@@ -198,22 +337,6 @@ def _same_size(run: Any, points: dict[str, np.ndarray], spatial: list[str],
     except UnknownFunction:
         return np.zeros(len(region), dtype=bool)
     return equal & region
-
-
-def _pick(open_: np.ndarray, sweeps: tuple[str, ...], n: int, example: dict[str, int],
-          sizes: np.ndarray, turn: int) -> int:
-    """An undecided point: sweeps in turn, the size nearest the example first."""
-    for k in range(len(sweeps)):
-        i = (turn + k) % len(sweeps)
-        part = open_[i * n:(i + 1) * n]
-        if not part.any():
-            continue
-        sweep = sweeps[i]
-        ref = example.get(sweep, next(v for a, v in example.items() if a != "batch"))
-        candidates = np.flatnonzero(part)
-        best = candidates[np.argmin(np.abs(sizes[candidates] - ref))]
-        return i * n + int(best)
-    return int(np.flatnonzero(open_)[0])
 
 
 # -- Python checks -----------------------------------------------------------------------------
@@ -302,9 +425,15 @@ PER_SAMPLE_OPS = frozenset({
 def formula_is_exact(g: Any, sweep: Any) -> bool:
     """True when the formula sweep is already the exact answer: an fx-traced graph with no
     size read in forward (no Python can branch on a size), no constant tensor, every op per
-    sample with an exact formula, and none unknown."""
+    sample with an exact formula, none unknown, and no check that only real kernels make (a norm
+    over one sample's statistics refuses a single value per channel)."""
     if g.graph.get("graph_module") is None or g.graph.get("reads_sizes", True) or sweep.unknown:
         return False
+    if g.graph.get("kernel_checks", True):
+        return False
+    leaves = getattr(g.graph.get("symbolic_runner"), "leaves", None) or ()
+    if any(axis is not None and axis[1] != 1 for leaf in leaves for axis in leaf.axes):
+        return False  # the formulas move every input to the same size; this one is in proportion
     for name in g.nodes:
         data = g.nodes[name]
         op = data["op"]
@@ -319,7 +448,14 @@ def formula_is_exact(g: Any, sweep: Any) -> bool:
             continue
         if op not in PER_SAMPLE_OPS:
             return False
+        if op == "norm" and any(f in str(data.get("origin")) for f in _KERNEL_CHECKED_NORMS):
+            return False
     return True
+
+
+#: Functional norms whose real kernels refuse one value per channel (batch_norm on batch
+#: statistics, instance and group norm).
+_KERNEL_CHECKED_NORMS = ("batch_norm", "instance_norm", "group_norm")
 
 
 def from_formulas(g: Any, sweep: Any) -> SymbolicSizes:

@@ -186,6 +186,8 @@ def _capture_eval(
     sites: ConstructionSites,
 ) -> Capture:
     notes: list[str] = []
+    if inputs is not None and inputs.args is None and _first_param_given(module, inputs):
+        inputs = inputs.with_args(())  # example_kwargs = {"pixel_values": ...}: nothing to infer
     assumed = inputs is None or inputs.args is None
     n_positional = len(inputs.args) if inputs is not None and inputs.args is not None else 1
     gm, trace_error = _fx_trace(module, n_positional, files)
@@ -236,33 +238,60 @@ def _capture_eval(
         builder.from_eager(tensors, args, kwargs)
     if g.graph["capture_note"]:
         notes.append(g.graph["capture_note"])
-    if not inputs.structured:  # the symbolic run passes the tensors positionally
-        _attach_symbolic_runner(g, module, [tuple(spec.shape) for _, spec in leaves],
-                                [t.dtype for t in tensors], files, gm)
+    _attach_symbolic_runner(g, module, inputs, [tuple(spec.shape) for _, spec in leaves],
+                            [t.dtype for t in tensors], files, gm)
     return Capture(name=name, graph=g, notes=notes)
 
 
-def _attach_symbolic_runner(g, module: nn.Module, shapes: list[tuple[int, ...]],
-                            dtypes: list[torch.dtype], files: _FileNames,
-                            gm: fx.GraphModule | None) -> None:
+def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
+                            shapes: list[tuple[int, ...]], dtypes: list[torch.dtype],
+                            files: _FileNames, gm: fx.GraphModule | None) -> None:
     """Leave the sizes pass a way to run ``forward`` symbolically at any size
     (:mod:`archlint.frontends.torch.symbolic`), the example point, and whether the fx graph
-    reads sizes (if not, the per-op formulas are already exact)."""
-    first = shapes[0] if shapes else ()
-    names = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}.get(
-        len(first) - 2)
-    if not names:
-        return
-    example = {"batch": int(first[0]), **{n: int(v) for n, v in zip(names, first[2:])}}
+    reads sizes (if not, the per-op formulas are already exact). Inputs given by keyword or in
+    a dict are passed the same way; each input's sizes move with the first spatial input's."""
+    from archlint.frontends.torch.symbolic import example_point, input_leaves
 
-    def run_at(point: dict[str, int]):
+    leaves = input_leaves(shapes, dtypes)
+    example = example_point(leaves)
+    if not any(axis != "batch" for axis in example):
+        return
+
+    def call(tensors: list[torch.Tensor]) -> tuple[tuple, dict]:
+        by_leaf = iter(tensors)
+        return inputs.call_values(lambda _name, _spec: next(by_leaf))
+
+    def run_at(point: dict[str, int], symbolic: frozenset[str] | None = None):
         from archlint.frontends.torch.symbolic import symbolic_run
 
-        return symbolic_run(module, shapes, dtypes, point, files)
+        return symbolic_run(module, leaves, call, point, files, symbolic)
 
+    run_at.leaves = leaves  # type: ignore[attr-defined]  # which sizes each input takes
     g.graph["symbolic_runner"] = run_at
     g.graph["symbolic_example"] = example
     g.graph["reads_sizes"] = gm is None or _reads_sizes(gm)
+    g.graph["kernel_checks"] = _has_kernel_checks(module)
+
+
+def _first_param_given(module: nn.Module, inputs: ExampleInputs) -> bool:
+    """True when the keyword inputs name forward's first positional parameter."""
+    params = _forward_params(module)
+    return bool(params) and params[0].name in dict(inputs.kwargs)
+
+
+def _has_kernel_checks(module: nn.Module) -> bool:
+    """True when a layer makes a size check that only real kernels make (a norm over one
+    sample's statistics needs more than one value per channel), which the per-op formulas do
+    not model."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    for m in module.modules():
+        if isinstance(m, (_InstanceNorm, nn.GroupNorm)):
+            return True
+        if isinstance(m, _BatchNorm) and not m.track_running_stats:
+            return True
+    return False
 
 
 def _reads_sizes(gm: fx.GraphModule) -> bool:

@@ -25,12 +25,12 @@ The sweep over all sizes (which sizes share a path, which re-runs to make) is in
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable
 
 import torch
@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from archlint.frontends.torch import symbolic_ops as ops
 from archlint.frontends.torch.locate import _FileNames, _is_user_file, _one_line
 from archlint.frontends.torch.parity import check_cpu_only_rules
 
@@ -62,7 +63,10 @@ class SymbolicRun:
 
     point: dict[str, int]                  # axis name ("batch", "height", ...) -> value here
     symbols: dict[Any, str] = field(default_factory=dict)  # sympy symbol -> axis name
-    fixed: dict[str, int] = field(default_factory=dict)    # axes traced as literals (< 2)
+    #: symbol -> its value over the point's axis value (an input whose example size is half the
+    #: first input's gets n/2); absent means 1
+    ratios: dict[Any, Fraction] = field(default_factory=dict)
+    fixed: dict[str, int] = field(default_factory=dict)    # axes traced as literals
     guards: list[Guard] = field(default_factory=list)
     ok: bool = False
     error: str | None = None               # why the model fails here (PyTorch's words)
@@ -75,21 +79,71 @@ class SymbolicRun:
     seconds: float = 0.0
 
 
-def _literal_run(module: nn.Module, shapes: list[tuple[int, ...]], dtypes: list[torch.dtype],
-                 point: dict[str, int], files: _FileNames) -> SymbolicRun:
-    return symbolic_run(module, shapes, dtypes, point, files, literal=True)
+@dataclass(frozen=True)
+class InputLeaf:
+    """One tensor input: its example shape and dtype, and per dim the axis of the first spatial
+    input it moves with and in what proportion (None: kept at the example)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    axes: tuple[tuple[str, Fraction] | None, ...]
+
+    def size_at(self, dim: int, point: dict[str, int]) -> int | None:
+        """This dim's size at ``point``; None when the proportion gives no whole size."""
+        axis = self.axes[dim]
+        if axis is None or axis[0] not in point:
+            return self.shape[dim]
+        value = point[axis[0]] * axis[1]
+        return int(value) if value.denominator == 1 and value >= 1 else None
+
+
+def input_leaves(shapes: list[tuple[int, ...]], dtypes: list[torch.dtype]) -> list[InputLeaf]:
+    """The leaves of an example, each dim tied to the first spatial input's axes.
+
+    The first input of rank >= 3 names the axes (batch, channels, spatial...). Another input of
+    the same rank moves each spatial dim in proportion to that axis (the same size, or half of
+    it, as its example has), and every input of rank >= 2 whose first dim is the example batch
+    moves with the batch. Anything else stays at its example size."""
+    primary = next((s for s in shapes if len(s) >= 3 and AXIS_NAMES.get(len(s) - 2)), None)
+    leaves = []
+    for shape, dtype in zip(shapes, dtypes):
+        axes: list[tuple[str, Fraction] | None] = [None] * len(shape)
+        if primary is not None and len(shape) >= 2 and shape[0] == primary[0]:
+            axes[0] = ("batch", Fraction(1))
+        if primary is not None and len(shape) == len(primary):
+            for i, name in enumerate(AXIS_NAMES[len(shape) - 2]):
+                if shape[i + 2] > 0:
+                    axes[i + 2] = (name, Fraction(shape[i + 2], primary[i + 2]))
+        leaves.append(InputLeaf(tuple(shape), dtype, tuple(axes)))
+    return leaves
+
+
+def example_point(leaves: list[InputLeaf]) -> dict[str, int]:
+    """axis name -> size at the example, from the first spatial input."""
+    for leaf in leaves:
+        if len(leaf.shape) >= 3 and all(a is not None and a[1] == 1 for a in leaf.axes[2:]):
+            point = {name: leaf.shape[i + 2]
+                     for i, name in enumerate(AXIS_NAMES[len(leaf.shape) - 2])}
+            if leaf.axes[0] is not None:
+                point = {"batch": leaf.shape[0], **point}
+            return point
+    return {}
 
 
 def symbolic_run(
     module: nn.Module,
-    shapes: list[tuple[int, ...]],
-    dtypes: list[torch.dtype],
+    leaves: list[InputLeaf],
+    call: Callable[[list[Any]], tuple[tuple, dict]],
     point: dict[str, int],
     files: _FileNames,
-    literal: bool = False,
+    symbolic: frozenset[str] | None = None,
 ) -> SymbolicRun:
-    """Run ``module`` at ``point`` (axis name -> size) with the sizes as symbols (as literals
-    with ``literal``)."""
+    """Run ``module`` at ``point`` (axis name -> size) with the sizes of the axes in ``symbolic``
+    (default: all) as symbols, the others as literals. ``call`` turns the input tensors (one
+    per leaf) into forward's arguments.
+
+    The module's attributes are put back afterwards: some models remember the last input size
+    (Hugging Face's Swin shrinks its window for a small input, for good)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import (
         DimDynamic,
@@ -105,60 +159,77 @@ def symbolic_run(
     inputs = []
     param = next(iter(module.parameters()), None)
     device = param.device.type if param is not None else "meta"
-    for shape, dtype in zip(shapes, dtypes):
-        names = _axis_names(len(shape))
-        sizes, dynamic = [], []
-        for i, (name, example) in enumerate(zip(names, shape)):
-            value = point.get(name, example) if name is not None else example
+    for leaf in leaves:
+        sizes, dynamic, names = [], [], []
+        for i, axis in enumerate(leaf.axes):
+            value = leaf.size_at(i, point)
+            if value is None:
+                raise ValueError(f"no whole size for input {leaf.shape} at {point}")
+            name = axis[0] if axis is not None and axis[0] in point else None
+            is_symbol = name is not None and value >= 2 and (symbolic is None or name in symbolic)
             sizes.append(value)
-            is_symbol = name is not None and value >= 2 and not literal
+            names.append(name)
             dynamic.append(DimDynamic.DYNAMIC if is_symbol else DimDynamic.STATIC)
             if name is not None and not is_symbol:
-                run.fixed[name] = value
+                run.fixed[name] = point[name]
         context = StatelessSymbolicContext(dynamic_sizes=dynamic)
-        fake = mode.from_tensor(torch.empty(sizes, dtype=dtype, device="meta"),
+        fake = mode.from_tensor(torch.empty(sizes, dtype=leaf.dtype, device="meta"),
                                 symbolic_context=context) if device == "meta" else \
-            _fake_on(mode, sizes, dtype, device, context)
-        for name, size in zip(names, fake.shape):
+            _fake_on(mode, sizes, leaf.dtype, device, context)
+        for i, (name, size) in enumerate(zip(names, fake.shape)):
             if name is not None and isinstance(size, torch.SymInt):
                 run.symbols[size.node.expr] = name
+                ratio = leaf.axes[i][1]
+                if ratio != 1:
+                    run.ratios[size.node.expr] = ratio
         inputs.append(fake)
     batch_symbols = {s for s, n in run.symbols.items() if n == "batch"}
-    training = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with _quiet(), mode, _Calls(run, files, batch_symbols):
-            output = module(*inputs)
-        run.ok = True
-        run.out_spatial = _spatial_output(output, len(shapes[0]))
-    except Exception as exc:  # the model's own failure at this size, or an archlint limit
-        _classify(run, exc, files)
-    finally:
-        for m, flag in training:
-            m.training = flag
-        run.seconds = time.perf_counter() - started
+    rank = max((len(leaf.shape) for leaf in leaves), default=0)
+    with _state_kept(module):
+        try:
+            args, kwargs = call(inputs)
+            with _quiet(), mode, _Calls(run, files, batch_symbols):
+                output = module(*args, **kwargs)
+            run.ok = True
+            run.out_spatial = _spatial_output(output, rank)
+        except Exception as exc:  # the model's own failure at this size, or an archlint limit
+            _classify(run, exc, files)
+        finally:
+            run.seconds = time.perf_counter() - started
     for ra in _deferred_asserts(env):
         run.guards.append(Guard(ra, None))
     if not run.ok and not run.unsupported and run.symbols:
-        _verify_failure(run, module, shapes, dtypes, point, files)
+        _verify_failure(run, module, leaves, call, point, files)
     return run
 
 
-def _verify_failure(run: SymbolicRun, module: nn.Module, shapes: list[tuple[int, ...]],
-                    dtypes: list[torch.dtype], point: dict[str, int], files: _FileNames) -> None:
+@contextlib.contextmanager
+def _state_kept(module: nn.Module):
+    """Every submodule's attributes, parameters, buffers, children and mode as they were."""
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
+             for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, attrs, params, buffers, children in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+            for live, kept in ((m._parameters, params), (m._buffers, buffers),
+                               (m._modules, children)):
+                live.clear()
+                live.update(kept)
+
+
+def _verify_failure(run: SymbolicRun, module: nn.Module, leaves: list[InputLeaf],
+                    call: Callable, point: dict[str, int], files: _FileNames) -> None:
     """A failure with symbols must also happen with the same sizes as literals; if that run
     works, the failure was an artefact of symbolic tracing: the point runs, its region is
     unknown."""
-    literal = {axis: value for axis, value in point.items()}
-    check = _literal_run(module, shapes, dtypes, literal, files)
+    check = symbolic_run(module, leaves, call, point, files, symbolic=frozenset())
     if check.ok:
         run.unsupported = f"symbolic tracing failed where a plain run works ({run.error})"
         run.point_ok = True
-
-
-def _axis_names(rank: int) -> list[str | None]:
-    spatial = AXIS_NAMES.get(rank - 2, ())
-    return ["batch", None, *spatial] if spatial else [None] * rank
 
 
 @contextlib.contextmanager
@@ -279,14 +350,18 @@ class _Calls(TorchFunctionMode):
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
         if func is F.interpolate:
-            args, kwargs = _symbolic_interpolate_size(args, kwargs)
-            return _interpolate(args, kwargs)
+            args, kwargs = ops.symbolic_interpolate_size(args, kwargs)
+            return ops.interpolate(args, kwargs)
         if func is F.pad:
-            return _pad(args, kwargs)
-        if func in _POOLS and _has_symbolic_window(args, kwargs):
-            return _pool(func, args, kwargs)
+            return ops.pad(args, kwargs)
+        if func in ops.POOLS and ops.has_symbolic_window(args, kwargs):
+            return ops.pool(func, args, kwargs)
         with contextlib.suppress(Exception):
             check_cpu_only_rules("function", func, args, kwargs)
+        if not self.batch_symbols:
+            out = ops.shape_preserving(func, args, kwargs)
+            if out is not None:
+                return out
         try:
             out = func(*args, **kwargs)
         except Exception:
@@ -337,80 +412,6 @@ def _mentions(size: Any, symbols: set[Any]) -> bool:
     return isinstance(size, torch.SymInt) and bool(size.node.expr.free_symbols & symbols)
 
 
-def _symbolic_interpolate_size(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """``interpolate(scale_factor=s)`` with a symbolic ``s`` -> ``size=`` computed as PyTorch
-    does, in float64: ``trunc(float(in) * s)`` (the C++ kernel's cast, and ``_sym_int`` of the
-    recompute path; the same for the positive sizes here)."""
-    params = ("input", "size", "scale_factor", "mode", "align_corners",
-              "recompute_scale_factor", "antialias")
-    bound = dict(zip(params, args))
-    bound.update(kwargs)
-    scale = bound.get("scale_factor")
-    if scale is None or bound.get("size") is not None:
-        return args, kwargs
-    x = bound["input"]
-    dims = x.dim() - 2
-    factors = list(scale) if isinstance(scale, (list, tuple)) else [scale] * dims
-    symbolic = any(isinstance(f, (torch.SymFloat, torch.SymInt)) for f in factors) or any(
-        isinstance(n, torch.SymInt) for n in x.shape[2:])
-    if len(factors) != dims or not symbolic:
-        return args, kwargs
-    sizes = [torch.sym_int(x.shape[i + 2] * f) if isinstance(f, (torch.SymFloat, torch.SymInt))
-             else math.trunc(x.shape[i + 2] * float(f)) for i, f in enumerate(factors)]
-    bound["size"] = sizes
-    bound["scale_factor"] = None
-    bound["recompute_scale_factor"] = None
-    rest = {k: v for k, v in bound.items() if k != "input"}
-    return (x,), rest
-
-
-def _interpolate(args: tuple, kwargs: dict) -> Any:
-    """``F.interpolate``; where a kernel takes no symbolic size (nearest's composite kernel),
-    an empty tensor of the output shape after PyTorch's own check that sizes are positive.
-
-    A literal ``size=`` on a symbolic input fixes the output whatever the input size (any input
-    size >= 1 is valid), but the kernels' scale computations would guard the input to its value
-    here: PyTorch's checks run on a literal stand-in of the input instead, and the output is
-    built from the given size."""
-    literal = _literal_size_output(args, kwargs)
-    if literal is not None:
-        return literal
-    try:
-        return F.interpolate(*args, **kwargs)
-    except RuntimeError as exc:
-        if "concrete integers" not in str(exc):
-            raise
-    x = args[0]
-    size = kwargs.get("size")
-    sizes = list(size) if isinstance(size, (list, tuple)) else [size] * (x.dim() - 2)
-    if any(s is None for s in sizes) or len(sizes) != x.dim() - 2:
-        raise NotImplementedError("interpolate with a symbolic size")
-    for s in sizes:
-        if s <= 0:
-            raise RuntimeError(f"Input and output sizes should be greater than 0, but got "
-                               f"input ({tuple(x.shape[2:])}) and output ({tuple(sizes)})")
-    return x.new_empty((*x.shape[:2], *sizes))
-
-
-def _literal_size_output(args: tuple, kwargs: dict) -> Any:
-    params = ("input", "size", "scale_factor", "mode", "align_corners",
-              "recompute_scale_factor", "antialias")
-    bound = dict(zip(params, args))
-    bound.update(kwargs)
-    x, size = bound.get("input"), bound.get("size")
-    if not isinstance(x, torch.Tensor) or size is None or bound.get("scale_factor") is not None:
-        return None
-    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
-    if any(isinstance(s, torch.SymInt) or not isinstance(s, int) for s in sizes):
-        return None
-    if not any(isinstance(n, torch.SymInt) for n in x.shape[2:]):
-        return None
-    hints = [int(n.node.hint) if isinstance(n, torch.SymInt) else int(n) for n in x.shape]
-    stand_in = torch.empty(hints, dtype=x.dtype, device=x.device)
-    checked = F.interpolate(stand_in, **{k: v for k, v in bound.items() if k != "input"})
-    return x.new_empty((*x.shape[:2], *checked.shape[2:]))
-
-
 def _flat(items: Any) -> list[Any]:
     out = []
     for item in items:
@@ -421,86 +422,10 @@ def _flat(items: Any) -> list[Any]:
     return out
 
 
+
 def _fake_on(mode: Any, sizes: list[int], dtype: torch.dtype, device: str, context: Any) -> Any:
     """A symbolic fake input on a real device: built from a meta tensor, then its fake device
     set (no data is ever allocated)."""
     fake = mode.from_tensor(torch.empty(sizes, dtype=dtype, device="meta"), symbolic_context=context)
     fake.fake_device = torch.device(device)
     return fake
-
-
-def _pad(args: tuple, kwargs: dict) -> Any:
-    """``F.pad``; with symbolic pad widths (a composite kernel takes only concrete ones), an
-    empty tensor of the constant-mode output shape after PyTorch's own size check."""
-    try:
-        return F.pad(*args, **kwargs)
-    except RuntimeError as exc:
-        if "concrete integers" not in str(exc):
-            raise
-    params = ("input", "pad", "mode", "value")
-    bound = dict(zip(params, args))
-    bound.update(kwargs)
-    x, pad, mode = bound["input"], list(bound["pad"]), bound.get("mode", "constant")
-    if mode != "constant" or len(pad) % 2 or len(pad) // 2 > x.dim():
-        raise NotImplementedError(f"pad mode {mode!r} with symbolic widths")
-    shape = list(x.shape)
-    for i in range(len(pad) // 2):
-        dim = x.dim() - 1 - i
-        new = shape[dim] + pad[2 * i] + pad[2 * i + 1]
-        if new < 0:
-            raise RuntimeError(f"The input size {shape[dim]}, plus negative padding "
-                               f"{pad[2 * i]} and {pad[2 * i + 1]} resulted in a negative output "
-                               f"size, which is invalid. Check dimension {dim} of your input.")
-        shape[dim] = new
-    return x.new_empty(shape)
-
-
-_POOLS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3,
-          F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
-
-
-def _has_symbolic_window(args: tuple, kwargs: dict) -> bool:
-    window = list(args[1:3]) + [kwargs.get("kernel_size"), kwargs.get("stride")]
-    return any(isinstance(v, torch.SymInt) or (isinstance(v, (list, tuple)) and any(
-        isinstance(e, torch.SymInt) for e in v)) for v in window)
-
-
-def _pool(func: Callable, args: tuple, kwargs: dict) -> Any:
-    """A pool whose window is a symbolic size (``avg_pool2d(y, y.shape[2:])``): the kernel
-    would specialize it, so the output shape comes from PyTorch's formula
-    ``floor((n + 2p - d(k - 1) - 1) / s) + 1`` (ceil mode: PyTorch's last-window rule), with its
-    checks."""
-    nd = _POOLS[func]
-    params = ("input", "kernel_size", "stride", "padding")
-    bound = dict(zip(params, args))
-    bound.update(kwargs)
-    x = bound["input"]
-    extra = set(bound) - {"input", "kernel_size", "stride", "padding", "ceil_mode",
-                          "count_include_pad", "divisor_override", "dilation", "return_indices"}
-    if extra or bound.get("return_indices"):
-        raise NotImplementedError("pool with a symbolic window")
-
-    def per_axis(v: Any, default: Any) -> list[Any]:
-        v = default if v is None or (isinstance(v, (list, tuple)) and not v) else v
-        return list(v) if isinstance(v, (list, tuple)) else [v] * nd
-
-    k = per_axis(bound["kernel_size"], None)
-    st = per_axis(bound.get("stride"), bound["kernel_size"])
-    pad = per_axis(bound.get("padding", 0), 0)
-    dil = per_axis(bound.get("dilation", 1), 1)
-    ceil = bool(bound.get("ceil_mode", False))
-    shape = list(x.shape)
-    for i in range(nd):
-        n = shape[x.dim() - nd + i]
-        if pad[i] * 2 > k[i]:
-            raise RuntimeError("pad should be at most half of effective kernel size")
-        span = n + 2 * pad[i] - dil[i] * (k[i] - 1) - 1
-        if span < 0:
-            raise RuntimeError(f"Given input size too small: output size is too small")
-        out = (span + (st[i] - 1 if ceil else 0)) // st[i] + 1
-        if ceil and (out - 1) * st[i] >= n + pad[i]:
-            out = out - 1
-        if out < 1:
-            raise RuntimeError("Output size is too small")
-        shape[x.dim() - nd + i] = out
-    return x.new_empty(shape)

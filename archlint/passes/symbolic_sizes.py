@@ -15,9 +15,8 @@ and records the guards under which every other size takes the same path. So:
 
 Sweeps: ``square`` (every spatial axis = n), one per axis (the others at the example), and
 ``batch`` (the batch = n, spatial axes at the example). A size where some axis is 1 is run with
-that axis literal (PyTorch specializes sizes 0 and 1) and decides only itself. Runs for the
-spatial sweeps keep the batch literal at the example, runs for the batch sweep the spatial
-sizes: fewer symbols, cheaper runs.
+that axis literal (PyTorch specializes sizes 0 and 1) and decides only itself. Every other
+size is a symbol in every run, so one run can decide sizes of several sweeps.
 
 The result, :class:`SymbolicSizes`, is ``g.graph["symbolic_sizes"]``; the size sweep adopts its
 masks (:meth:`SizeSweep.adopt`), so the JSON, the text and every rule read one answer.
@@ -98,7 +97,7 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
                            f"after {len(partition.runs)} runs")
             break
         point = partition.point(at)
-        partition.apply(runner(point, partition.symbolic_axes(point)), at)
+        partition.apply(runner(point), at)
     else:
         partition.note(f"more size regions than the {MAX_RUNS} runs allowed")
     result = partition.result(lo, hi)
@@ -153,12 +152,6 @@ class _Partition:
 
     def point(self, at: int) -> dict[str, int]:
         return {axis: int(self.points[axis][at]) for axis in self.points}
-
-    def symbolic_axes(self, point: dict[str, int]) -> frozenset[str]:
-        """The batch alone for a batch-sweep point, else the spatial axes."""
-        if "batch" in point and point["batch"] != self.example["batch"]:
-            return frozenset({"batch"})
-        return frozenset(self.spatial)
 
     def note(self, reason: str) -> None:
         if reason not in self.reasons:

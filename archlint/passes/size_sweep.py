@@ -191,6 +191,10 @@ class SizeSweep:
         ok = sym.ok["batch"]
         if ok.all():
             return f"; batch: all n >= {self.lo}"
+        undecided = sym.undecided["batch"]
+        if undecided.any():  # "1..23 only" would claim that the others fail
+            return (f"; batch: {self.describe(ok).removesuffix(' only')} runs, "
+                    f"{self.describe(undecided).removesuffix(' only')} undecided")
         return f"; batch: {self.describe(ok)}"
 
     def _same_size_note(self) -> str:

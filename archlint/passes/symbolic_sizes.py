@@ -134,6 +134,7 @@ class _Partition:
         if "batch" in example:
             self._mix(self.points["batch"] == example["batch"])
         self._seen: set[Any] = set()
+        self._index_sites: set[tuple[str, int]] = set()
         # points where every input has a whole size; the others are never run nor decided
         self.valid = _representable(leaves, self.points, self.total)
         if not self.valid.all():
@@ -164,6 +165,12 @@ class _Partition:
 
         self.runs.append(run)
         self.runs_made += 1
+        sites = getattr(run, "unknown_index_sites", {})
+        self._index_sites.update(site for site, symbolic in sites.items() if symbolic)
+        if not run.unsupported and not run.symbols and self._index_sites & sites.keys():
+            # a literal run cannot tell a size-dependent dim from a fixed one: a symbolic run did
+            run.unsupported = ("indexing by values archlint cannot read, along a size-dependent "
+                               "dim; meta kernels do not check their bounds")
         index = len(self.runs) - 1
         group = self._group_of(at) if at is not None else None
         if run.unsupported:

@@ -76,6 +76,9 @@ class SymbolicRun:
     out_spatial: tuple[Any, ...] | None = None  # output spatial sizes (sympy), rank-matched
     batch_lock: tuple[str, int, str] | None = None  # (file, line, call) dropping the batch
     point_ok: bool = False                 # unsupported, but a literal run at the point works
+    #: call sites picking positions by index values archlint cannot read -> whether the indexed
+    #: dim was size-dependent in this run (a literal run cannot tell; the partition compares)
+    unknown_index_sites: dict[tuple[str, int], bool] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -358,6 +361,14 @@ class _Calls(TorchFunctionMode):
             return ops.pool(func, args, kwargs)
         with contextlib.suppress(Exception):
             check_cpu_only_rules("function", func, args, kwargs)
+        if func in ops.INDEX_FUNCS:
+            unknown, symbolic_dim = ops.index_bounds(func, args, kwargs)
+            if unknown:
+                frame = _user_frame(sys._getframe(1), self.files)
+                if frame is not None:
+                    self.run.unknown_index_sites[frame] = symbolic_dim
+                if symbolic_dim and not self.run.unsupported:
+                    self.run.unsupported = unknown + (f" (at {frame[0]}:{frame[1]})" if frame else "")
         if not self.batch_symbols:
             out = ops.shape_preserving(func, args, kwargs)
             if out is not None:

@@ -318,3 +318,73 @@ _NORM_CHECKS: dict[Callable, Callable[[torch.Tensor, tuple, dict], bool]] = {
     F.instance_norm: _instance_norm_ok,
     F.group_norm: _group_norm_ok,
 }
+
+
+# -- index bounds ----------------------------------------------------------------------------
+
+INDEX_FUNCS = {torch.index_select, torch.Tensor.index_select, torch.gather, torch.Tensor.gather,
+               torch.Tensor.__getitem__}
+
+
+def index_bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[str | None, bool]:
+    """Meta kernels never read index values, so a constant index past a size-dependent dim
+    (``x.index_select(2, rows)``, ``x[:, :, rows]``) would pass at every size. For an index
+    held as a real tensor (a buffer, a constant) this checks its bounds against the symbolic
+    size with ``torch._check``, as a guard PyTorch records; returns a reason when the index
+    values are unknown (built on the meta device, or computed in forward) with whether the
+    indexed dim is a symbol here, so that such a run is not taken as exact."""
+    for x, dim, index, negatives_ok in _indexed_dims(func, args, kwargs):
+        size = x.shape[dim]
+        if index.numel() == 0 or index.dtype == torch.bool or index.is_floating_point():
+            continue
+        symbolic = isinstance(size, torch.SymInt)
+        if _is_fake(index) or index.device.type == "meta":
+            return (f"{getattr(func, '__name__', 'indexing')} picks positions whose values "
+                    "archlint cannot read; meta kernels do not check their bounds"), symbolic
+        if not symbolic:
+            continue
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():  # a real index: read its values outside the fake mode
+            hi, lo = int(index.max()), int(index.min())
+        torch._check(size > hi, lambda: f"index {hi} is out of bounds for dimension {dim} "
+                     f"with size {size}")
+        if lo < 0:
+            torch._check(negatives_ok and size >= -lo, lambda: f"index {lo} is out of bounds "
+                         f"for dimension {dim} with size {size}")
+    return None, False
+
+
+def _indexed_dims(func: Callable, args: tuple, kwargs: dict):
+    """(tensor, dim, integer index tensor, negative indices allowed) per indexed dim."""
+    if func is torch.Tensor.__getitem__:
+        x, key = args[0], args[1]
+        if not isinstance(x, torch.Tensor):
+            return
+        items = list(key) if isinstance(key, tuple) else [key]
+        consumed = sum(0 if (i is None or i is Ellipsis) else
+                       (i.dim() if isinstance(i, torch.Tensor) and i.dtype == torch.bool else 1)
+                       for i in items)
+        dim = 0
+        for item in items:
+            if item is Ellipsis:
+                dim += x.dim() - consumed
+            elif item is None:
+                continue
+            elif isinstance(item, torch.Tensor):
+                if item.dtype == torch.bool:
+                    dim += item.dim()
+                    continue
+                if dim < x.dim():
+                    yield x, dim, item, True
+                dim += 1
+            else:
+                dim += 1
+        return
+    names = ("input", "dim", "index")
+    bound = dict(zip(names, args))
+    bound.update({k: v for k, v in kwargs.items() if k in names})
+    x, dim, index = bound.get("input"), bound.get("dim"), bound.get("index")
+    if isinstance(x, torch.Tensor) and isinstance(dim, int) and isinstance(index, torch.Tensor) \
+            and x.dim() > 0:
+        yield x, dim % x.dim(), index, False

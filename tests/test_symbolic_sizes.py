@@ -162,3 +162,16 @@ def test_batch_locked_findings_at_their_lines():
     quiet = [f for m in lint(str(ROOT / "fixtures/models/batch_locked_good.py")).models for f in m.findings
              if f.rule == "batch-locked"]
     assert not quiet
+
+
+def test_a_readable_constant_index_is_checked_against_the_size():
+    """A model instance keeps its index buffer on the CPU: its bounds become a guard, so the
+    sizes are exact (from the file, built on the meta device, they are undecided)."""
+    path = ROOT / "fixtures" / "sizes" / "index_constant.py"
+    model = _model_of(path, "PickRows")
+    report = lint(model, torch.zeros(1, 3, 64, 64)).models[0]
+    table = report.admissible_sizes
+    assert table["exact"]
+    ok = expand_progressions(table["square"], *table["range"])
+    for n in range(1, 65):
+        assert bool(ok[n - table["range"][0]]) == _runs(model, (1, 3, n, n)), n

@@ -332,7 +332,8 @@ def index_bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[str | None,
     held as a real tensor (a buffer, a constant) this checks its bounds against the symbolic
     size with ``torch._check``, as a guard PyTorch records; returns a reason when the index
     values are unknown (built on the meta device, or computed in forward) with whether the
-    indexed dim is a symbol here, so that such a run is not taken as exact."""
+    indexed dim is a symbol here, so that such a run is not taken as exact. A literal size is
+    checked too: the literal re-run that confirms a failure must fail as the real kernel does."""
     for x, dim, index, negatives_ok in _indexed_dims(func, args, kwargs):
         size = x.shape[dim]
         if index.numel() == 0 or index.dtype == torch.bool or index.is_floating_point():
@@ -341,8 +342,6 @@ def index_bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[str | None,
         if _is_fake(index) or index.device.type == "meta":
             return (f"{getattr(func, '__name__', 'indexing')} picks positions whose values "
                     "archlint cannot read; meta kernels do not check their bounds"), symbolic
-        if not symbolic:
-            continue
         from torch._subclasses.fake_tensor import unset_fake_temporarily
 
         with unset_fake_temporarily():  # a real index: read its values outside the fake mode

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from archlint.graph import output_shape, spatial
+from archlint.graph import ops_of_kind, output_shape, spatial
 from archlint.passes.windows import windows_of
 
 COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
@@ -42,8 +42,10 @@ def _collapsed(g: nx.DiGraph, name: str) -> tuple[tuple[int, int, int], ...]:
 
 def collapse_pass(g: nx.DiGraph) -> None:
     """Write ``collapsed_axes`` on every node (see the module docs)."""
-    for name in g.nodes:
-        g.nodes[name]["collapsed_axes"] = _collapsed(g, name)
+    for data in g._node.values():
+        data["collapsed_axes"] = ()  # what _collapsed says for every other op
+    for name in ops_of_kind(g, *COLLAPSING_OPS):
+        g._node[name]["collapsed_axes"] = _collapsed(g, name)
 
 
 def collapsed_axes(g: nx.DiGraph, name: str) -> list[tuple[int, int, int]]:

@@ -24,7 +24,7 @@ from itertools import pairwise
 import networkx as nx
 import numpy as np
 
-from archlint.graph import MERGES, ops, output_shape
+from archlint.graph import MERGES, ops, ops_of_kind, output_shape
 
 WINDOWED = ("conv", "max_pool", "avg_pool", "lp_pool")
 
@@ -69,12 +69,16 @@ class Step:
 def disagreements(g: nx.DiGraph, merge: str) -> list[Disagreement]:
     """Operand pairs of a merge that disagree on a size: for a concat the first operand against
     each other one, for an elementwise merge the widest operand against each other one."""
-    node = g.nodes[merge]
+    table = g._node
+    node = table[merge]
     if node["op"] not in MERGES:
         return []
     operands = [p for p in dict.fromkeys(node["inputs"]) if output_shape(g, p) is not None]
     if len(operands) < 2:
         return []
+    first = table[operands[0]]["shapes"][0]
+    if all(table[p]["shapes"][0] == first for p in operands[1:]):
+        return []  # operands of one shape disagree on nothing (most merges of a large graph)
     if node["op"] == "concat":
         return _concat_disagreements(g, merge, operands)
     return _elementwise_disagreements(g, merge, operands)
@@ -352,11 +356,11 @@ def trace_cause(g: nx.DiGraph, d: Disagreement) -> Cause | None:
 
 def merge_mismatch_pass(g: nx.DiGraph) -> None:
     """Write ``size_mismatch``, ``size_mismatch_cause`` and ``breaks_merge`` (module docs)."""
-    for name in g.nodes:
-        g.nodes[name]["size_mismatch"] = ()
-        g.nodes[name]["size_mismatch_cause"] = None
-        g.nodes[name]["breaks_merge"] = None
-    for merge in ops(g):
+    for data in g._node.values():
+        data["size_mismatch"] = ()
+        data["size_mismatch_cause"] = None
+        data["breaks_merge"] = None
+    for merge in ops_of_kind(g, *MERGES):  # disagreements() is empty for any other op
         found = tuple(disagreements(g, merge))
         if not found:
             continue

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import networkx as nx
 
-from archlint.graph import output_shape, spatial
+from archlint.graph import ops_of_kind, output_shape, spatial
 from archlint.passes.windows import Window, windows_of
 
 STRIDED_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
@@ -68,8 +68,10 @@ def _rounding(g: nx.DiGraph, name: str) -> Rounding | None:
 
 def rounding_pass(g: nx.DiGraph) -> None:
     """Write ``rounding`` on every node (see the module docs)."""
-    for name in g.nodes:
-        g.nodes[name]["rounding"] = _rounding(g, name)
+    for data in g._node.values():
+        data["rounding"] = None  # what _rounding says for every other op
+    for name in ops_of_kind(g, *STRIDED_OPS):
+        g._node[name]["rounding"] = _rounding(g, name)
 
 
 def rounding_at(g: nx.DiGraph, name: str) -> Rounding | None:

@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+from fractions import Fraction
 from typing import Any, TextIO
 
 from archlint.findings import ModelReport, Report
-from archlint.reporters import iter_node_rows, node_rows, rule_statistics, summary
+from archlint.reporters import (
+    global_cause,
+    node_rows,
+    number_to_json,
+    rule_statistics,
+    summary,
+)
+
+#: what json.dumps uses for a str with its default ensure_ascii=True
+_encode_str = json.encoder.encode_basestring_ascii
 
 VERSION = 1
 
@@ -39,7 +49,6 @@ def report_to_json(report: Report) -> dict[str, Any]:
 #: Where model i's node rows go in the compact text (NUL never occurs in a path or a message).
 _NODES_MARK = "\x00archlint-nodes-{}\x00"
 _NODES_MARKED = re.compile(r'"\\u0000archlint-nodes-(\d+)\\u0000"')
-_ROWS_PER_CHUNK = 4096
 
 
 def _compact(report: Report) -> str:
@@ -57,16 +66,92 @@ def _compact(report: Report) -> str:
 
 
 def _encoded_rows(g: Any) -> str:
-    chunks: list[str] = []
-    rows: list[dict[str, Any]] = []
-    for row in iter_node_rows(g):
-        rows.append(row)
-        if len(rows) == _ROWS_PER_CHUNK:
-            chunks.append(json.dumps(rows)[1:-1])
-            rows = []
-    if rows:
-        chunks.append(json.dumps(rows)[1:-1])
-    return "[" + ", ".join(chunks) + "]"
+    """The rows of :func:`iter_node_rows`, as ``json.dumps`` writes them, written a field at a
+    time: building a dict per node and encoding it was most of the report's cost on a large
+    graph, and a node's field (shared along a chain), cause and file repeat from node to node."""
+    if g is None:
+        return "[]"
+    from archlint.graph import node_table, ops
+
+    nodes = node_table(g)
+    encoded: dict[Any, str] = {}  # the JSON text of values that repeat: fields, causes, files
+
+    def once(key: Any, value: Any) -> str:
+        text = encoded.get(key)
+        if text is None:
+            text = encoded[key] = json.dumps(value)
+        return text
+
+    out: list[str] = []
+    for name in ops(g):
+        data = nodes[name]
+        shapes = data.get("shapes")
+        loc = data.get("location")
+        rf, flags = data.get("rf"), data.get("rf_global_axes")
+        cause = data.get("rf_global_cause")
+        file, line = getattr(loc, "file", None), getattr(loc, "line", None)
+        node = getattr(loc, "node", name)
+        shape = shapes[0] if shapes else None
+        out.append(
+            '{"name": ' + _text(name)
+            + ', "op": ' + _text(data.get("op"))
+            + ', "shape": ' + ("null" if shape is None else _ints(shape))
+            + ', "rf": ' + _field_text(rf, flags, encoded)
+            + ', "rf_global_cause": ' + ("null" if cause is None else
+                                         once(("cause", cause), global_cause(g, cause)))
+            + ', "location": {"file": ' + once(("file", file), file)
+            + ', "line": ' + ("null" if line is None else json.dumps(line))
+            + ', "node": ' + _text(node) + "}}"
+        )
+    return "[" + ", ".join(out) + "]"
+
+
+_GLOBAL_AXIS = '{"size": null, "stride": null, "padding": null, "global": true}'
+
+
+def _field_text(rf: Any, flags: Any, encoded: dict[Any, str]) -> str:
+    """``json.dumps(rf_to_json(rf, flags))``, without the dicts (a chain shares its fields: the
+    graph keeps each alive while we run, so its id is a safe key)."""
+    key = ("rf", id(rf), flags)
+    text = encoded.get(key)
+    if text is None:
+        if rf is None:
+            text = "null"
+        else:
+            flags = tuple(flags or ())
+            parts = []
+            for i, axis in enumerate(rf):
+                if i < len(flags) and flags[i]:
+                    parts.append(_GLOBAL_AXIS)
+                elif axis is None:
+                    parts.append("null")
+                else:
+                    parts.append('{"size": ' + _number(axis.size) + ', "stride": '
+                                 + _number(axis.stride) + ', "padding": '
+                                 + _number(axis.padding) + ', "global": false}')
+            text = "[" + ", ".join(parts) + "]"
+        encoded[key] = text
+    return text
+
+
+def _number(value: Any) -> str:
+    """``json.dumps(number_to_json(value))``, the integral cases first."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is Fraction and value.denominator == 1:
+        return int.__repr__(value.numerator)
+    return json.dumps(number_to_json(value))
+
+
+def _text(value: Any) -> str:
+    return _encode_str(value) if type(value) is str else json.dumps(value)
+
+
+def _ints(shape: Any) -> str:
+    if all(type(d) is int for d in shape):
+        return "[" + ", ".join(map(int.__repr__, shape)) + "]"
+    return json.dumps(list(shape))
 
 
 def model_to_json(m: ModelReport, *, nodes: Any = None) -> dict[str, Any]:

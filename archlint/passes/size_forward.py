@@ -200,7 +200,7 @@ class _Forward:
         for i, (d, e) in enumerate(zip(dims, example)):
             if d is None:
                 continue
-            value = int(d[pos]) if isinstance(d, np.ndarray) else int(d)
+            value = int(d.item(pos)) if isinstance(d, np.ndarray) else int(d)  # no numpy scalar
             if value != e and data["op"] == "concat" and i == _concat_axis(data, len(dims)):
                 # an operand outside the graph: a parameter, a buffer, or a tensor built from sizes
                 return (f"an operand of this concatenation is not in the graph (a parameter, a "

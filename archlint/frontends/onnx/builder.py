@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import networkx as nx
 import onnx
 
@@ -36,6 +38,8 @@ class _GraphBuilder(OpMapping):
         self.g = new_graph(name, file, "onnx")
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
         self.local_functions = {(f.domain, f.name) for f in model.functions}
+        #: op_mapping's Conv records by what they are computed from
+        self._conv_cache: dict[tuple[Any, ...], Attrs] = {}
         #: activation tensor -> IR node that produces it
         self.producer: dict[str, str] = {}
         #: IR nodes whose outputs are unknown past them (custom op, failure)

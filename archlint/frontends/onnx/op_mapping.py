@@ -167,6 +167,21 @@ class OpMapping:
         return tuple(shape[2:])
 
     def _conv(self, node: onnx.NodeProto, a: dict[str, Any]) -> Attrs:
+        # Everything _conv_attrs reads: the convolutions of a large graph repeat a few of these,
+        # and one shared (frozen) record per kind is faster and smaller than one per node.
+        weight = self.tensors.shapes.get(node.input[1]) if len(node.input) > 1 else None
+        try:
+            key = (tuple((k, tuple(v) if type(v) is list else v) for k, v in a.items()), weight,
+                   self.tensors.shapes.get(node.input[0]), len(node.input) > 2 and bool(node.input[2]))
+            hash(key)
+        except TypeError:  # an attribute value with no hash (a tensor, a graph)
+            return self._conv_attrs(node, a)
+        attrs = self._conv_cache.get(key)
+        if attrs is None:
+            attrs = self._conv_cache[key] = self._conv_attrs(node, a)
+        return attrs
+
+    def _conv_attrs(self, node: onnx.NodeProto, a: dict[str, Any]) -> Attrs:
         weight = self.tensors.shapes.get(node.input[1]) if len(node.input) > 1 else None
         kernel = tuple(a.get("kernel_shape") or (weight[2:] if weight else ()))
         n = len(kernel) or self._spatial_rank(node.input[0])

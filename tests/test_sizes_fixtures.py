@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 from archlint.api import lint  # noqa: E402
 from archlint.graph import ELEMENTWISE_MERGES  # noqa: E402
 from archlint.passes.sizes import input_size_pass  # noqa: E402
-from archgen import load_module  # noqa: E402
+from realrun import model_from_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = sorted((ROOT / "fixtures" / "models").glob("*.py"))
@@ -72,13 +72,6 @@ MAX_PARAMS = 1_000_000
 def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 _REPORTS: dict[Path, list] = {}
@@ -286,7 +279,7 @@ def torch_admits(model, shape) -> tuple[bool, str | None]:
     watcher = _broadcast_watcher()
     x = torch.zeros(shape)
     try:
-        with torch.no_grad(), watcher:
+        with torch.inference_mode(), watcher:
             watcher.mark(x)
             model(x)
     except Exception as exc:  # the truth includes every way a forward fails
@@ -297,10 +290,7 @@ def torch_admits(model, shape) -> tuple[bool, str | None]:
 
 
 def _instance(path: Path, report):
-    module = load_module(path, f"_sizes_fixture_{path.stem}")
-    obj = getattr(module, report.model)
-    model = obj() if isinstance(obj, type) else obj
-    return model.eval()
+    return model_from_file(path, report.model, "_sizes_fixture")
 
 
 @pytest.mark.parametrize("path", [p for p in FIXTURE_MODELS + REGRESSIONS

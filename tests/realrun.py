@@ -89,3 +89,22 @@ def model_from_file(path, name: str, prefix: str = "_real"):
 
     obj = getattr(load_module(path, f"{prefix}_{path.stem}"), name)
     return (obj() if isinstance(obj, type) else obj).eval()
+
+
+_LINTED: dict[str, object] = {}
+
+
+def lint_once(path):
+    """The Report of one model file under the default options, linted once per session:
+    several modules check the same fixtures (sizes, batch locks, fields, real runs). Read-only."""
+    from archlint.api import lint
+
+    key = str(path)
+    if key not in _LINTED:
+        _LINTED[key] = lint(key)
+    return _LINTED[key]
+
+
+def linted(path) -> list:
+    """The ModelReports of :func:`lint_once`."""
+    return lint_once(path).models

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from archlint.api import lint  # noqa: E402
 from archgen import load_module  # noqa: E402
-from realrun import runs_at  # noqa: E402
+from realrun import linted, runs_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = ROOT / "fixtures/models/batch_locked_bad.py"
@@ -20,8 +20,8 @@ GOOD = ROOT / "fixtures/models/batch_locked_good.py"
 
 
 def _locks(path, **options):
-    return [(m.model, f) for m in lint(str(path), **options).models for f in m.findings
-            if f.rule == "batch-locked"]
+    models = lint(str(path), **options).models if options else linted(path)
+    return [(m.model, f) for m in models for f in m.findings if f.rule == "batch-locked"]
 
 
 def test_each_lock_at_its_line_with_the_fix_and_true_in_pytorch():
@@ -40,7 +40,7 @@ def test_each_lock_at_its_line_with_the_fix_and_true_in_pytorch():
 def test_fixed_twins_run_at_every_batch_and_stay_quiet():
     module = load_module(GOOD, "_batch_locked_good")
     assert _locks(GOOD) == []
-    for report in lint(str(GOOD)).models:
+    for report in linted(GOOD):
         model = getattr(module, report.model)().eval()
         assert all(runs_at(model, (b, 3, 8, 8)) for b in (1, 2, 5)), report.model
 
@@ -56,7 +56,7 @@ QUIET = sorted((ROOT / "fixtures/transformers").glob("*.py")) + sorted((ROOT / "
 
 
 @pytest.mark.parametrize("path", QUIET, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_quiet_where_every_batchruns_at(path):
+def test_quiet_where_every_batch_runs(path):
     assert _locks(path) == []
 
 

@@ -16,7 +16,6 @@ The last test checks every real model and every fixture: no admissible size fail
 from __future__ import annotations
 
 import copy
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from archgen import load_module  # noqa: E402
-from realrun import progression_edges, runs, square_sample  # noqa: E402
+from realrun import linted, progression_edges, runs, square_sample  # noqa: E402
 
 from archlint.api import lint  # noqa: E402
 from archlint.frontends.torch.symbolic import input_leaves  # noqa: E402
@@ -41,9 +40,8 @@ REAL = sorted((ROOT / "fixtures" / "real").glob("*.py"))
 FIXTURES = sorted((ROOT / "fixtures" / "zoo").glob("*.py"))
 
 
-@functools.lru_cache(maxsize=None)
 def _report(path: Path):
-    return lint(str(path)).models
+    return linted(path)
 
 
 class _RealModel:

@@ -17,10 +17,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from archlint.api import lint  # noqa: E402
 from archlint.graph import ELEMENTWISE_MERGES  # noqa: E402
 from archlint.passes.sizes import input_size_pass  # noqa: E402
-from realrun import model_from_file  # noqa: E402
+from realrun import linted, model_from_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = sorted((ROOT / "fixtures" / "models").glob("*.py"))
@@ -74,14 +73,6 @@ def _rel(path: Path) -> str:
 
 
 
-_REPORTS: dict[Path, list] = {}
-
-
-def linted(path: Path) -> list:
-    """ModelReports of one file (linted once per session)."""
-    if path not in _REPORTS:
-        _REPORTS[path] = lint(str(path)).models
-    return _REPORTS[path]
 
 
 # -- 1. formulas == traced shapes at the example ------------------------------------------------

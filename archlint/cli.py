@@ -263,9 +263,14 @@ def run_lint(argv: list[str]) -> int:
         if fixing:
             from archlint.fixes.engine import run_fix_options
 
+            def relint(target: str) -> list[ModelReport]:
+                # each fixed file is linted again under its own project's [tool.archlint]
+                return lint_target(target, replace(target_options(target, args, opts), confirm=False))
+
             report, diff_code = run_fix_options(report, opts, fix=args.fix, diff=args.diff,
                                                 unsafe=args.unsafe_fixes,
-                                                text_output=args.format in ("text", "concise"))
+                                                text_output=args.format in ("text", "concise"),
+                                                relint=relint)
             if diff_code is not None:
                 return diff_code
         writer.finish(report)

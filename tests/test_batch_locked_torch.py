@@ -4,7 +4,6 @@ quiet (the fixed twins, the size fixtures, the transformer fixtures; the zoo in 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,16 @@ torch = pytest.importorskip("torch")
 
 from archlint.api import lint  # noqa: E402
 from archgen import load_module  # noqa: E402
+from realrun import linted, runs_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = ROOT / "fixtures/models/batch_locked_bad.py"
 GOOD = ROOT / "fixtures/models/batch_locked_good.py"
 
 
-def _runs(model, shape) -> bool:
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model(torch.zeros(shape))
-        return True
-    except Exception:
-        return False
-
-
 def _locks(path, **options):
-    return [(m.model, f) for m in lint(str(path), **options).models for f in m.findings
-            if f.rule == "batch-locked"]
+    models = lint(str(path), **options).models if options else linted(path)
+    return [(m.model, f) for m in models for f in m.findings if f.rule == "batch-locked"]
 
 
 def test_each_lock_at_its_line_with_the_fix_and_true_in_pytorch():
@@ -44,15 +34,15 @@ def test_each_lock_at_its_line_with_the_fix_and_true_in_pytorch():
         assert "works only at batch 1" in f.message
         assert "x.flatten(1)" in f.fix and "x.view(x.shape[0], -1)" in f.fix
         model = getattr(module, model_name)().eval()
-        assert _runs(model, (1, 3, 8, 8)) and not _runs(model, (2, 3, 8, 8)), model_name
+        assert runs_at(model, (1, 3, 8, 8)) and not runs_at(model, (2, 3, 8, 8)), model_name
 
 
 def test_fixed_twins_run_at_every_batch_and_stay_quiet():
     module = load_module(GOOD, "_batch_locked_good")
     assert _locks(GOOD) == []
-    for report in lint(str(GOOD)).models:
+    for report in linted(GOOD):
         model = getattr(module, report.model)().eval()
-        assert all(_runs(model, (b, 3, 8, 8)) for b in (1, 2, 5)), report.model
+        assert all(runs_at(model, (b, 3, 8, 8)) for b in (1, 2, 5)), report.model
 
 
 def test_the_example_batch_is_not_a_lock():

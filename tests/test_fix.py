@@ -305,3 +305,29 @@ def test_text_report_lists_fixes_and_what_fix_did(tmp_path, capsys):
 def test_sizes_rejects_fix(capsys):
     assert main(["sizes", str(FIXTURES / "conv_bias_before_norm_bad.py"), "--fix"]) == 2
     assert "--fix and --diff apply to 'archlint PATH'" in capsys.readouterr().err
+
+
+def test_fixed_file_is_relinted_under_its_own_project_config(tmp_path, capsys, monkeypatch):
+    """The project's [tool.archlint] gives the model 3 channels; the working directory's gives
+    5, under which the conv cannot run. The re-lint after --fix must use the project's config
+    (as the first lint did): under the working directory's, the model no longer builds and the
+    safe fix would be rolled back."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[tool.archlint]\ninput-shape = [1, 3, 16, 16]\n")
+    model = project / "block.py"
+    model.write_text(
+        "from torch import nn\n\n\n"
+        "class Block(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n"
+        "        self.bn = nn.BatchNorm2d(8)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.bn(self.conv(x))\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.archlint]\ninput-shape = [1, 5, 16, 16]\n")
+    monkeypatch.chdir(tmp_path)
+    main([str(model), "--fix", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "nn.Conv2d(3, 8, 3, padding=1, bias=False)" in model.read_text(), out
+    assert "rolled back" not in out and "no longer builds" not in out, out

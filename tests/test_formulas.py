@@ -31,14 +31,6 @@ from archlint.passes.formulas import (  # noqa: E402
 SIZES = range(1, 41)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops: thread start-up costs more than the op, and the suite shares 2 cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 ARRAY = np.arange(1, 41, dtype=np.int64)
 

@@ -8,10 +8,6 @@ test must not do; the installed ``archlint`` script stands in for that environme
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,37 +17,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 yaml = pytest.importorskip("yaml")  # pre-commit depends on PyYAML
 
-REPO = Path(__file__).resolve().parents[1]
-MANIFEST = REPO / ".pre-commit-hooks.yaml"
-
-
-def _pre_commit(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pre_commit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+from hooks import MANIFEST, REPO, git_repo_with_hook, manifest_hook, precommit_env, run_pre_commit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    bin_dir = Path(sys.executable).parent
-    if shutil.which("archlint", path=str(bin_dir)) is None:
-        pytest.fail("the archlint console script is not installed (pip install -e .)")
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PRE_COMMIT_HOME": str(tmp_path_factory.mktemp("pre-commit-home")),
-        "GIT_CONFIG_GLOBAL": os.devnull,  # the user's git hooks and settings stay out
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
+    return precommit_env(tmp_path_factory.mktemp("pre-commit-home"))
 
 
 def test_manifest_is_valid(env):
-    result = _pre_commit("validate-manifest", str(MANIFEST), cwd=REPO, env=env)
+    result = run_pre_commit("validate-manifest", str(MANIFEST), cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def manifest_hook(hook_id: str) -> dict:
-    (hook,) = [h for h in yaml.safe_load(MANIFEST.read_text()) if h["id"] == hook_id]
-    return hook
 
 
 def test_manifest_declares_the_hook():
@@ -84,35 +60,29 @@ def _onnx_net(path: Path, mismatched: bool) -> None:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, env) -> Path:
     root = tmp_path_factory.mktemp("user-repo")
-    hook = manifest_hook("archlint")
-    local = {k: hook[k] for k in ("id", "name", "entry", "files", "require_serial")}
-    config = {"repos": [{"repo": "local", "hooks": [{**local, "language": "system"}]}]}
-    (root / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
     (root / "pyproject.toml").write_text("[tool.archlint]\nselect = ['skip-connection-mismatch']\n")
     (root / "plot.py").write_text("import matplotlib\nprint('not a model')\n")
     (root / "README.md").write_text("# models\n")
     _onnx_net(root / "good.onnx", mismatched=False)
     _onnx_net(root / "bad.onnx", mismatched=True)
-    subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, env=env, check=True)
-    return root
+    return git_repo_with_hook(root, env)
 
 
 def test_hook_passes_on_good_models_and_skips_plain_scripts(repo, env):
-    result = _pre_commit("run", "--files", "plot.py", "good.onnx", "README.md", cwd=repo, env=env)
+    result = run_pre_commit("run", "--files", "plot.py", "good.onnx", "README.md", cwd=repo, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "archlint" in result.stdout and "Passed" in result.stdout
 
 
 def test_hook_with_only_non_model_files(repo, env):
-    result = _pre_commit("run", "--verbose", "--files", "plot.py", cwd=repo, env=env)
+    result = run_pre_commit("run", "--verbose", "--files", "plot.py", cwd=repo, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    result = _pre_commit("run", "--files", "README.md", cwd=repo, env=env)
+    result = run_pre_commit("run", "--files", "README.md", cwd=repo, env=env)
     assert result.returncode == 0 and "(no files to check)" in result.stdout
 
 
 def test_hook_fails_on_a_broken_model_and_names_the_rule(repo, env):
-    result = _pre_commit("run", "--files", "good.onnx", "bad.onnx", cwd=repo, env=env)
+    result = run_pre_commit("run", "--files", "good.onnx", "bad.onnx", cwd=repo, env=env)
     assert result.returncode == 1
     assert "Failed" in result.stdout
     assert "bad.onnx [merge]: AL101 error" in result.stdout

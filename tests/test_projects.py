@@ -10,7 +10,6 @@ never be reported as models of their own.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -312,40 +311,24 @@ def test_config_flag_beats_the_nearest_config(monorepo, monkeypatch, capsys):
 
 # --- pre-commit: the hook on each layout -------------------------------------------------------
 
-yaml = pytest.importorskip("yaml")
+pytest.importorskip("yaml")
+
+from hooks import git_repo_with_hook, run_pre_commit  # noqa: E402
+from hooks import precommit_env as hook_env  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def precommit_env(tmp_path_factory) -> dict[str, str]:
-    bin_dir = Path(sys.executable).parent
-    if shutil.which("archlint", path=str(bin_dir)) is None:
-        pytest.fail("the archlint console script is not installed (pip install -e .)")
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PRE_COMMIT_HOME": str(tmp_path_factory.mktemp("pre-commit-home")),
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "PYTHONWARNINGS": "ignore",
-    }
+    return hook_env(tmp_path_factory.mktemp("pre-commit-home"))
 
 
 def pre_commit_repo(root: Path, env: dict[str, str]) -> Path:
-    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
-    (hook,) = [h for h in hooks if h["id"] == "archlint"]
-    local = {k: hook[k] for k in ("id", "name", "entry", "files", "require_serial")}
-    config = {"repos": [{"repo": "local", "hooks": [{**local, "language": "system"}]}]}
-    (root / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
-    shutil.rmtree(root / ".git", ignore_errors=True)
-    subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, env=env, check=True)
-    return root
+    return git_repo_with_hook(root, env)
 
 
 def pre_commit(root: Path, env: dict[str, str], *files: str) -> subprocess.CompletedProcess:
     args = ["--files", *files] if files else ["--all-files"]
-    return subprocess.run([sys.executable, "-m", "pre_commit", "run", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_pre_commit("run", *args, cwd=root, env=env)
 
 
 def test_pre_commit_on_each_layout(tmp_path, precommit_env):

@@ -1,11 +1,14 @@
 """Admissible input sizes of real networks (MONAI, diffusers, transformers) against PyTorch.
 
 Each model file in ``fixtures/real`` builds a network from a package with a small config (no
-weights). Its JSON ``admissible_sizes`` must equal the sizes where a real forward on CPU works:
-every square size 1..160 in 2-D (sampled in 3-D), plus every size up to 256 where the claimed
-set changes. A size the JSON lists as undecided is skipped, but only with a reason in the text,
-and never one listed as admissible. A fresh copy of the model runs at each size: some models
-remember the last input size (Hugging Face's Swin shrinks its window for a small input).
+weights). Its JSON ``admissible_sizes`` must equal the sizes where a real forward on CPU works.
+The sizes compared (``realrun.square_sample``): every square size 1..64, then up to 160 the
+first and last size of every residue class modulo the lcm of the model's total stride and the
+claim's steps, and the edges of every claimed or undecided progression (and the sizes next to
+them) up to 256; in 3-D every size 1..40. A size the JSON lists as undecided is skipped, but only
+with a reason in the text, and never one listed as admissible. A fresh copy of the model runs at
+each size: some models remember the last input size (Hugging Face's Swin shrinks its window for
+a small input). Each model is linted and built once per module, and each size run once.
 
 The last test checks every real model and every fixture: no admissible size fails in PyTorch.
 """
@@ -13,8 +16,6 @@ The last test checks every real model and every fixture: no admissible size fail
 from __future__ import annotations
 
 import copy
-import functools
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from archgen import load_module  # noqa: E402
+from realrun import linted, progression_edges, runs, square_sample  # noqa: E402
 
 from archlint.api import lint  # noqa: E402
 from archlint.frontends.torch.symbolic import input_leaves  # noqa: E402
@@ -38,17 +40,8 @@ REAL = sorted((ROOT / "fixtures" / "real").glob("*.py"))
 FIXTURES = sorted((ROOT / "fixtures" / "zoo").glob("*.py"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@functools.lru_cache(maxsize=None)
 def _report(path: Path):
-    return lint(str(path)).models
+    return linted(path)
 
 
 class _RealModel:
@@ -68,9 +61,16 @@ class _RealModel:
         tensors = [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
         self.leaves = input_leaves([tuple(t.shape) for t in tensors], [t.dtype for t in tensors])
         self.rank = max(len(t.shape) for t in tensors)
+        self._seen: dict[int, bool | None] = {}
 
     def runs(self, n: int) -> bool | None:
-        """Whether forward works at H = W (= D) = n; None when an input has no whole size."""
+        """Whether forward works at H = W (= D) = n; None when an input has no whole size.
+        Each size runs once: both tests of this module ask for the same sizes."""
+        if n not in self._seen:
+            self._seen[n] = self._run(n)
+        return self._seen[n]
+
+    def _run(self, n: int) -> bool | None:
         point = {"height": n, "width": n, "depth": n, "length": n}
         sized = iter(self.leaves)
 
@@ -85,14 +85,18 @@ class _RealModel:
         kwargs = {k: resized(v) for k, v in self.kwargs.items()}
         if any(v is None for v in (*args, *kwargs.values())):
             return None
-        model = copy.deepcopy(self.model)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model(*args, **kwargs)
-            return True
-        except Exception:
-            return False
+        return runs(copy.deepcopy(self.model), *args, **kwargs)
+
+
+_REAL_MODELS: dict[tuple[Path, str], _RealModel] = {}
+
+
+def _real_model(path: Path, report) -> _RealModel:
+    """Built once per model for the whole module (construction and results are shared)."""
+    key = (path, report.model)
+    if key not in _REAL_MODELS:
+        _REAL_MODELS[key] = _RealModel(path, report)
+    return _REAL_MODELS[key]
 
 
 def _sizes(table) -> tuple[np.ndarray, np.ndarray, int]:
@@ -107,7 +111,10 @@ def _boundaries(ok: np.ndarray, lo: int, upto: int) -> list[int]:
     return sorted({int(e) for e in edges} | {int(e) + 1 for e in edges})
 
 
-def _assert_equal_to_real(path: Path, sizes: list[int]) -> None:
+def _assert_equal_to_real(path: Path, sizes=None) -> list[int]:
+    """The claimed set equals real runs at ``sizes`` (default: the principled sample); returns
+    the sizes compared."""
+    compared: list[int] = []
     for report in _report(path):
         assert report.error is None, report.error
         table = report.admissible_sizes
@@ -117,28 +124,30 @@ def _assert_equal_to_real(path: Path, sizes: list[int]) -> None:
             assert "undecided" in report.sizes_summary and "(" in report.sizes_summary, \
                 report.sizes_summary
             assert not table["exact"]
-        real = _RealModel(path, report)
-        upto = 256 if real.rank <= 4 else 40
+        real = _real_model(path, report)
+        if sizes is not None:
+            sample = sorted(set(sizes) | set(_boundaries(ok, lo, 256)))
+        elif real.rank <= 4:
+            sample = square_sample(table, real.model, every_upto=64, top=160, edges_upto=256)
+        else:  # 3-D: every size 1..40
+            sample = square_sample(table, real.model, every_upto=40, top=40, edges_upto=40)
         wrong = []
-        for n in sorted(set(sizes) | set(_boundaries(ok, lo, upto))):
-            if undecided[n - lo]:
+        for n in sample:
+            if not lo <= n < lo + len(ok) or undecided[n - lo]:
                 continue
             works = real.runs(n)
             if works is not None and works != bool(ok[n - lo]):
                 wrong.append((n, bool(ok[n - lo]), works))
         assert not wrong, f"{path.name}:{report.model} (size, archlint, PyTorch): {wrong}; " \
                           f"{report.sizes_summary}"
-
-
-SQUARE_2D = list(range(1, 161))
-SAMPLE_3D = list(range(1, 41))
+        compared += sample
+    return compared
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.stem)
 def test_real_network_sizes_equal_real_runs(path):
-    sizes = SAMPLE_3D if path.stem.endswith("_3d") else SQUARE_2D
-    _assert_equal_to_real(path, sizes)
+    _assert_equal_to_real(path)
 
 
 def test_real_convnext_sizes_equal_real_runs():
@@ -161,14 +170,14 @@ def test_keyword_input_gets_exact_sizes():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [*REAL, *FIXTURES], ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_no_admissible_size_fails_in_pytorch(path):
-    """Every size a model's JSON lists as admissible (sampled: the smallest, the edges, and up
-    to 24 more in 1..160) runs in PyTorch."""
+    """Every size a model's JSON lists as admissible (sampled: the smallest, the first and last
+    size of every claimed progression, and up to 24 more in 1..160) runs in PyTorch."""
     for report in _report(path):
         if report.graph is None or report.admissible_sizes is None:
             continue
         ok, _, lo = _sizes(report.admissible_sizes)
         try:
-            real = _RealModel(path, report)
+            real = _real_model(path, report)
         except (AttributeError, TypeError):  # a model built from config arguments
             continue
         upto = 160 if real.rank <= 4 else 40
@@ -176,7 +185,8 @@ def test_no_admissible_size_fails_in_pytorch(path):
         if not claimed:
             continue
         step = max(1, len(claimed) // 24)
-        sample = set(claimed[::step]) | {claimed[0]} | (set(_boundaries(ok, lo, upto)) & set(claimed))
+        edges = progression_edges(report.admissible_sizes["square"], upto)
+        sample = set(claimed[::step]) | {claimed[0]} | (edges & set(claimed))
         failing = [n for n in sorted(sample) if real.runs(n) is False]
         assert not failing, f"{path.name}:{report.model} admissible but PyTorch fails at {failing}"
 

@@ -177,13 +177,6 @@ def test_fractional_stride_after_upsampling():
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add start-up cost
-    yield
-    torch.set_num_threads(before)
-
 
 def random_layers(rng):
     """Layer specs: (op, k, s, p, d) plus upsample entries."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from fractions import Fraction
+from pathlib import Path
 from importlib import resources
 from typing import NamedTuple
 
@@ -173,8 +174,39 @@ def test_json_follows_the_versioned_contract(workdir):
 
 def test_json_statistics(workdir):
     data = json.loads(_render(_report(workdir), "json", statistics=True))
-    assert {"code": "AL001", "rule": "shape-propagation-error", "count": 1} in data
-    assert len(data) == 3
+    assert data["version"] == 1
+    assert {"code": "AL001", "name": "shape-propagation-error", "rule": "shape-propagation-error",
+            "severity": "error", "count": 1, "fixable": False, "fixable_count": 0,
+            "unsafe_fixable_count": 0} in data["rules"]
+    assert len(data["rules"]) == 3
+    assert data["totals"] == {"findings": 3, "error": 1, "warning": 1, "info": 1, "fixable": 0}
+    assert [t["error"] for t in data["failed_targets"]] == ["SyntaxError at line 3"]
+
+
+def test_json_statistics_count_what_fix_can_edit(tmp_path, monkeypatch, capsys):
+    """Real lints: conv-bias-before-norm carries a safe fix, dilation-padding-mismatch an unsafe
+    one, input-size-constraints none."""
+    from archlint.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    models = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+    code = main([str(models / "conv_bias_before_norm_bad.py"),
+                 str(models / "dilation_padding_mismatch_bad.py"),
+                 "--statistics", "--format", "json", "--no-progress"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    rows = {r["name"]: r for r in data["rules"]}
+    assert rows["conv-bias-before-norm"] == {
+        "code": "AL209", "name": "conv-bias-before-norm", "rule": "conv-bias-before-norm",
+        "severity": "info", "count": 1, "fixable": True, "fixable_count": 1,
+        "unsafe_fixable_count": 0}
+    assert rows["dilation-padding-mismatch"]["fixable"]
+    assert rows["dilation-padding-mismatch"]["unsafe_fixable_count"] == 1
+    assert not rows["input-size-constraints"]["fixable"]
+    totals = data["totals"]
+    assert totals["findings"] == sum(r["count"] for r in data["rules"])
+    assert totals["findings"] == totals["error"] + totals["warning"] + totals["info"]
+    assert totals["fixable"] == 2 and data["failed_targets"] == []
 
 
 def test_rf_to_json_keeps_fractions_exact():
@@ -204,9 +236,11 @@ def _validate(doc, schema):
     jsonschema.Draft4Validator(schema).validate(doc)
 
 
-def test_sarif_is_valid_and_carries_locations_fixes_and_rules(workdir, sarif_schema):
+def test_sarif_is_valid_and_carries_locations_fixes_and_rules(workdir, sarif_schema, monkeypatch):
     from archlint.registry import all_rules
+    from archlint.reporters import sarif
 
+    monkeypatch.setattr(sarif, "_homepage", lambda: None)
     doc = json.loads(_render(_report(workdir), "sarif"))
     _validate(doc, sarif_schema)
     run = doc["runs"][0]
@@ -234,9 +268,15 @@ def test_sarif_is_valid_and_carries_locations_fixes_and_rules(workdir, sarif_sch
     assert info["locations"][0]["physicalLocation"] == {
         "artifactLocation": {"uri": "net.onnx", "uriBaseId": "%SRCROOT%"}
     }
-    # code scanning: the tool's and each rule's pages, and fingerprints that ignore the line
-    assert driver["informationUri"].startswith("https://")
-    assert first_rule["helpUri"].endswith(f"/rules/{first_rule['id'].replace('-', '_')}.py")
+    # code scanning: each rule's full docs in the document itself, no made-up link (this
+    # project declares no Homepage URL: no helpUri, no informationUri), and fingerprints that
+    # ignore the line
+    docs = {r.id: r.docs for r in all_rules()}
+    for rule in driver["rules"]:
+        assert "helpUri" not in rule
+        assert rule["help"]["text"] == (docs[rule["id"]] or rule["shortDescription"]["text"])
+    assert "informationUri" not in driver
+    assert "example.invalid" not in json.dumps(doc)
     fingerprints = [r["partialFingerprints"]["archlint/v1"] for r in run["results"]]
     assert len(set(fingerprints)) == len(fingerprints) == len(run["results"])
     moved = _report(workdir)
@@ -247,6 +287,21 @@ def test_sarif_is_valid_and_carries_locations_fixes_and_rules(workdir, sarif_sch
     invocation = run["invocations"][0]
     assert invocation["executionSuccessful"] is False
     assert "SyntaxError at line 3" in invocation["toolExecutionNotifications"][0]["message"]["text"]
+
+
+def test_sarif_links_rules_to_their_files_when_a_homepage_is_declared(workdir, sarif_schema,
+                                                                       monkeypatch):
+    from archlint.reporters import sarif
+
+    monkeypatch.setattr(sarif, "_homepage", lambda: "https://github.com/owner/archlint")
+    doc = json.loads(_render(_report(workdir), "sarif"))
+    _validate(doc, sarif_schema)
+    driver = doc["runs"][0]["tool"]["driver"]
+    assert driver["informationUri"] == "https://github.com/owner/archlint"
+    by_id = {r["id"]: r for r in driver["rules"]}
+    assert by_id["odd-size-stride2"]["helpUri"] == \
+        "https://github.com/owner/archlint/blob/main/rules/odd_size_stride2.py"
+    assert all(r["help"]["text"] for r in driver["rules"])
 
 
 def test_sarif_of_a_clean_run_is_valid(workdir, sarif_schema):

@@ -25,13 +25,6 @@ nn, F = torch.nn, torch.nn.functional
 MERGE_OPS = ("add", "sub", "mul", "div", "concat")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Net:
     """Layers recorded once, run as torch and described as IR."""

@@ -17,10 +17,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from archlint.api import lint  # noqa: E402
 from archlint.graph import ELEMENTWISE_MERGES  # noqa: E402
 from archlint.passes.sizes import input_size_pass  # noqa: E402
-from archgen import load_module  # noqa: E402
+from realrun import linted, model_from_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODELS = sorted((ROOT / "fixtures" / "models").glob("*.py"))
@@ -73,22 +72,7 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
-
-_REPORTS: dict[Path, list] = {}
-
-
-def linted(path: Path) -> list:
-    """ModelReports of one file (linted once per session)."""
-    if path not in _REPORTS:
-        _REPORTS[path] = lint(str(path)).models
-    return _REPORTS[path]
 
 
 # -- 1. formulas == traced shapes at the example ------------------------------------------------
@@ -286,7 +270,7 @@ def torch_admits(model, shape) -> tuple[bool, str | None]:
     watcher = _broadcast_watcher()
     x = torch.zeros(shape)
     try:
-        with torch.no_grad(), watcher:
+        with torch.inference_mode(), watcher:
             watcher.mark(x)
             model(x)
     except Exception as exc:  # the truth includes every way a forward fails
@@ -297,10 +281,7 @@ def torch_admits(model, shape) -> tuple[bool, str | None]:
 
 
 def _instance(path: Path, report):
-    module = load_module(path, f"_sizes_fixture_{path.stem}")
-    obj = getattr(module, report.model)
-    model = obj() if isinstance(obj, type) else obj
-    return model.eval()
+    return model_from_file(path, report.model, "_sizes_fixture")
 
 
 @pytest.mark.parametrize("path", [p for p in FIXTURE_MODELS + REGRESSIONS

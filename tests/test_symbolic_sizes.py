@@ -10,7 +10,6 @@ position embedding by scale factor fails (976, 1840, 1952 for patch 16).
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +19,13 @@ torch = pytest.importorskip("torch")
 
 from archlint.api import lint  # noqa: E402
 from archlint.passes.progressions import expand_progressions  # noqa: E402
-from archgen import load_module  # noqa: E402
+from realrun import model_from_file as _model_of  # noqa: E402
+from realrun import runs_at as _runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE_FIXTURES = sorted((ROOT / "fixtures" / "sizes").glob("*.py"))
 SQUARE = range(1, 161)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _runs(model, shape) -> bool:
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model(torch.zeros(shape))
-        return True
-    except Exception:
-        return False
 
 
 def _square_shape(example, n):
@@ -62,13 +45,6 @@ def _assert_agrees(report, model, sizes, shape_at):
             continue
         claim = bool(ok[n - lo])
         assert claim == real, f"{report.model} at {n}: archlint says {claim}, PyTorch {real}"
-
-
-def _model_of(path: Path, name: str):
-    module = load_module(path, f"_sizes_{path.stem}")
-    obj = getattr(module, name)
-    model = obj() if isinstance(obj, type) else obj
-    return model.eval()
 
 
 @pytest.mark.parametrize("path", SIZE_FIXTURES, ids=lambda p: p.stem)

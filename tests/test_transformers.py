@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from archlint import api
+from realrun import lint_once
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "transformers"
@@ -97,7 +98,7 @@ def check_field(graph, reached: torch.Tensor, unit) -> str:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_findings_and_fields(name):
     path = FIXTURES / name
-    report = api.lint(path)
+    report = lint_once(path)
     (model,) = report.models
     assert model.error is None
     loud = {f.rule for f in model.findings if f.severity.value in LOUD}
@@ -138,7 +139,7 @@ def test_shifted_windows_wrap_around_as_the_probe_sees():
     every unit, centre or border, is the probe's hull."""
     path = FIXTURES / "swin_windows.py"
     rf = None
-    g = api.lint(path).models[0].graph
+    g = lint_once(path).models[0].graph
     out = next(n for n in g if g.nodes[n]["op"] == "output")
     rf = g.nodes[out]["rf"]
     assert all(r is not None for r in rf)
@@ -285,7 +286,7 @@ def test_onnx_export_agrees_with_torch(name, tmp_path):
     onnx_path = tmp_path / f"{path.stem}.onnx"
     torch.onnx.export(model, (module.example_input,), str(onnx_path), dynamo=False,
                       opset_version=17)
-    torch_side = _summary(api.lint(path).models[0])
+    torch_side = _summary(lint_once(path).models[0])
     onnx_side = _summary(api.lint(onnx_path).models[0])
     assert onnx_side == torch_side
 
@@ -368,7 +369,7 @@ def test_window_and_patch_divisibility_in_the_sizes():
     multiple of the window, so n // 4 % 4 == 0, i.e. n % 16 in {0, 1, 2, 3}. The text names it,
     and every size the analysis decides agrees with PyTorch."""
     path = FIXTURES / "swin_windows.py"
-    g = api.lint(path).models[0].graph
+    g = lint_once(path).models[0].graph
     assert "n % 16 in {0, 1, 2, 3}" in g.graph["sizes_summary"]
     sweep = g.graph["sizes"]
     admissible, undecided = sweep.admissible_for("square"), sweep.undecided_for("square")

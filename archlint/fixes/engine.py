@@ -400,10 +400,12 @@ def _where(f: Finding) -> str:
 
 def run_fix_options(report: Report, opts: Options, *, fix: bool, diff: bool, unsafe: bool,
                     text_output: bool, stdout: TextIO | None = None,
-                    stderr: TextIO | None = None) -> tuple[Report, int | None]:
-    """The CLI's one call: returns the report to render, or an exit code when --diff printed."""
+                    stderr: TextIO | None = None,
+                    relint: Relint | None = None) -> tuple[Report, int | None]:
+    """The CLI's one call: returns the report to render, or an exit code when --diff printed.
+    ``relint`` lints a fixed target again (the CLI's: with that target's own project config)."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    report, run = fix_report(report, opts, unsafe=unsafe, write=not diff)
+    report, run = fix_report(report, opts, unsafe=unsafe, write=not diff, relint=relint)
     if diff:
         stdout.write(unified_diff(run))
         stdout.flush()

@@ -172,8 +172,33 @@ def model_to_json(m: ModelReport, *, nodes: Any = None) -> dict[str, Any]:
     }
 
 
-def statistics_to_json(report: Report) -> list[dict[str, Any]]:
-    return [{"code": code, "rule": rule, "count": n} for code, rule, n in rule_statistics(report)]
+def statistics_to_json(report: Report) -> dict[str, Any]:
+    """``--statistics --format json``: one row per rule, most frequent first, as ruff's (code,
+    name, count, fixable), plus the rule's severity and how many of its findings ``--fix`` can
+    edit (``fixable_count``; ``unsafe_fixable_count`` of them only with ``--unsafe-fixes``);
+    then the totals per severity and the targets that could not be analyzed."""
+    rows = []
+    for code, rule, n in rule_statistics(report):
+        found = [f for f in report.findings if f.rule == rule]
+        kinds = [_applicability(f) for f in found]
+        fixable = sum(k in ("safe", "unsafe") for k in kinds)
+        rows.append({"code": code, "name": rule, "rule": rule, "severity": found[0].severity.value,
+                     "count": n, "fixable": fixable > 0, "fixable_count": fixable,
+                     "unsafe_fixable_count": kinds.count("unsafe")})
+    counts = summary(report)
+    return {
+        "version": VERSION,
+        "rules": rows,
+        "totals": {key: counts[key] for key in ("findings", "error", "warning", "info")}
+        | {"fixable": sum(r["fixable_count"] for r in rows)},
+        "failed_targets": [{"target": m.target, "error": m.error}
+                           for m in report.models if m.error is not None],
+    }
+
+
+def _applicability(f: Any) -> str | None:
+    fix = getattr(f, "autofix", None)
+    return None if fix is None else getattr(fix.applicability, "value", fix.applicability)
 
 
 def jsonable(value: Any) -> Any:

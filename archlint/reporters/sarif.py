@@ -7,8 +7,10 @@ A target that could not be analyzed becomes an error notification of the invocat
 
 Each result carries ``partialFingerprints["archlint/v1"]``: a hash of the rule, the file and the
 node's qualname (not the line), so that code scanning follows a finding across edits that move
-it. ``informationUri`` (the tool) and each rule's ``helpUri`` (its docs: the rule's file, whose
-docstring ``archlint rule <id>`` prints) come from the project's Homepage URL.
+it. Each rule's ``help`` carries its full docs (what ``archlint rule <id>`` prints), so a viewer
+needs no link. ``informationUri`` (the tool) and each rule's ``helpUri`` (the rule's file in the
+repository) come from the installed project's Homepage URL, and are left out (both are optional
+in SARIF 2.1.0) when it declares none: never a made-up address.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from archlint.reporters import display_path
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 SRCROOT = "%SRCROOT%"
-#: Used when the installed metadata names no Homepage (the README's placeholder, too).
-DEFAULT_HOMEPAGE = "https://example.invalid/archlint"
 
 
 def render(report: Report, stream: TextIO, **_: Any) -> None:
@@ -42,11 +42,11 @@ def report_to_sarif(report: Report) -> dict[str, Any]:
     results = [
         result(f, m.target, index.get(f.rule)) for m in report.models for f in m.findings
     ]
-    homepage = _homepage() or DEFAULT_HOMEPAGE
+    homepage = _homepage()
     driver: dict[str, Any] = {
         "name": "archlint",
         "version": _version(),
-        "informationUri": homepage,
+        **({"informationUri": homepage} if homepage else {}),
         "rules": [rule_descriptor(r, homepage) for r in rules],
     }
     failures = [m for m in report.models if m.error is not None]
@@ -140,18 +140,18 @@ def _uri_escape(relative: str) -> str:
     return quote(relative, safe="/")
 
 
-def rule_descriptor(rule: Any, homepage: str = DEFAULT_HOMEPAGE) -> dict[str, Any]:
+def rule_descriptor(rule: Any, homepage: str | None = None) -> dict[str, Any]:
+    docs = rule.docs or rule.summary
     out: dict[str, Any] = {
         "id": rule.id,
-        "helpUri": help_uri(rule, homepage),
+        **({"helpUri": help_uri(rule, homepage)} if homepage else {}),
         "name": _camel(rule.id),
         "shortDescription": {"text": rule.summary},
+        "fullDescription": {"text": what_it_does(docs) or rule.summary},
+        "help": {"text": docs, "markdown": docs},
         "defaultConfiguration": {"level": LEVEL[rule.severity.value], "enabled": rule.default_enabled},
         "properties": {"code": rule.code, "frontends": sorted(rule.frontends)},
     }
-    if rule.docs:
-        out["fullDescription"] = {"text": what_it_does(rule.docs) or rule.summary}
-        out["help"] = {"text": rule.docs, "markdown": rule.docs}
     return out
 
 

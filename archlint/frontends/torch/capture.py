@@ -4,6 +4,7 @@ eager (TorchFunctionMode) capture."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 from pathlib import Path
@@ -140,6 +141,10 @@ class _ArchlintTracer(fx.Tracer):
     torch._dynamo (seconds); one frame walk per node is all a location needs.
     """
 
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        with _eager_type_checks():
+            return super().trace(root, concrete_args)
+
     def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict,
                     name: str | None = None, type_expr: Any = None) -> fx.Node:
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
@@ -148,6 +153,39 @@ class _ArchlintTracer(fx.Tracer):
             node.meta["user_frame"] = frame
             node.stack_trace = f'File "{frame[0]}", line {frame[1]}'
         return node
+
+
+@contextlib.contextmanager
+def _eager_type_checks():
+    """``torch.jit.isinstance`` as eager mode answers it, or no fx trace at all: on an fx proxy
+    it would say False where eager mode says True (a ``torch.cat`` under
+    ``if torch.jit.isinstance(x, torch.Tensor)`` would vanish from the graph), so a type check
+    on a traced value stops the trace and capture runs forward on meta tensors instead.
+    (``torch.jit.is_scripting`` and ``torch.compiler.is_compiling`` already say False, as in
+    eager mode.)"""
+    original = torch.jit.isinstance
+
+    def isinstance_as_eager(obj: Any, target_type: Any) -> bool:
+        if _holds_proxy(obj):
+            raise fx.proxy.TraceError("torch.jit.isinstance on a traced value: fx cannot "
+                                      "tell its type")
+        return original(obj, target_type)
+
+    torch.jit.isinstance = isinstance_as_eager
+    try:
+        yield
+    finally:
+        torch.jit.isinstance = original
+
+
+def _holds_proxy(obj: Any) -> bool:
+    if isinstance(obj, fx.Proxy):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_proxy(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_proxy(v) for v in obj)
+    return False
 
 
 def _capture(

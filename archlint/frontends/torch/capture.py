@@ -8,7 +8,7 @@ import contextlib
 import inspect
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
@@ -260,6 +260,8 @@ def _capture_eval(
         input_dtypes=[str(t.dtype).replace("torch.", "") for t in tensors],
         input_names=[leaf_name for leaf_name, _ in leaves],
         input_structured=inputs.structured,
+        # (tensors, one per leaf) -> forward's (args, kwargs): --confirm calls the real forward
+        input_call=lambda values: inputs.call_values(_next_of(iter(values))),
         input_assumed=assumed,
         fx_names={},
         traced_module=module,  # the object traced: meta-built unless the user gave it
@@ -309,6 +311,10 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
     g.graph["symbolic_example"] = example
     g.graph["reads_sizes"] = gm is None or _reads_sizes(gm)
     g.graph["kernel_checks"] = _has_kernel_checks(module)
+
+
+def _next_of(values: Any) -> Callable[[str, Any], Any]:
+    return lambda _name, _spec: next(values)
 
 
 def _first_param_given(module: nn.Module, inputs: ExampleInputs) -> bool:

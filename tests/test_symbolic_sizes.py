@@ -191,3 +191,18 @@ def test_jit_isinstance_takes_the_eager_branch():
     out_shape = g.nodes[g.nodes[outputs[0]]["inputs"][0]]["shapes"][0]
     assert tuple(out_shape) == tuple(real.shape)
     assert report.admissible_sizes["exact"]
+
+
+@pytest.mark.parametrize("stem, smallest", [("index_constant", 29), ("relative_position_index", 7)])
+def test_meta_built_index_buffers_are_read(stem, smallest):
+    """Linted from the file (built on the meta device), an index buffer's values come from a CPU
+    build: the sizes are exact and equal real runs."""
+    path = ROOT / "fixtures" / "sizes" / f"{stem}.py"
+    (report,) = lint(str(path)).models
+    table = report.admissible_sizes
+    assert table["exact"], report.sizes_summary
+    model = _model_of(path, report.model)
+    ok = expand_progressions(table["square"], *table["range"])
+    for n in range(1, 41):
+        assert bool(ok[n - table["range"][0]]) == _runs(model, (1, 3, n, n)), n
+    assert int(np.flatnonzero(ok)[0]) + table["range"][0] == smallest

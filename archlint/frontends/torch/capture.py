@@ -301,16 +301,40 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
         by_leaf = iter(tensors)
         return inputs.call_values(lambda _name, _spec: next(by_leaf))
 
+    values: list[dict] = []
+
     def run_at(point: dict[str, int], symbolic: frozenset[str] | None = None):
         from archlint.frontends.torch.symbolic import symbolic_run
 
-        return symbolic_run(module, leaves, call, point, files, symbolic)
+        if not values:
+            values.append(_meta_index_values(module, g.graph.get("module_factory")))
+        return symbolic_run(module, leaves, call, point, files, symbolic, values[0])
 
     run_at.leaves = leaves  # type: ignore[attr-defined]  # which sizes each input takes
     g.graph["symbolic_runner"] = run_at
     g.graph["symbolic_example"] = example
     g.graph["reads_sizes"] = gm is None or _reads_sizes(gm)
     g.graph["kernel_checks"] = _has_kernel_checks(module)
+
+
+def _meta_index_values(module: nn.Module, factory: Callable[[], Any] | None
+                       ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """id(buffer) -> (buffer, its values) for the integer buffers archlint built on the meta
+    device (index buffers: ``torch.arange``, a meshgrid of relative positions), recomputed by
+    building the model once more on the CPU, so that the bounds of an index into a
+    size-dependent dim can be checked. Empty when there are none or the rebuild fails."""
+    meta = [(name, b) for name, b in module.named_buffers()
+            if b.device.type == "meta" and not b.is_floating_point() and not b.is_complex()]
+    if not meta or factory is None:
+        return {}
+    try:
+        with _quiet_user_code(), torch.device("cpu"):
+            rebuilt = factory()
+        cpu = dict(rebuilt.named_buffers())
+    except Exception:
+        return {}
+    return {id(b): (b, cpu[name]) for name, b in meta
+            if name in cpu and cpu[name].shape == b.shape and cpu[name].dtype == b.dtype}
 
 
 def _next_of(values: Any) -> Callable[[str, Any], Any]:

@@ -323,8 +323,9 @@ def _meta_index_values(module: nn.Module, factory: Callable[[], Any] | None
     device (index buffers: ``torch.arange``, a meshgrid of relative positions), recomputed by
     building the model once more on the CPU, so that the bounds of an index into a
     size-dependent dim can be checked. Empty when there are none or the rebuild fails."""
-    meta = [(name, b) for name, b in module.named_buffers()
-            if b.device.type == "meta" and not b.is_floating_point() and not b.is_complex()]
+    meta = [(name, b) for name, b in module.named_buffers()  # not BatchNorm's 0-d counter
+            if b.device.type == "meta" and b.dim() > 0 and not b.is_floating_point()
+            and not b.is_complex()]
     if not meta or factory is None:
         return {}
     try:

@@ -858,3 +858,54 @@ def test_confirm_attributes_a_real_failure_to_its_node_when_the_graph_agrees():
     C.confirm_report(report)
     assert "traced_differs" not in report.confirm
     assert "it raised at add" in f.confirmation["detail"]
+
+
+class DictFxOnlyBranch(nn.Module):
+    """Takes a dict and a keyword mask; fx tracing skips the border-cropped add, the real
+    forward takes it and fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, batch, *, mask):
+        y = self.conv(batch["image"]) * mask
+        if not torch.fx._symbolic_trace.is_fx_tracing():
+            y = y + y[..., 1:, 1:]
+        return y
+
+
+class DictModel(nn.Module):
+    """The same inputs, and a forward that fx traces faithfully."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, batch, *, mask):
+        return self.conv(batch["image"]) * mask
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("factory", [DictFxOnlyBranch, DictModel])
+def test_confirm_calls_the_real_forward_with_dict_and_keyword_inputs(factory):
+    from archlint.api import lint
+
+    model = factory().eval()
+    image, mask = torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8)
+    report = lint(model, ({"image": image},), example_kwargs={"mask": mask}).models[0]
+    assert report.graph is not None, report.error
+    C.confirm_report(report)
+    try:
+        with torch.no_grad():
+            model({"image": torch.randn(1, 1, 8, 8)}, mask=torch.randn(1, 1, 8, 8))
+        truth = None
+    except Exception as exc:
+        truth = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    assert (factory is DictFxOnlyBranch) == (truth is not None)
+    assert report.confirm.get("example_error") == truth
+    if factory is DictFxOnlyBranch:
+        assert "tracing artefact" in report.confirm["traced_differs"]
+    else:
+        assert "traced_differs" not in report.confirm
+        assert report.confirm["shapes_compared"] > 0

@@ -151,3 +151,34 @@ def test_a_readable_constant_index_is_checked_against_the_size():
     ok = expand_progressions(table["square"], *table["range"])
     for n in range(1, 65):
         assert bool(ok[n - table["range"][0]]) == _runs(model, (1, 3, n, n)), n
+
+
+def test_jit_isinstance_takes_the_eager_branch():
+    """``torch.jit.isinstance(y, torch.Tensor)`` is True in eager mode: the concatenation under
+    it is in the graph, the head's 16 input channels match (no false AL001), and every node's
+    shape at the example is what a real run gives."""
+    path = ROOT / "fixtures" / "sizes" / "jit_isinstance_concat.py"
+    (report,) = lint(str(path)).models
+    assert not [f for f in report.findings if f.severity == "error"], report.findings
+    g = report.graph
+    assert any(g.nodes[n]["op"] == "concat" for n in g.nodes)
+    outputs = [n for n in g.nodes if g.nodes[n]["op"] == "output"]
+    real = _model_of(path, report.model)(torch.zeros(1, 3, 32, 32))
+    out_shape = g.nodes[g.nodes[outputs[0]]["inputs"][0]]["shapes"][0]
+    assert tuple(out_shape) == tuple(real.shape)
+    assert report.admissible_sizes["exact"]
+
+
+@pytest.mark.parametrize("stem, smallest", [("index_constant", 29), ("relative_position_index", 7)])
+def test_meta_built_index_buffers_are_read(stem, smallest):
+    """Linted from the file (built on the meta device), an index buffer's values come from a CPU
+    build: the sizes are exact and equal real runs."""
+    path = ROOT / "fixtures" / "sizes" / f"{stem}.py"
+    (report,) = lint(str(path)).models
+    table = report.admissible_sizes
+    assert table["exact"], report.sizes_summary
+    model = _model_of(path, report.model)
+    ok = expand_progressions(table["square"], *table["range"])
+    for n in range(1, 41):
+        assert bool(ok[n - table["range"][0]]) == _runs(model, (1, 3, n, n)), n
+    assert int(np.flatnonzero(ok)[0]) + table["range"][0] == smallest

@@ -96,35 +96,43 @@ class _TorchConfirmer(_Confirmer):
         torch = self.torch
         run = Run(input_shapes=list(input_shapes))
         module = self.module()
+        # forward's (args, kwargs) from the tensors, one per leaf: dicts and keywords as given
+        call = self.g.graph.get("input_call")
+        if call is None and self.g.graph.get("input_structured"):
+            raise RuntimeError("no way to call forward with its dict or keyword inputs")
         if self._gm is None:
             try:
                 self._gm = self.graph_module(module)
             except Exception:
-                if self.g.graph.get("input_structured"):
-                    raise  # no way to call forward with its dict or keywords: nothing confirmed
                 self._gm = False
-        inputs = [torch.randn(s, device=self.device) for s in input_shapes]
+        inputs = [self._input(s, i) for i, s in enumerate(input_shapes)]
         with torch.no_grad():
-            if self.g.graph.get("input_structured"):
-                # forward takes dicts or keywords: only the fx graph's placeholders can be fed
-                self._record(run, inputs)
-            else:
-                try:
-                    module(*inputs)
-                except Exception as exc:
-                    run.error = _one_line(exc)
-                if self._gm is not False:
-                    traced = Run(input_shapes=list(input_shapes))
-                    self._record(traced, inputs)
-                    if (traced.error is None) == (run.error is None):
-                        run.shapes, run.operands = traced.shapes, traced.operands
-                        run.broadcasts = traced.broadcasts
-                        if traced.error == run.error:
-                            run.error_node = traced.error_node
-                    else:
-                        run.traced_differs = True
+            try:
+                args, kwargs = call(inputs) if call is not None else (inputs, {})
+                module(*args, **kwargs)
+            except Exception as exc:
+                run.error = _one_line(exc)
+            if self._gm is not False:
+                traced = Run(input_shapes=list(input_shapes))
+                self._record(traced, inputs)
+                if (traced.error is None) == (run.error is None):
+                    run.shapes, run.operands = traced.shapes, traced.operands
+                    run.broadcasts = traced.broadcasts
+                    if traced.error == run.error:
+                        run.error_node = traced.error_node
+                else:
+                    run.traced_differs = True
         del inputs
         return run
+
+    def _input(self, shape: tuple[int, ...], i: int) -> Any:
+        """A random input of the example's dtype (integer inputs, token ids, get zeros)."""
+        torch = self.torch
+        dtypes = self.g.graph.get("input_dtypes") or []
+        dtype = getattr(torch, dtypes[i], None) if i < len(dtypes) else None
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            return torch.zeros(shape, dtype=dtype, device=self.device)
+        return torch.randn(shape, device=self.device)
 
     def _record(self, run: Run, inputs: list[Any]) -> None:
         """Run the fx graph, recording every mapped node's real shapes (and the failing node)."""

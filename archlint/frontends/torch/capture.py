@@ -4,10 +4,11 @@ eager (TorchFunctionMode) capture."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
@@ -140,6 +141,10 @@ class _ArchlintTracer(fx.Tracer):
     torch._dynamo (seconds); one frame walk per node is all a location needs.
     """
 
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        with _eager_type_checks():
+            return super().trace(root, concrete_args)
+
     def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict,
                     name: str | None = None, type_expr: Any = None) -> fx.Node:
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
@@ -148,6 +153,39 @@ class _ArchlintTracer(fx.Tracer):
             node.meta["user_frame"] = frame
             node.stack_trace = f'File "{frame[0]}", line {frame[1]}'
         return node
+
+
+@contextlib.contextmanager
+def _eager_type_checks():
+    """``torch.jit.isinstance`` as eager mode answers it, or no fx trace at all: on an fx proxy
+    it would say False where eager mode says True (a ``torch.cat`` under
+    ``if torch.jit.isinstance(x, torch.Tensor)`` would vanish from the graph), so a type check
+    on a traced value stops the trace and capture runs forward on meta tensors instead.
+    (``torch.jit.is_scripting`` and ``torch.compiler.is_compiling`` already say False, as in
+    eager mode.)"""
+    original = torch.jit.isinstance
+
+    def isinstance_as_eager(obj: Any, target_type: Any) -> bool:
+        if _holds_proxy(obj):
+            raise fx.proxy.TraceError("torch.jit.isinstance on a traced value: fx cannot "
+                                      "tell its type")
+        return original(obj, target_type)
+
+    torch.jit.isinstance = isinstance_as_eager
+    try:
+        yield
+    finally:
+        torch.jit.isinstance = original
+
+
+def _holds_proxy(obj: Any) -> bool:
+    if isinstance(obj, fx.Proxy):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_proxy(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_proxy(v) for v in obj)
+    return False
 
 
 def _capture(
@@ -222,6 +260,8 @@ def _capture_eval(
         input_dtypes=[str(t.dtype).replace("torch.", "") for t in tensors],
         input_names=[leaf_name for leaf_name, _ in leaves],
         input_structured=inputs.structured,
+        # (tensors, one per leaf) -> forward's (args, kwargs): --confirm calls the real forward
+        input_call=lambda values: inputs.call_values(_next_of(iter(values))),
         input_assumed=assumed,
         fx_names={},
         traced_module=module,  # the object traced: meta-built unless the user gave it
@@ -261,16 +301,45 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
         by_leaf = iter(tensors)
         return inputs.call_values(lambda _name, _spec: next(by_leaf))
 
+    values: list[dict] = []
+
     def run_at(point: dict[str, int], symbolic: frozenset[str] | None = None):
         from archlint.frontends.torch.symbolic import symbolic_run
 
-        return symbolic_run(module, leaves, call, point, files, symbolic)
+        if not values:
+            values.append(_meta_index_values(module, g.graph.get("module_factory")))
+        return symbolic_run(module, leaves, call, point, files, symbolic, values[0])
 
     run_at.leaves = leaves  # type: ignore[attr-defined]  # which sizes each input takes
     g.graph["symbolic_runner"] = run_at
     g.graph["symbolic_example"] = example
     g.graph["reads_sizes"] = gm is None or _reads_sizes(gm)
     g.graph["kernel_checks"] = _has_kernel_checks(module)
+
+
+def _meta_index_values(module: nn.Module, factory: Callable[[], Any] | None
+                       ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """id(buffer) -> (buffer, its values) for the integer buffers archlint built on the meta
+    device (index buffers: ``torch.arange``, a meshgrid of relative positions), recomputed by
+    building the model once more on the CPU, so that the bounds of an index into a
+    size-dependent dim can be checked. Empty when there are none or the rebuild fails."""
+    meta = [(name, b) for name, b in module.named_buffers()  # not BatchNorm's 0-d counter
+            if b.device.type == "meta" and b.dim() > 0 and not b.is_floating_point()
+            and not b.is_complex()]
+    if not meta or factory is None:
+        return {}
+    try:
+        with _quiet_user_code(), torch.device("cpu"):
+            rebuilt = factory()
+        cpu = dict(rebuilt.named_buffers())
+    except Exception:
+        return {}
+    return {id(b): (b, cpu[name]) for name, b in meta
+            if name in cpu and cpu[name].shape == b.shape and cpu[name].dtype == b.dtype}
+
+
+def _next_of(values: Any) -> Callable[[str, Any], Any]:
+    return lambda _name, _spec: next(values)
 
 
 def _first_param_given(module: nn.Module, inputs: ExampleInputs) -> bool:

@@ -140,6 +140,7 @@ def symbolic_run(
     point: dict[str, int],
     files: _FileNames,
     symbolic: frozenset[str] | None = None,
+    values: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> SymbolicRun:
     """Run ``module`` at ``point`` (axis name -> size) with the sizes of the axes in ``symbolic``
     (default: all) as symbols, the others as literals. ``call`` turns the input tensors (one
@@ -191,7 +192,7 @@ def symbolic_run(
     with _state_kept(module):
         try:
             args, kwargs = call(inputs)
-            with _quiet(), mode, _Calls(run, files, batch_symbols):
+            with _quiet(), mode, _Calls(run, files, batch_symbols, values):
                 output = module(*args, **kwargs)
             run.ok = True
             run.out_spatial = _spatial_output(output, rank)
@@ -202,7 +203,7 @@ def symbolic_run(
     for ra in _deferred_asserts(env):
         run.guards.append(Guard(ra, None))
     if not run.ok and not run.unsupported and run.symbols:
-        _verify_failure(run, module, leaves, call, point, files)
+        _verify_failure(run, module, leaves, call, point, files, values)
     return run
 
 
@@ -225,11 +226,13 @@ def _state_kept(module: nn.Module):
 
 
 def _verify_failure(run: SymbolicRun, module: nn.Module, leaves: list[InputLeaf],
-                    call: Callable, point: dict[str, int], files: _FileNames) -> None:
+                    call: Callable, point: dict[str, int], files: _FileNames,
+                    values: dict[int, tuple[torch.Tensor, torch.Tensor]] | None) -> None:
     """A failure with symbols must also happen with the same sizes as literals; if that run
     works, the failure was an artefact of symbolic tracing: the point runs, its region is
     unknown."""
-    check = symbolic_run(module, leaves, call, point, files, symbolic=frozenset())
+    check = symbolic_run(module, leaves, call, point, files, symbolic=frozenset(),
+                         values=values)
     if check.ok:
         run.unsupported = f"symbolic tracing failed where a plain run works ({run.error})"
         run.point_ok = True
@@ -343,11 +346,15 @@ _LAYOUT_FUNCS = {
 class _Calls(TorchFunctionMode):
     """Per-call hooks: symbolic ``interpolate`` sizes, CPU-only checks, batch-dropping layout."""
 
-    def __init__(self, run: SymbolicRun, files: _FileNames, batch_symbols: set[Any]):
+    def __init__(self, run: SymbolicRun, files: _FileNames, batch_symbols: set[Any],
+                 values: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None):
         super().__init__()
         self.run = run
         self.files = files
         self.batch_symbols = batch_symbols
+        # id(tensor) -> (that tensor, its values on the CPU): integer buffers built on the meta
+        # device, and what literal-sized integer ops make of them (an index buffer's view(-1))
+        self.values = dict(values or {})
         self.literal_batch: dict[int, tuple[torch.Tensor, tuple[str, int, str]]] = {}
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Any = None):
@@ -362,7 +369,7 @@ class _Calls(TorchFunctionMode):
         with contextlib.suppress(Exception):
             check_cpu_only_rules("function", func, args, kwargs)
         if func in ops.INDEX_FUNCS:
-            unknown, symbolic_dim = ops.index_bounds(func, args, kwargs)
+            unknown, symbolic_dim = ops.index_bounds(func, args, kwargs, self._value_of)
             if unknown:
                 frame = _user_frame(sys._getframe(1), self.files)
                 if frame is not None:
@@ -379,9 +386,36 @@ class _Calls(TorchFunctionMode):
             if self.batch_symbols and self.run.batch_lock is None:
                 self._blame_literal_batch(args)
             raise
+        if self.values:
+            self._shadow(func, args, kwargs, out)
         if self.batch_symbols and func in _LAYOUT_FUNCS and self.run.batch_lock is None:
             self._note_batch_lock(func, args, out)
         return out
+
+    def _value_of(self, t: torch.Tensor) -> torch.Tensor | None:
+        kept = self.values.get(id(t))
+        return kept[1] if kept is not None and kept[0] is t else None
+
+    def _shadow(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
+        """The CPU values of an integer output whose tensor operands all have known values and
+        whose other arguments are literals (no symbolic size): the same call on the values."""
+        if not isinstance(out, torch.Tensor) or out.is_floating_point() or out.is_complex():
+            return
+        if any(isinstance(s, torch.SymInt) for s in out.shape) or out.numel() > 1 << 20:
+            return
+        flat = _flat([*args, *kwargs.values()])
+        tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+        if not tensors or any(self._value_of(t) is None for t in tensors) or any(
+                isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)) for a in flat):
+            return
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        from torch.utils._pytree import tree_map
+
+        swap = lambda a: self._value_of(a) if isinstance(a, torch.Tensor) else a  # noqa: E731
+        with contextlib.suppress(Exception), unset_fake_temporarily():
+            value = func(*tree_map(swap, args), **tree_map(swap, kwargs))
+            if isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(out.shape):
+                self.values[id(out)] = (out, value)
 
     def _blame_literal_batch(self, args: tuple) -> None:
         """A call failing on a batch-1 tensor made by expand/view(1, ...) next to a batched one:

@@ -326,7 +326,9 @@ INDEX_FUNCS = {torch.index_select, torch.Tensor.index_select, torch.gather, torc
                torch.Tensor.__getitem__}
 
 
-def index_bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[str | None, bool]:
+def index_bounds(func: Callable, args: tuple, kwargs: dict,
+                 value_of: Callable[[torch.Tensor], torch.Tensor | None] = lambda t: None,
+                 ) -> tuple[str | None, bool]:
     """Meta kernels never read index values, so a constant index past a size-dependent dim
     (``x.index_select(2, rows)``, ``x[:, :, rows]``) would pass at every size. For an index
     held as a real tensor (a buffer, a constant) this checks its bounds against the symbolic
@@ -339,7 +341,10 @@ def index_bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[str | None,
         if index.numel() == 0 or index.dtype == torch.bool or index.is_floating_point():
             continue
         symbolic = isinstance(size, torch.SymInt)
-        if _is_fake(index) or index.device.type == "meta":
+        known = value_of(index)  # a meta-built buffer's values, recomputed on the CPU
+        if known is not None:
+            index = known
+        elif _is_fake(index) or index.device.type == "meta":
             return (f"{getattr(func, '__name__', 'indexing')} picks positions whose values "
                     "archlint cannot read; meta kernels do not check their bounds"), symbolic
         from torch._subclasses.fake_tensor import unset_fake_temporarily

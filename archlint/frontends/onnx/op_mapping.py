@@ -147,8 +147,11 @@ class OpMapping:
         indices = self.static.value(node.input[1]) if len(node.input) > 1 else None
         axis = a.get("axis", 0) % rank
         if indices is None or indices.ndim != 0:
+            # a constant 1-D index keeps its values: provenance follows the positions it picks
+            item = ("tensor",) if indices is None or indices.ndim != 1 or not 0 < indices.size \
+                <= 4096 else ("tensor", tuple(int(v) for v in indices.tolist()))
             return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
-                                         + (("tensor",),), "rank": rank})
+                                         + (item,), "rank": rank})
         return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
                                      + (("int", int(indices)),), "rank": rank})
 

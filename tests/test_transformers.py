@@ -465,10 +465,11 @@ def test_picking_positions_by_a_constant_index_is_exact(how):
 
 
 def test_picking_positions_agrees_on_onnx(tmp_path):
-    """The ONNX export (Gather with a constant index) gives the same shape and fields."""
+    """The ONNX export (Gather with a constant index, a strided Slice) gives the same shape,
+    fields and findings."""
     torch.manual_seed(0)
     x = torch.randn(1, 3, 32, 32)
-    for how in ("index_select", "nchw_index_select"):
+    for how in ("index_select", "gather", "nchw_index_select", "nchw_step"):
         model = _PickTokens(how).eval()
         path = tmp_path / f"{how}.onnx"
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17)

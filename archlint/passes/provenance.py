@@ -30,7 +30,8 @@ embedding), fixes the input resolution.
 Ops (torch and ONNX map to the same kinds): view/reshape/flatten/unflatten/squeeze (digits are
 regrouped, splitting a digit where a size divides it), permute/transpose/movedim, expand, concat
 (a dim that joins a position-free piece, such as a class token, keeps its digits and counts the
-piece in ``prefix``), index/select/slice of prefix entries, split/chunk/unbind, matmul, einsum,
+piece in ``prefix``), index/select/slice of prefix entries, a constant index whose values are
+known (:mod:`archlint.passes.provenance_picks`), split/chunk/unbind, matmul, einsum,
 attention, softmax, reduce, linear (its last dim becomes features), roll, and the ops on
 ``N, C, *spatial`` maps (conv, pools, resize, pad, slice, pixel (un)shuffle), which make a new map
 when their spatial dims are plain single digits; F.unfold / F.fold (and nn.Unfold / nn.Fold)

@@ -20,6 +20,10 @@ from one position to another, so they keep the grids as they are; only these cha
   ``(i - s) mod n``, exactly, so the units the shift wraps around read the far border (as a
   gradient probe sees it, also where Swin masks those pairs with -100 on the logits).
 
+* F.unfold starts a virtual map of (block, offset) positions and F.fold maps it back
+  (:mod:`archlint.passes.provenance_blocks`); a constant index thins a grid
+  (:mod:`archlint.passes.provenance_picks`). Both exact, per position.
+
 The text and JSON say which node made an axis global (``rf_global_cause``).
 """
 

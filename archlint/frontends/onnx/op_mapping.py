@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import onnx
 
 from archlint.frontends.onnx.geometry import (
@@ -73,6 +74,8 @@ class OpMapping:
             return self._softmax(node, a)
         if t == "Gather":
             return self._gather(node, a)
+        if t == "GatherElements":
+            return self._gather_elements(node, a)
         if t == "Einsum":
             return "einsum", Attrs(extra={
                 "equation": a["equation"].replace(" ", ""),
@@ -154,6 +157,24 @@ class OpMapping:
                                          + (item,), "rank": rank})
         return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
                                      + (("int", int(indices)),), "rank": rank})
+
+    def _gather_elements(self, node: onnx.NodeProto, a: dict[str, Any]) -> tuple[str, Attrs]:
+        """``torch.gather`` with a constant index that is one list repeated over the other dims
+        (of the data's sizes): an index along ``axis``; any other GatherElements is unknown."""
+        shape = self.tensors.shapes.get(node.input[0])
+        indices = self.static.value(node.input[1]) if len(node.input) > 1 else None
+        if node.input[0] not in self.producer or not shape or indices is None \
+                or indices.ndim != len(shape):
+            return "unknown", NO_ATTRS
+        axis = a.get("axis", 0) % len(shape)
+        if any(n != m for k, (n, m) in enumerate(zip(indices.shape, shape)) if k != axis):
+            return "unknown", NO_ATTRS
+        line = np.moveaxis(indices, axis, -1).reshape(-1, indices.shape[axis])
+        if not line.size or not (line == line[:1]).all() or line.shape[1] > 4096:
+            return "unknown", NO_ATTRS
+        return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
+                                     + (("tensor", tuple(int(v) for v in line[0])),),
+                              "rank": len(shape)})
 
     def _spatial_rank(self, tensor: str, fallback: int | None = None) -> int:
         shape = self.tensors.shapes.get(tensor)

@@ -485,9 +485,10 @@ def test_picking_positions_agrees_on_onnx(tmp_path):
 class _Blocks(torch.nn.Module):
     """conv, F.unfold, something over the blocks, F.fold back to the conv's grid."""
 
-    def __init__(self, how, k, s, p, d):
+    def __init__(self, how, k, s, p, d, size=None):
         super().__init__()
         self.how, self.geo = how, dict(kernel_size=k, stride=s, padding=p, dilation=d)
+        self.size = size  # a literal output size for F.fold (what torch.onnx can export)
         self.k = k
         self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
         self.attn = torch.nn.MultiheadAttention(4, 1, batch_first=True)
@@ -507,7 +508,7 @@ class _Blocks(torch.nn.Module):
             cols = self.mix(cols.transpose(1, 2)).transpose(1, 2)
         else:
             cols = torch.nn.functional.gelu(cols)
-        return F.fold(cols, output_size=(H, W), **self.geo)
+        return F.fold(cols, output_size=self.size or (H, W), **self.geo)
 
 
 def _graph_of(model, x):
@@ -550,3 +551,20 @@ def test_unfold_fold_fields_equal_the_probe_per_unit(how, k, s, p, d):
             assert span is not None, (unit, axis)
             assert (max(span[0], 0), min(span[1], n - 1)) == (int(idx.min()), int(idx.max())), (
                 unit, axis, span)
+
+
+@pytest.mark.parametrize("how,k,s,p,d", [("attend", 2, 2, 0, 1), ("plain", 3, 2, 1, 1)])
+def test_unfold_fold_onnx_agrees_with_torch(how, k, s, p, d, tmp_path):
+    """With a literal output size F.fold exports (opset 18): F.unfold as Pad and two Gathers
+    of (offset, block) indices, F.fold as Col2Im. Same shape, fields and findings as torch."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 17, 17)
+    model = _Blocks(how, k, s, p, d, size=(17, 17)).eval()
+    path = tmp_path / "blocks.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=18)
+    torch_side = _summary(api.lint(model, example_inputs=(x,)).models[0])
+    onnx_side = _summary(api.lint(path).models[0])
+    assert onnx_side == torch_side
+    assert all(isinstance(f, tuple) for f in torch_side[1]), torch_side

@@ -47,7 +47,7 @@ from typing import Iterable
 import networkx as nx
 
 from archlint.graph import ELEMENTWISE_MERGES, ops
-from archlint.passes.provenance_blocks import fold_dims, unfold_dims
+from archlint.passes.provenance_blocks import blocks_dims, fold_dims, unfold_dims
 from archlint.passes.provenance_picks import pick_dim
 from archlint.passes.provenance_contractions import (  # noqa: F401  (re-exported)
     _einsum,
@@ -410,9 +410,12 @@ def _slice_dim(dim: Dim, size: int) -> Dim:
 def _index(name, first, items, shape) -> tuple[Dim, ...] | None:
     """Index items per dim: ints drop a dim, None adds one, slices keep or cut, one constant
     tensor whose values are known picks positions (:mod:`archlint.passes.provenance_picks`)."""
-    n_explicit = sum(1 for it in items if it[0] in ("int", "slice", "tensor"))
-    if sum(1 for it in items if it[0] == "tensor") > 1:
-        return None  # advanced indexing with several tensors broadcasts them together
+    n_explicit = sum(1 for it in items if it[0] in ("int", "slice", "tensor", "blocks"))
+    if any(it[0] == "blocks" for it in items) and any(it[0] == "ellipsis" for it in items):
+        return None
+    if sum(1 for it in items if it[0] == "tensor") > 1 or (
+            any(it[0] == "tensor" for it in items) and any(it[0] == "int" for it in items)):
+        return None  # several advanced indices (ints count) broadcast and may move to the front
     out: list[Dim] = []
     pos = 0
     for it in items:
@@ -424,6 +427,12 @@ def _index(name, first, items, shape) -> tuple[Dim, ...] | None:
         elif kind == "none":
             out.append(_plain(1))
         elif kind == "int":
+            pos += 1
+        elif kind == "blocks":  # ONNX's F.unfold: one axis gathered into (offset, block)
+            pair = blocks_dims(name, it, first[pos])
+            if pair is None:
+                return None
+            out.extend(pair)
             pos += 1
         elif kind == "tensor":
             if len(it) < 2:

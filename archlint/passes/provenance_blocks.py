@@ -103,6 +103,57 @@ def fold_dims(name: str, geo: dict, first: tuple[Dim, ...], shape) -> tuple[Dim,
     return (first[0], _plain(shape[1]), *out)
 
 
+def blocks_item(indices) -> tuple | None:
+    """An index item for a constant 2-D gather index ``idx[i, l] = start + i*d + l*s`` (how
+    torch.onnx exports F.unfold along one axis): ``("blocks", k, d, start, s)``."""
+    k, count = indices.shape
+    if not k or not count or k * count > 1 << 16:
+        return None
+    start = int(indices[0, 0])
+    d = int(indices[1, 0] - indices[0, 0]) if k > 1 else 1
+    s = int(indices[0, 1] - indices[0, 0]) if count > 1 else 1
+    if d < 1 or s < 1 or start < 0:
+        return None
+    for i in range(k):
+        for l in range(count):
+            if int(indices[i, l]) != start + i * d + l * s:
+                return None
+    return ("blocks", k, d, start, s)
+
+
+def blocks_dims(name: str, item: tuple, dim: Dim) -> tuple[Dim, Dim] | None:
+    """The (offset, block) dims a ``("blocks", ...)`` index makes of one whole map axis."""
+    digit = plain_map(dim)
+    if digit is None:
+        return None
+    _, k, d, start, s = item
+    count = (digit.size - start - d * (k - 1) - 1) // s + 1
+    if count < 1:
+        return None
+    extent = count * k
+    return (Dim(k, (Digit(k, digit.axis, name, 1, extent, False),) if k > 1 else ()),
+            Dim(count, (Digit(count, digit.axis, name, k, extent, digit.grows),)
+                if count > 1 else ()))
+
+
+def blocks_fields(name: str, items, first: tuple[Dim, ...], state_of) -> dict:
+    """Fields of the virtual maps that ``("blocks", ...)`` items start (see :func:`unfold_fields`)."""
+    out = {}
+    pos = 0
+    for it in items:
+        if it[0] == "blocks":
+            digit = plain_map(first[pos])
+            if digit is None:
+                continue
+            state = state_of((digit.map, digit.axis))
+            _, k, d, start, s = it
+            out[(name, digit.axis)] = _unfold_axis(state, k, d, -start, s) \
+                if isinstance(state, tuple) else state
+        if it[0] in ("int", "slice", "tensor", "blocks"):
+            pos += 1
+    return out
+
+
 # -- receptive fields ---------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from archlint.passes.provenance import (
     roll_of_concat,
     strided_map,
 )
-from archlint.passes.provenance_blocks import fold_fields, unfold_fields
+from archlint.passes.provenance_blocks import blocks_fields, fold_fields, unfold_fields
 from archlint.passes.provenance_picks import pick_fields, picks_of
 from archlint.passes.field_grid import (
     ATTENDED,
@@ -143,6 +143,8 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
         if picks is None:
             return None
         pick_fields(combined, picks)
+        combined.update(blocks_fields(name, data["attrs"].extra.get("index", ()), in_dims[0],
+                                      combined.get))
     for slot, dim in contracted(g, name):
         dims = in_dims[slot]
         if dims is None or dim >= len(dims):

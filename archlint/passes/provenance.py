@@ -30,10 +30,13 @@ embedding), fixes the input resolution.
 Ops (torch and ONNX map to the same kinds): view/reshape/flatten/unflatten/squeeze (digits are
 regrouped, splitting a digit where a size divides it), permute/transpose/movedim, expand, concat
 (a dim that joins a position-free piece, such as a class token, keeps its digits and counts the
-piece in ``prefix``), index/select/slice of prefix entries, split/chunk/unbind, matmul, einsum,
+piece in ``prefix``), index/select/slice of prefix entries, a constant index whose values are
+known (:mod:`archlint.passes.provenance_picks`), split/chunk/unbind, matmul, einsum,
 attention, softmax, reduce, linear (its last dim becomes features), roll, and the ops on
 ``N, C, *spatial`` maps (conv, pools, resize, pad, slice, pixel (un)shuffle), which make a new map
-when their spatial dims are plain single digits. Anything else: unknown.
+when their spatial dims are plain single digits; F.unfold / F.fold (and nn.Unfold / nn.Fold)
+through a virtual map of (block, offset) positions (:mod:`archlint.passes.provenance_blocks`).
+Anything else: unknown.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from typing import Iterable
 import networkx as nx
 
 from archlint.graph import ELEMENTWISE_MERGES, ops
+from archlint.passes.provenance_blocks import blocks_dims, fold_dims, unfold_dims
+from archlint.passes.provenance_picks import pick_dim
 from archlint.passes.provenance_contractions import (  # noqa: F401  (re-exported)
     _einsum,
     _matmul,
@@ -176,7 +181,11 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
             return tuple(_plain(1) if i in dims else d for i, d in enumerate(first))
         return tuple(d for i, d in enumerate(first) if i not in dims)
     if op == "index":
-        return _index(first, attrs.extra["index"], shape)
+        return _index(name, first, attrs.extra["index"], shape)
+    if op == "unknown" and "unfold" in attrs.extra:
+        return unfold_dims(name, attrs.extra["unfold"], first, shape)
+    if op == "unknown" and "fold" in attrs.extra:
+        return fold_dims(name, attrs.extra["fold"], first, shape)
     if op == "split":
         dim = attrs.extra["split_dim"]
         if attrs.extra.get("unbind"):
@@ -398,9 +407,15 @@ def _slice_dim(dim: Dim, size: int) -> Dim:
     return Dim(size, None)
 
 
-def _index(first, items, shape) -> tuple[Dim, ...] | None:
-    """Index items per dim: ints drop a dim, None adds one, slices keep or cut."""
-    n_explicit = sum(1 for it in items if it[0] in ("int", "slice", "tensor"))
+def _index(name, first, items, shape) -> tuple[Dim, ...] | None:
+    """Index items per dim: ints drop a dim, None adds one, slices keep or cut, one constant
+    tensor whose values are known picks positions (:mod:`archlint.passes.provenance_picks`)."""
+    n_explicit = sum(1 for it in items if it[0] in ("int", "slice", "tensor", "blocks"))
+    if any(it[0] == "blocks" for it in items) and any(it[0] == "ellipsis" for it in items):
+        return None
+    if sum(1 for it in items if it[0] == "tensor") > 1 or (
+            any(it[0] == "tensor" for it in items) and any(it[0] == "int" for it in items)):
+        return None  # several advanced indices (ints count) broadcast and may move to the front
     out: list[Dim] = []
     pos = 0
     for it in items:
@@ -413,8 +428,21 @@ def _index(first, items, shape) -> tuple[Dim, ...] | None:
             out.append(_plain(1))
         elif kind == "int":
             pos += 1
+        elif kind == "blocks":  # ONNX's F.unfold: one axis gathered into (offset, block)
+            pair = blocks_dims(name, it, first[pos])
+            if pair is None:
+                return None
+            out.extend(pair)
+            pos += 1
         elif kind == "tensor":
-            return None
+            if len(it) < 2:
+                return None  # values unknown (meta device, computed in forward)
+            others = [d for j, d in enumerate(first) if j != pos]
+            picked = pick_dim(name, first[pos], it[1], others)
+            if picked is None:
+                return None
+            out.append(picked[0])
+            pos += 1
         else:
             _, start, stop, step = it
             dim = first[pos]

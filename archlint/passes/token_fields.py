@@ -20,6 +20,10 @@ from one position to another, so they keep the grids as they are; only these cha
   ``(i - s) mod n``, exactly, so the units the shift wraps around read the far border (as a
   gradient probe sees it, also where Swin masks those pairs with -100 on the logits).
 
+* F.unfold starts a virtual map of (block, offset) positions and F.fold maps it back
+  (:mod:`archlint.passes.provenance_blocks`); a constant index thins a grid
+  (:mod:`archlint.passes.provenance_picks`). Both exact, per position.
+
 The text and JSON say which node made an axis global (``rf_global_cause``).
 """
 
@@ -40,6 +44,8 @@ from archlint.passes.provenance import (
     roll_of_concat,
     strided_map,
 )
+from archlint.passes.provenance_blocks import blocks_fields, fold_fields, unfold_fields
+from archlint.passes.provenance_picks import pick_fields, picks_of
 from archlint.passes.field_grid import (
     ATTENDED,
     GLOBAL,
@@ -108,6 +114,14 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
         for key, state in fields.items():
             combined[key] = state if key not in combined else _merge_axis([combined[key], state])
     data = g.nodes[name]
+    blocks = data["attrs"].extra if data["op"] == "unknown" else {}
+    if "unfold" in blocks or "fold" in blocks:
+        if out_dims is None or in_dims[0] is None:
+            return None
+        kind = "unfold" if "unfold" in blocks else "fold"
+        made = (unfold_fields if kind == "unfold" else fold_fields)(
+            name, blocks[kind], in_dims[0], combined.get)
+        return None if made is None else {**combined, **made}
     if data["op"] in MAP_OPS or data["op"] == "global_pool":
         # off the N, C, *spatial layout only a no-op (pad by 0) keeps the positions, and a
         # strided slice (Swin's patch merging) starts a map of every step-th position
@@ -124,6 +138,13 @@ def token_fields(g: nx.DiGraph, name: str, ins: list[Fields | None],
             combined[(strided_map(digit, step), digit.axis)] = (
                 _window(state, 1, step, -(start or 0)) if isinstance(state, tuple) else state)
         return combined
+    if data["op"] == "index" and in_dims[0] is not None:
+        picks = picks_of(name, data["attrs"].extra.get("index", ()), in_dims[0])
+        if picks is None:
+            return None
+        pick_fields(combined, picks)
+        combined.update(blocks_fields(name, data["attrs"].extra.get("index", ()), in_dims[0],
+                                      combined.get))
     for slot, dim in contracted(g, name):
         dims = in_dims[slot]
         if dims is None or dim >= len(dims):

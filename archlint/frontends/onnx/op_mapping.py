@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import onnx
 
 from archlint.frontends.onnx.geometry import (
@@ -14,6 +15,7 @@ from archlint.frontends.onnx.geometry import (
     conv_transpose_padding,
 )
 from archlint.graph import NO_ATTRS, Attrs
+from archlint.passes.provenance_blocks import blocks_item
 
 POINTWISE_OPS = frozenset(
     """Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Elu Selu Celu Gelu Mish Softplus
@@ -73,6 +75,10 @@ class OpMapping:
             return self._softmax(node, a)
         if t == "Gather":
             return self._gather(node, a)
+        if t == "Col2Im":  # F.fold (opset 18)
+            return "unknown", self._col2im(node, a)
+        if t == "GatherElements":
+            return self._gather_elements(node, a)
         if t == "Einsum":
             return "einsum", Attrs(extra={
                 "equation": a["equation"].replace(" ", ""),
@@ -147,10 +153,47 @@ class OpMapping:
         indices = self.static.value(node.input[1]) if len(node.input) > 1 else None
         axis = a.get("axis", 0) % rank
         if indices is None or indices.ndim != 0:
+            # a constant 1-D index keeps its values: provenance follows the positions it picks
+            item = ("tensor",) if indices is None or indices.ndim != 1 or not 0 < indices.size \
+                <= 4096 else ("tensor", tuple(int(v) for v in indices.tolist()))
+            if indices is not None and indices.ndim == 2:
+                item = blocks_item(indices) or item
             return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
-                                         + (("tensor",),), "rank": rank})
+                                         + (item,), "rank": rank})
         return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
                                      + (("int", int(indices)),), "rank": rank})
+
+    def _col2im(self, node: onnx.NodeProto, a: dict[str, Any]) -> Attrs:
+        """The geometry F.fold's provenance reads (symmetric pads only, as F.fold has)."""
+        size = self.static.ints(node.input[1]) if len(node.input) > 2 else None
+        kernel = self.static.ints(node.input[2]) if len(node.input) > 2 else None
+        if not size or not kernel or len(size) != 2 or len(kernel) != 2:
+            return NO_ATTRS
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        if len(pads) != 4 or pads[:2] != pads[2:]:
+            return NO_ATTRS
+        return Attrs(extra={"fold": {
+            "kernel": tuple(kernel), "dilation": tuple(a.get("dilations", (1, 1))),
+            "padding": tuple(pads[:2]), "stride": tuple(a.get("strides", (1, 1))),
+            "output_size": tuple(size)}})
+
+    def _gather_elements(self, node: onnx.NodeProto, a: dict[str, Any]) -> tuple[str, Attrs]:
+        """``torch.gather`` with a constant index that is one list repeated over the other dims
+        (of the data's sizes): an index along ``axis``; any other GatherElements is unknown."""
+        shape = self.tensors.shapes.get(node.input[0])
+        indices = self.static.value(node.input[1]) if len(node.input) > 1 else None
+        if node.input[0] not in self.producer or not shape or indices is None \
+                or indices.ndim != len(shape):
+            return "unknown", NO_ATTRS
+        axis = a.get("axis", 0) % len(shape)
+        if any(n != m for k, (n, m) in enumerate(zip(indices.shape, shape)) if k != axis):
+            return "unknown", NO_ATTRS
+        line = np.moveaxis(indices, axis, -1).reshape(-1, indices.shape[axis])
+        if not line.size or not (line == line[:1]).all() or line.shape[1] > 4096:
+            return "unknown", NO_ATTRS
+        return "index", Attrs(extra={"index": (("slice", None, None, 1),) * axis
+                                     + (("tensor", tuple(int(v) for v in line[0])),),
+                              "rank": len(shape)})
 
     def _spatial_rank(self, tensor: str, fallback: int | None = None) -> int:
         shape = self.tensors.shapes.get(tensor)

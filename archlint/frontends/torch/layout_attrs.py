@@ -118,8 +118,76 @@ def _index_fn(call: OpCall) -> tuple[str, Attrs]:
                                     and not i.dtype.is_floating_point and i.device.type != "meta"):
             items.append(("int", int(i)))
         else:
-            items.append(("tensor",))
+            raw = _raw_item(call, len(items))
+            items.append(_tensor_item(call.constant_value(raw) if isinstance(i, torch.Tensor)
+                                      else i, call.producer(raw)))
     return "index", Attrs(extra={"index": tuple(items), "rank": x.dim()})
+
+
+#: longest index whose values the IR keeps (a real network's token picks are far shorter)
+MAX_INDEX_VALUES = 4096
+
+
+def _raw_item(call: OpCall, k: int) -> Any:
+    raw = call.raw_args[1] if len(call.raw_args) > 1 else None
+    if isinstance(raw, tuple):
+        return raw[k] if k < len(raw) else None
+    return raw if k == 0 else None
+
+
+def _tensor_item(index: Any, producer: str | None) -> tuple:
+    """``("tensor", values)`` for a constant 1-D integer index whose values are readable (a
+    buffer of a real model); ``("tensor",)`` with a reason otherwise."""
+    if producer is not None:
+        return ("tensor",)  # computed from an activation: its values change with the input
+    if index is None:
+        return ("tensor",)  # built on the meta device, or computed in forward: values unread
+    if not isinstance(index, torch.Tensor):
+        if isinstance(index, (list, tuple)) and all(isinstance(v, int) for v in index) \
+                and 0 < len(index) <= MAX_INDEX_VALUES:
+            return ("tensor", tuple(index))
+        return ("tensor",)
+    if index.device.type == "meta" or index.dim() != 1 or index.dtype.is_floating_point \
+            or index.dtype == torch.bool or not 0 < index.numel() <= MAX_INDEX_VALUES:
+        return ("tensor",)
+    return ("tensor", tuple(int(v) for v in index.tolist()))
+
+
+def _index_select_fn(call: OpCall) -> tuple[str, Attrs]:
+    """``x.index_select(dim, idx)``: ``x[:, ..., idx]`` along ``dim``."""
+    x = call.args[0]
+    rank = x.dim()
+    dim = int(call.get("dim")) % rank
+    raw = call.bound_raw.get("index")
+    item = _tensor_item(call.constant_value(raw), call.producer(raw))
+    return "index", Attrs(extra={"index": (("slice", None, None, 1),) * dim + (item,),
+                                 "rank": rank})
+
+
+def _gather_fn(broadcasts: bool) -> Callable[[OpCall], tuple[str, Attrs]]:
+    """``torch.gather`` / ``take_along_dim`` (``broadcasts``: its index may have size-1 dims)."""
+    def attrs(call: OpCall) -> tuple[str, Attrs]:
+        return _gather(call, broadcasts)
+    return attrs
+
+
+def _gather(call: OpCall, broadcasts: bool) -> tuple[str, Attrs]:
+    """An index that is one 1-D list repeated over the other dims
+    (``keep[None, :, None].expand(...)``) is an index_select; any other index is unknown."""
+    key = "indices" if broadcasts else "index"
+    x, index = call.args[0], call.constant_value(call.bound_raw.get(key))
+    rank = x.dim()
+    dim = int(call.get("dim")) % rank
+    item: tuple = ("tensor",)
+    if call.producer(call.bound_raw.get(key)) is None and isinstance(index, torch.Tensor) \
+            and index.device.type != "meta" and index.dim() == rank:
+        line = index.movedim(dim, -1).reshape(-1, index.shape[dim])
+        if index.shape[dim] and bool((line == line[:1]).all()) and all(
+                n == m or (broadcasts and n == 1)
+                for k, (n, m) in enumerate(zip(index.shape, x.shape)) if k != dim):
+            item = _tensor_item(line[0], None)
+    return "index", Attrs(extra={"index": (("slice", None, None, 1),) * dim + (item,),
+                                 "rank": rank})
 
 
 def _permute_fn(call: OpCall) -> tuple[str, Attrs]:

@@ -179,6 +179,23 @@ def _unflatten_module(call: OpCall) -> Attrs:
     return Attrs(extra={"unflatten_dim": m.dim, "unflatten_sizes": tuple(m.unflattened_size)})
 
 
+def blocks_geometry(kernel, dilation, padding, stride, output_size=None) -> dict[str, Any]:
+    """nn.Unfold / nn.Fold arguments, two spatial axes each (all PyTorch supports)."""
+    geometry = {"kernel": _ints(kernel, 2), "dilation": _ints(dilation, 2),
+                "padding": _ints(padding, 2), "stride": _ints(stride, 2)}
+    if output_size is not None:
+        geometry["output_size"] = _ints(output_size, 2)
+    return geometry
+
+
+def _blocks_module(kind: str) -> Callable[[OpCall], Attrs]:
+    def attrs(call: OpCall) -> Attrs:
+        m = call.module
+        return Attrs(extra={kind: blocks_geometry(m.kernel_size, m.dilation, m.padding, m.stride,
+                                                  getattr(m, "output_size", None))})
+    return attrs
+
+
 def _no_attrs(call: OpCall) -> Attrs:
     return Attrs()
 
@@ -235,4 +252,7 @@ _MODULE_TABLE: list[tuple[Any, _Handler]] = [
     (nn.MultiheadAttention, ("attention", None, _mha_module)),
     ((nn.Softmax, nn.LogSoftmax, nn.Softmin), ("softmax", None, _softmax_module)),
     (nn.GLU, ("unknown", None, _no_attrs)),  # not shape-preserving
+    # kept unknown for the shape and size passes; axis provenance reads extra["unfold"/"fold"]
+    (nn.Unfold, ("unknown", None, _blocks_module("unfold"))),
+    (nn.Fold, ("unknown", None, _blocks_module("fold"))),
 ]

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from archlint.frontends.torch.layout_attrs import (
     _einsum_fn,
     _expand_fn,
+    _gather_fn,
     _getitem_fn,
+    _index_select_fn,
     _matmul_fn,
     _merge_fn,
     _permute_fn,
@@ -27,6 +29,7 @@ from archlint.frontends.torch.layout_attrs import (
 )
 from archlint.frontends.torch.module_attrs import (
     _adaptive_size,
+    blocks_geometry,
     _Handler,
     _module_handler,
     _no_attrs,
@@ -235,6 +238,16 @@ def _pixel_unshuffle_fn(call: OpCall) -> Attrs:
     return Attrs(factor=int(call.get("downscale_factor")))
 
 
+def _blocks_fn(kind: str) -> Callable[[OpCall], Attrs]:
+    """F.unfold / F.fold: kept ``unknown`` for the shape and size passes (meta kernels give the
+    shape); the geometry in ``extra[kind]`` is what axis provenance reads."""
+    def attrs(call: OpCall) -> Attrs:
+        return Attrs(extra={kind: blocks_geometry(
+            call.get("kernel_size"), call.get("dilation", 1), call.get("padding", 0),
+            call.get("stride", 1), call.get("output_size"))})
+    return attrs
+
+
 _CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_T = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
 _MAXP = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -310,6 +323,10 @@ def _register_functions() -> None:
         ("pixel_shuffle", ("input", "upscale_factor"), _pixel_shuffle_fn))
     add(g(F, "pixel_unshuffle") + g(torch, "pixel_unshuffle"),
         ("pixel_unshuffle", ("input", "downscale_factor"), _pixel_unshuffle_fn))
+    add(g(F, "unfold"), ("unknown", ("input", "kernel_size", "dilation", "padding", "stride"),
+                         _blocks_fn("unfold")))
+    add(g(F, "fold"), ("unknown", ("input", "output_size", "kernel_size", "dilation", "padding",
+                                   "stride"), _blocks_fn("fold")))
     add(g(torch, "cat", "concat", "concatenate"), ("concat", ("tensors", "dim"), _concat_fn))
     add(g(torch, "flatten"), ("flatten", ("input", "start_dim", "end_dim"), _flatten_fn))
     add(g(torch, "reshape"), ("reshape", ("input", "shape"), _reshape_fn))
@@ -369,6 +386,12 @@ def _register_functions() -> None:
         _METHODS[name] = ("reshape", None, _shape_only)
     add(g(torch, "squeeze", "unsqueeze", "unflatten"), ("reshape", None, _shape_only))
     add([operator.getitem], ("?", None, _getitem_fn))
+    _METHODS["index_select"] = ("?", ("input", "dim", "index"), _index_select_fn)
+    add(g(torch, "index_select"), ("?", ("input", "dim", "index"), _index_select_fn))
+    _METHODS["gather"] = ("?", ("input", "dim", "index"), _gather_fn(False))
+    _METHODS["take_along_dim"] = ("?", ("input", "indices", "dim"), _gather_fn(True))
+    add(g(torch, "gather"), _METHODS["gather"])
+    add(g(torch, "take_along_dim"), _METHODS["take_along_dim"])
     _METHODS["__getitem__"] = ("?", None, _getitem_fn)
 
 

@@ -64,6 +64,8 @@ class OpCall:
     #: whether a constant operand was computed using an activation's size at run time
     #: (interpolated or built to the grid), so it follows the input size.
     sized_from_activation: Callable[[Any], bool] = lambda raw: False
+    #: the real value of a parameter or buffer operand (None: not one, or built on meta)
+    constant_value: Callable[[Any], Any] = lambda raw: None
     module: nn.Module | None = None
     bound: dict[str, Any] = field(default_factory=dict)
     bound_raw: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +93,16 @@ def _bind(params: tuple[str, ...], args: tuple, kwargs: dict, defaults: dict[str
             out[name] = args[i]
     out.update(kwargs)
     return out
+
+
+def _real_attr(gm: fx.GraphModule, raw: Any) -> Any:
+    """A get_attr node's tensor in the traced module, when it holds real values."""
+    if not isinstance(raw, fx.Node) or raw.op != "get_attr":
+        return None
+    obj: Any = gm
+    for part in str(raw.target).split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, torch.Tensor) and obj.device.type != "meta" else None
 
 
 def _fx_call(
@@ -168,6 +180,7 @@ def _fx_call(
         spatial_of=spatial_of,
         constant_name=constant_name,
         sized_from_activation=sized_from_activation,
+        constant_value=lambda raw: _real_attr(gm, raw),
         module=target if kind == "module" else None,
     )
 

@@ -317,6 +317,9 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
     g.graph["kernel_checks"] = _has_kernel_checks(module)
 
 
+_MAX_REBUILD_VALUES = 1 << 28
+
+
 def _meta_index_values(module: nn.Module, factory: Callable[[], Any] | None
                        ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """id(buffer) -> (buffer, its values) for the integer buffers archlint built on the meta
@@ -327,6 +330,10 @@ def _meta_index_values(module: nn.Module, factory: Callable[[], Any] | None
             if b.device.type == "meta" and b.dim() > 0 and not b.is_floating_point()
             and not b.is_complex()]
     if not meta or factory is None:
+        return {}
+    # the rebuild allocates every weight too: past this many values (1 GiB of float32) the
+    # index bounds stay undecided rather than the lint paying for a second, real model
+    if sum(p.numel() for p in module.parameters()) > _MAX_REBUILD_VALUES:
         return {}
     try:
         with _quiet_user_code(), torch.device("cpu"):

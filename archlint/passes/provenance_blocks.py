@@ -103,24 +103,6 @@ def fold_dims(name: str, geo: dict, first: tuple[Dim, ...], shape) -> tuple[Dim,
     return (first[0], _plain(shape[1]), *out)
 
 
-def blocks_item(indices) -> tuple | None:
-    """An index item for a constant 2-D gather index ``idx[i, l] = start + i*d + l*s`` (how
-    torch.onnx exports F.unfold along one axis): ``("blocks", k, d, start, s)``."""
-    k, count = indices.shape
-    if not k or not count or k * count > 1 << 16:
-        return None
-    start = int(indices[0, 0])
-    d = int(indices[1, 0] - indices[0, 0]) if k > 1 else 1
-    s = int(indices[0, 1] - indices[0, 0]) if count > 1 else 1
-    if d < 1 or s < 1 or start < 0:
-        return None
-    for i in range(k):
-        for l in range(count):
-            if int(indices[i, l]) != start + i * d + l * s:
-                return None
-    return ("blocks", k, d, start, s)
-
-
 def blocks_dims(name: str, item: tuple, dim: Dim) -> tuple[Dim, Dim] | None:
     """The (offset, block) dims a ``("blocks", ...)`` index makes of one whole map axis."""
     digit = plain_map(dim)

@@ -15,7 +15,6 @@ from archlint.frontends.onnx.geometry import (
     conv_transpose_padding,
 )
 from archlint.graph import NO_ATTRS, Attrs
-from archlint.passes.provenance_blocks import blocks_item
 
 POINTWISE_OPS = frozenset(
     """Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Elu Selu Celu Gelu Mish Softplus
@@ -431,3 +430,19 @@ class OpMapping:
                     in_f, out_f = weight[-2], weight[-1]
                 return Attrs(in_features=in_f, out_features=out_f, bias=bias)
         return Attrs(bias=bias, extra={"weight_is_activation": not b_static})
+
+
+def blocks_item(indices: np.ndarray) -> tuple | None:
+    """The index item for a constant 2-D Gather index ``idx[i, l] = start + i*d + l*s``, which
+    is how torch.onnx exports F.unfold along one axis: ``("blocks", k, d, start, s)`` (read by
+    provenance as offset ``i`` within block ``l``); None for any other index."""
+    k, count = indices.shape
+    if not k or not count or k * count > 1 << 16:
+        return None
+    start = int(indices[0, 0])
+    d = int(indices[1, 0] - indices[0, 0]) if k > 1 else 1
+    s = int(indices[0, 1] - indices[0, 0]) if count > 1 else 1
+    if d < 1 or s < 1 or start < 0:
+        return None
+    expected = start + d * np.arange(k)[:, None] + s * np.arange(count)[None, :]
+    return ("blocks", k, d, start, s) if np.array_equal(indices, expected) else None

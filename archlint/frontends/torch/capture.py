@@ -261,7 +261,7 @@ def _capture_eval(
         input_names=[leaf_name for leaf_name, _ in leaves],
         input_structured=inputs.structured,
         # (tensors, one per leaf) -> forward's (args, kwargs): --confirm calls the real forward
-        input_call=lambda values: inputs.call_values(_next_of(iter(values))),
+        input_call=inputs.call_with,
         input_assumed=assumed,
         fx_names={},
         traced_module=module,  # the object traced: meta-built unless the user gave it
@@ -273,8 +273,7 @@ def _capture_eval(
     else:
         notes.append(f"torch.fx could not trace {name} ({trace_error}); captured by running "
                      "forward on meta tensors instead")
-        by_leaf = iter(tensors)
-        args, kwargs = inputs.call_values(lambda _name, _spec: next(by_leaf))
+        args, kwargs = inputs.call_with(tensors)
         builder.from_eager(tensors, args, kwargs)
     if g.graph["capture_note"]:
         notes.append(g.graph["capture_note"])
@@ -297,10 +296,6 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
     if not any(axis != "batch" for axis in example):
         return
 
-    def call(tensors: list[torch.Tensor]) -> tuple[tuple, dict]:
-        by_leaf = iter(tensors)
-        return inputs.call_values(lambda _name, _spec: next(by_leaf))
-
     values: list[dict] = []
 
     def run_at(point: dict[str, int], symbolic: frozenset[str] | None = None):
@@ -308,7 +303,7 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
 
         if not values:
             values.append(_meta_index_values(module, g.graph.get("module_factory")))
-        return symbolic_run(module, leaves, call, point, files, symbolic, values[0])
+        return symbolic_run(module, leaves, inputs.call_with, point, files, symbolic, values[0])
 
     run_at.leaves = leaves  # type: ignore[attr-defined]  # which sizes each input takes
     g.graph["symbolic_runner"] = run_at
@@ -343,10 +338,6 @@ def _meta_index_values(module: nn.Module, factory: Callable[[], Any] | None
         return {}
     return {id(b): (b, cpu[name]) for name, b in meta
             if name in cpu and cpu[name].shape == b.shape and cpu[name].dtype == b.dtype}
-
-
-def _next_of(values: Any) -> Callable[[str, Any], Any]:
-    return lambda _name, _spec: next(values)
 
 
 def _first_param_given(module: nn.Module, inputs: ExampleInputs) -> bool:

@@ -69,6 +69,11 @@ class ExampleInputs:
         kwargs = {k: _rebuild(v, k, leaf) for k, v in self.kwargs}
         return args, kwargs
 
+    def call_with(self, tensors: Any) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` for forward with ``tensors`` (one per leaf, in leaf order)."""
+        by_leaf = iter(tensors)
+        return self.call_values(lambda _name, _spec: next(by_leaf))
+
 
 def _walk(value: Any, name: str, out: list[tuple[str, InputSpec]]) -> None:
     if isinstance(value, InputSpec):

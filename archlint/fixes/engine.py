@@ -81,7 +81,7 @@ def fix_report(report: Report, opts: Options, *, unsafe: bool, write: bool,
                 break
             by_target[target] = new_models
     if write and opts.confirm:
-        from archlint.cli import confirm_model
+        from archlint.runner import confirm_model
 
         for target, models in by_target.items():
             if models is not originals[target]:
@@ -318,7 +318,7 @@ def _write_all(texts: dict[str, str], target: str) -> None:
 
 
 def _relint_with(opts: Options) -> Relint:
-    from archlint.cli import lint_target
+    from archlint.runner import lint_target
 
     quiet = replace(opts, confirm=False)
     return lambda target: lint_target(target, quiet)

@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from archlint.fixes.codemod import edit_calls
 from archlint.fixes.model import Applicability, CallEdit, Fix

@@ -195,7 +195,7 @@ def add_op(
         "origin": origin,
         "inputs": tuple(inputs),
         "attrs": attrs if attrs is not None else NO_ATTRS,
-        "shapes": None if shapes is None else tuple(tuple(map(int, s)) for s in shapes),
+        "shapes": None if shapes is None else tuple(_int_shape(s) for s in shapes),
         "location": location if location is not None else Location(None, None, name),
         "error": error,
     }
@@ -223,6 +223,23 @@ def add_op(
     if cache:
         cache.clear()
     return name
+
+
+#: shape -> the same dims as Python ints, one shared tuple per distinct shape (a large graph
+#: repeats a few shapes, and the nodes then share one tuple)
+_INT_SHAPES: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+
+def _int_shape(shape: Any) -> tuple[int, ...]:
+    if type(shape) is not tuple:
+        return tuple(map(int, shape))
+    found = _INT_SHAPES.get(shape)
+    if found is None:
+        found = tuple(map(int, shape))
+        if len(_INT_SHAPES) > 100_000:
+            _INT_SHAPES.clear()
+        _INT_SHAPES[shape] = found
+    return found
 
 
 def _plain_digraph() -> type:

@@ -195,11 +195,13 @@ def add_op(
         "origin": origin,
         "inputs": tuple(inputs),
         "attrs": attrs if attrs is not None else NO_ATTRS,
-        "shapes": None if shapes is None else tuple(_int_shape(s) for s in shapes),
+        "shapes": None if shapes is None else (
+            (_int_shape(shapes[0]),) if type(shapes) is tuple and len(shapes) == 1
+            else tuple(_int_shape(s) for s in shapes)),
         "location": location if location is not None else Location(None, None, name),
         "error": error,
     }
-    if type(g) is not _plain_digraph():  # a subclass may have its own dict factories
+    if type(g) is not (_DIGRAPH or _plain_digraph()):  # a subclass may have its own dicts
         g.add_node(name, **data)
         for slot, src in enumerate(inputs):
             if g.has_edge(src, name):
@@ -242,10 +244,16 @@ def _int_shape(shape: Any) -> tuple[int, ...]:
     return found
 
 
+#: networkx's DiGraph, once imported (add_op runs once per node: no import statement there)
+_DIGRAPH: type | None = None
+
+
 def _plain_digraph() -> type:
+    global _DIGRAPH
     import networkx as nx
 
-    return nx.DiGraph
+    _DIGRAPH = nx.DiGraph
+    return _DIGRAPH
 
 
 class _Order:

@@ -196,6 +196,9 @@ def _axis_step(g: nx.DiGraph, name: str, op: str, attrs: Attrs, axis: int, state
 
 
 
+#: ops whose field is their input's (normalization statistics are ignored, as in Distill)
+_SAME_FIELD = frozenset({"pointwise", "norm", "output"})
+
 #: "not computed yet" in the pass's lazy per-node tables (None is a real value there)
 _UNSET = object()
 
@@ -233,6 +236,30 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         data = nodes[name]
         op = data["op"]
         inputs = data["inputs"]
+        if op in _SAME_FIELD and len(inputs) == 1:
+            # a pointwise op on a plain NC* map (the same dims object as its input), whose
+            # input has a field and no global cause: everything is its input's (what the
+            # general path below computes for it, without asking again)
+            src = inputs[0]
+            rf = public[src]
+            dims = data.get("provenance")
+            if rf is not None and dims is not None and dims is nodes[src].get("provenance") \
+                    and plain_of[src] and causes[src] is None \
+                    and _spatial_count(g, name, len(states[src])) == len(states[src]):
+                axes = states[src]
+                plain_of[name] = True
+                lazy_fields[name] = (dims, axes)
+                copied_axes[name] = global_axes = copied_axes[src]
+                states[name] = axes
+                flags[name] = is_global = flags[src]
+                public[name] = rf
+                causes[name] = None
+                data["rf"] = rf
+                data["rf_global"] = is_global
+                data["rf_global_axes"] = global_axes
+                data["rf_global_cause"] = None
+                data["rf_aligned"] = None
+                continue
         aligned = None
         rf = None
         if op == "input" or not inputs:

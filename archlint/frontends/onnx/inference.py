@@ -252,7 +252,14 @@ def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
 
 def _shapes_of(types: dict[str, onnx.TypeProto]) -> dict[str, tuple[int | None, ...]]:
-    return {k: d for k, d in ((k, _dims(t)) for k, t in types.items()) if d is not None}
+    # one tuple per distinct shape: a large graph repeats a few, and the IR nodes share them
+    shared: dict[tuple[int | None, ...], tuple[int | None, ...]] = {}
+    out = {}
+    for k, t in types.items():
+        d = _dims(t)
+        if d is not None:
+            out[k] = shared.setdefault(d, d)
+    return out
 
 
 def _dims(t: onnx.TypeProto) -> tuple[int | None, ...] | None:

@@ -225,9 +225,8 @@ def _infer_tensors(
         inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
         strict_error = _one_line(exc)
-    if strict_error is None:
-        types = _types_of(inferred)
-        tensors = _Tensors(shapes=_shapes_of(types), types=types)
+    if strict_error is None:  # only the node-by-node walk below reads types
+        tensors = _Tensors(shapes=_inferred_shapes(inferred))
         tensors.static = _StaticValues(model, nodes, tensors, activations)
         if not _disagrees_with_runtime(nodes, tensors) and not _has_gaps(model, nodes, tensors, activations):
             return tensors
@@ -249,6 +248,31 @@ def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
         if v.type.HasField("tensor_type") and (v.name not in types or v.type.tensor_type.HasField("shape")):
             types[v.name] = v.type
     return types
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """``_shapes_of(_types_of(model))`` without building a TypeProto per initializer or the
+    types map (one pass over the value infos of a large graph)."""
+    g = model.graph
+    shared: dict[tuple[int | None, ...], tuple[int | None, ...]] = {}
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    typed: set[str] = set()
+    for t in g.initializer:
+        d = tuple(t.dims)  # what _dims reads back from make_tensor_type_proto(dtype, dims)
+        shapes[t.name] = shared.setdefault(d, d)
+        typed.add(t.name)
+    for v in [*g.input, *g.value_info, *g.output]:
+        if not v.type.HasField("tensor_type"):
+            continue
+        if v.name in typed and not v.type.tensor_type.HasField("shape"):
+            continue  # _types_of keeps the earlier type
+        typed.add(v.name)
+        d = _dims(v.type)
+        if d is None:
+            shapes.pop(v.name, None)
+        else:
+            shapes[v.name] = shared.setdefault(d, d)
+    return shapes
 
 
 def _shapes_of(types: dict[str, onnx.TypeProto]) -> dict[str, tuple[int | None, ...]]:

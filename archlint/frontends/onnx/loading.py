@@ -127,6 +127,23 @@ def _outer_reads(graph: onnx.GraphProto) -> list[str]:
     return [t for n in graph.node for t in _node_reads(n) if t not in local]
 
 
+def file_mentions(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain ``needle``, read a MiB at a time (never all at once, and
+    never mapped: a mapped file's pages would count in the process's peak memory). True when the
+    file cannot be read: the caller then looks the slow way."""
+    overlap = len(needle) - 1
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                if needle in chunk or needle in tail + chunk[:overlap]:
+                    return True
+                tail = chunk[-overlap:] if overlap else b""
+    except OSError:
+        return True
+    return False
+
+
 def external_data_outside(model: onnx.ModelProto, folder: Path | None) -> list[str]:
     """Warnings for tensors whose external data points outside the model's folder (an absolute
     path, or one that climbs out with '..'). Only the reference is read; the file never is."""

@@ -42,8 +42,12 @@ class OpMapping:
 
     def _normalize(self, node: onnx.NodeProto) -> tuple[str, Attrs]:
         t = node.op_type
+        # the commonest kinds first (this runs once per node); reading attributes can fail on a
+        # malformed one, so only a node without any skips that
+        if (t in _PLAIN_POINTWISE or t in ARITHMETIC_MERGES) and not node.attribute:
+            return ("pointwise", NO_ATTRS) if t in _PLAIN_POINTWISE else self._elementwise(node)
         a = _attributes(node)
-        if t in _PLAIN_POINTWISE:  # the commonest kinds first: this runs once per node
+        if t in _PLAIN_POINTWISE:
             return "pointwise", NO_ATTRS
         if t in ARITHMETIC_MERGES:
             return self._elementwise(node)

@@ -20,6 +20,7 @@ Files:
 ``loading``     load without external data (a reference outside the model folder is reported,
                 never opened), header checks, topological order;
 ``inference``   the example input (declared or assumed), shape inference, static values;
+``value_types`` types and shapes read from value infos (what inference wrote);
 ``op_mapping``  one ONNX node -> op kind and Attrs;
 ``geometry``    per-op window/padding formulas as ONNX defines them;
 ``batch_lock``  ops that write a literal batch where the file's input batch is symbolic;

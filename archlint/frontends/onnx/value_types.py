@@ -28,13 +28,22 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]
         d = tuple(t.dims)  # what _dims reads back from make_tensor_type_proto(dtype, dims)
         shapes[t.name] = shared.setdefault(d, d)
         typed.add(t.name)
+    # what each distinct type says, read once: a large graph repeats a few types, and its
+    # serialized bytes are a cheaper key than reading every dim of every value info
+    read: dict[bytes, tuple[bool, bool, tuple[int | None, ...] | None]] = {}
     for v in [*g.input, *g.value_info, *g.output]:
-        if not v.type.HasField("tensor_type"):
+        vt = v.type
+        key = vt.SerializeToString()
+        known = read.get(key)
+        if known is None:
+            tensor = vt.HasField("tensor_type")
+            known = read[key] = (tensor, tensor and vt.tensor_type.HasField("shape"), _dims(vt))
+        tensor, has_shape, d = known
+        if not tensor:
             continue
-        if v.name in typed and not v.type.tensor_type.HasField("shape"):
+        if v.name in typed and not has_shape:
             continue  # _types_of keeps the earlier type
         typed.add(v.name)
-        d = _dims(v.type)
         if d is None:
             shapes.pop(v.name, None)
         else:

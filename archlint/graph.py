@@ -238,7 +238,7 @@ def _int_shape(shape: Any) -> tuple[int, ...]:
     found = _INT_SHAPES.get(shape)
     if found is None:
         found = tuple(map(int, shape))
-        if len(_INT_SHAPES) > 100_000:
+        if len(_INT_SHAPES) > 10_000:
             _INT_SHAPES.clear()
         _INT_SHAPES[shape] = found
     return found

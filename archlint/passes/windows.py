@@ -70,7 +70,7 @@ def windows_of(attrs) -> list[Window]:
     # windows once per record, kept with it so its id is not reused while cached
     cached = _WINDOWS.get(id(attrs))
     if cached is None or cached[0] is not attrs:
-        if len(_WINDOWS) > 100_000:
+        if len(_WINDOWS) > 4096:  # bounded: entries keep their records alive
             _WINDOWS.clear()
         cached = _WINDOWS[id(attrs)] = (attrs, _windows(attrs))
     return list(cached[1])

@@ -195,11 +195,13 @@ def add_op(
         "origin": origin,
         "inputs": tuple(inputs),
         "attrs": attrs if attrs is not None else NO_ATTRS,
-        "shapes": None if shapes is None else tuple(tuple(map(int, s)) for s in shapes),
+        "shapes": None if shapes is None else (
+            (_int_shape(shapes[0]),) if type(shapes) is tuple and len(shapes) == 1
+            else tuple(_int_shape(s) for s in shapes)),
         "location": location if location is not None else Location(None, None, name),
         "error": error,
     }
-    if type(g) is not _plain_digraph():  # a subclass may have its own dict factories
+    if type(g) is not (_DIGRAPH or _plain_digraph()):  # a subclass may have its own dicts
         g.add_node(name, **data)
         for slot, src in enumerate(inputs):
             if g.has_edge(src, name):
@@ -225,10 +227,33 @@ def add_op(
     return name
 
 
+#: shape -> the same dims as Python ints, one shared tuple per distinct shape (a large graph
+#: repeats a few shapes, and the nodes then share one tuple)
+_INT_SHAPES: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+
+def _int_shape(shape: Any) -> tuple[int, ...]:
+    if type(shape) is not tuple:
+        return tuple(map(int, shape))
+    found = _INT_SHAPES.get(shape)
+    if found is None:
+        found = tuple(map(int, shape))
+        if len(_INT_SHAPES) > 10_000:
+            _INT_SHAPES.clear()
+        _INT_SHAPES[shape] = found
+    return found
+
+
+#: networkx's DiGraph, once imported (add_op runs once per node: no import statement there)
+_DIGRAPH: type | None = None
+
+
 def _plain_digraph() -> type:
+    global _DIGRAPH
     import networkx as nx
 
-    return nx.DiGraph
+    _DIGRAPH = nx.DiGraph
+    return _DIGRAPH
 
 
 class _Order:

@@ -34,7 +34,11 @@ class ReceptiveField:
     def __post_init__(self) -> None:
         phases = self.phases or ((int(-self.padding), int(-self.padding + self.size - 1)),)
         object.__setattr__(self, "phases", phases)
-        object.__setattr__(self, "_shift", int(self.stride * len(phases)))
+        stride = self.stride
+        # integer arithmetic where the stride is whole (one Fraction product costs microseconds)
+        shift = stride * len(phases) if type(stride) is not Fraction or stride.denominator != 1 \
+            else stride.numerator * len(phases)
+        object.__setattr__(self, "_shift", int(shift))
 
     @property
     def r(self) -> int | Fraction:
@@ -180,8 +184,9 @@ def _field(grid: Grid) -> ReceptiveField:
     if rf is not None:
         return rf
     period, shift, starts, ends = grid
-    if period == 1:
-        rf = ReceptiveField(ends[0] - starts[0] + 1, Fraction(shift), Fraction(-starts[0]))
+    if period == 1:  # the one span given: what __post_init__ would derive, without Fractions
+        rf = ReceptiveField(ends[0] - starts[0] + 1, Fraction(shift), Fraction(-starts[0]),
+                            ((starts[0], ends[0]),))
     else:
         live = [i for i in range(period) if starts[i] is not None]
         size = max(ends[i] - starts[i] + 1 for i in live)

@@ -85,7 +85,10 @@ def provenance_pass(g: nx.DiGraph) -> None:
     nodes = g._node  # the node dicts themselves (written below), without the view's lookups
     for name in ops(g):
         data = nodes[name]
-        shape = _shape(g, name)
+        shapes = data.get("shapes")  # _shape, read from the node dict at hand
+        shape = shapes[0] if shapes and shapes[0] is not None else None
+        if shape is not None and type(shape) is not tuple:
+            shape = tuple(shape)
         if data["op"] == "input" or not from_input.isdisjoint(data["inputs"]):
             from_input.add(name)
         try:

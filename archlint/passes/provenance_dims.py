@@ -90,6 +90,27 @@ def _broadcast(ins: list[tuple[Dim, ...] | None], shape) -> tuple[Dim, ...] | No
     that carries positions."""
     if any(i is None for i in ins):
         return None
+    rank = len(shape)
+    if all(len(i) == rank for i in ins):  # no padding (a residual add): no lists per dim
+        out = []
+        for k, size in enumerate(shape):
+            pick = None
+            for operand in ins:
+                d = operand[k]
+                if d.size == size:
+                    if d.spatial:
+                        pick = d
+                        break
+                    if pick is None:
+                        pick = d
+            if pick is None:
+                return None
+            out.append(pick)
+        first = ins[0]
+        # every dim from the first operand: its tuple itself, so a chain of adds shares one
+        if all(a is b for a, b in zip(out, first)) and type(first) is tuple:
+            return first
+        return tuple(out)
     padded = [_left_pad(i, len(shape)) for i in ins]
     out = []
     for k, size in enumerate(shape):

@@ -196,6 +196,9 @@ def _axis_step(g: nx.DiGraph, name: str, op: str, attrs: Attrs, axis: int, state
 
 
 
+#: ops whose field is their input's (normalization statistics are ignored, as in Distill)
+_SAME_FIELD = frozenset({"pointwise", "norm", "output"})
+
 #: "not computed yet" in the pass's lazy per-node tables (None is a real value there)
 _UNSET = object()
 
@@ -233,6 +236,30 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         data = nodes[name]
         op = data["op"]
         inputs = data["inputs"]
+        if op in _SAME_FIELD and len(inputs) == 1:
+            # a pointwise op on a plain NC* map (the same dims object as its input), whose
+            # input has a field and no global cause: everything is its input's (what the
+            # general path below computes for it, without asking again)
+            src = inputs[0]
+            rf = public[src]
+            dims = data.get("provenance")
+            if rf is not None and dims is not None and dims is nodes[src].get("provenance") \
+                    and plain_of[src] and causes[src] is None \
+                    and _spatial_count(g, name, len(states[src])) == len(states[src]):
+                axes = states[src]
+                plain_of[name] = True
+                lazy_fields[name] = (dims, axes)
+                copied_axes[name] = global_axes = copied_axes[src]
+                states[name] = axes
+                flags[name] = is_global = flags[src]
+                public[name] = rf
+                causes[name] = None
+                data["rf"] = rf
+                data["rf_global"] = is_global
+                data["rf_global_axes"] = global_axes
+                data["rf_global_cause"] = None
+                data["rf_aligned"] = None
+                continue
         aligned = None
         rf = None
         if op == "input" or not inputs:
@@ -356,6 +383,10 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     producers = list(dict.fromkeys(inputs))
     branches = [states[p] for p in producers]
     count = _spatial_count(g, name, max((len(b) for b in branches), default=0))
+    if op in ELEMENTWISE_MERGES and len(producers) == 2 and count:
+        two = _two_local_branches(branches, flags[producers[0]] or flags[producers[1]], count)
+        if two is not None:
+            return two
     if all(flags[p] for p in producers):
         kind = ATTENDED if any(a is ATTENDED for b in branches for a in b) else GLOBAL
         return (kind,) * count, True, True
@@ -384,6 +415,33 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     kept = aligned_branches if skip is None else [
         tuple(s for i, s in enumerate(b) if i != skip) for b in aligned_branches]
     return tuple(axes), False, _aligned(kept)
+
+
+def _two_local_branches(branches, any_global: bool, count: int):
+    """``_merge`` of two branches with a known local field on every axis (a residual add),
+    without the general path's per-axis lists: equal grids merge to themselves, period-1 grids
+    of one stride to their hull (what ``_merge_axis`` and ``_aligned`` give). None: not this case."""
+    a, b = branches
+    if any_global or len(a) != count or len(b) != count:
+        return None
+    axes = []
+    aligned = True
+    for sa, sb in zip(a, b):
+        if type(sa) is not tuple or type(sb) is not tuple:
+            return None  # unknown, GLOBAL or ATTENDED: the general path
+        if sa == sb:
+            axes.append(sa)
+            continue
+        if sa[0] != 1 or sb[0] != 1 or sa[2][0] is None or sb[2][0] is None:
+            return None
+        if sa[1] != sb[1]:  # different strides: unknown hull, misaligned
+            axes.append(None)
+            aligned = False
+            continue
+        axes.append((1, sa[1], (min(sa[2][0], sb[2][0]),), (max(sa[3][0], sb[3][0]),)))
+        if sa[2][0] + sa[3][0] != sb[2][0] + sb[3][0]:  # centres differ
+            aligned = False
+    return tuple(axes), False, aligned
 
 
 def _topological(nodes: dict[str, dict]) -> list[str]:

@@ -51,10 +51,12 @@ def _decimal(value: Fraction) -> str:
 
 
 def _rounding(g: nx.DiGraph, name: str) -> Rounding | None:
-    node = g.nodes[name]
+    node = g._node[name]
     if node["op"] not in STRIDED_OPS or not node["inputs"]:
         return None
     wins = windows_of(node["attrs"])
+    if not any(w.stride > 1 for w in wins):  # nothing rounds (most convs of a large graph)
+        return None
     size_in = spatial(output_shape(g, node["inputs"][0]))
     size_out = spatial(output_shape(g, name))
     if not wins or size_in is None or size_out is None or len(size_in) != len(wins):

@@ -66,6 +66,20 @@ class Window:
 
 def windows_of(attrs) -> list[Window]:
     """Per spatial axis Window of a conv/pool node's attrs ([] when the frontend gave no kernel)."""
+    # Attrs records are frozen and a large graph shares a few (one per distinct conv): the
+    # windows once per record, kept with it so its id is not reused while cached
+    cached = _WINDOWS.get(id(attrs))
+    if cached is None or cached[0] is not attrs:
+        if len(_WINDOWS) > 4096:  # bounded: entries keep their records alive
+            _WINDOWS.clear()
+        cached = _WINDOWS[id(attrs)] = (attrs, _windows(attrs))
+    return list(cached[1])
+
+
+_WINDOWS: dict[int, tuple[object, list[Window]]] = {}
+
+
+def _windows(attrs) -> list[Window]:
     axes = len(attrs.kernel)
     stride = attrs.stride or (1,) * axes
     dilation = attrs.dilation or (1,) * axes

@@ -83,6 +83,8 @@ def _encoded_rows(g: Any) -> str:
         return text
 
     out: list[str] = []
+    append = out.append
+    shape_texts: dict[int, tuple[Any, str]] = {}  # by id: nodes share their shape tuples
     for name in ops(g):
         data = nodes[name]
         shapes = data.get("shapes")
@@ -92,16 +94,24 @@ def _encoded_rows(g: Any) -> str:
         file, line = getattr(loc, "file", None), getattr(loc, "line", None)
         node = getattr(loc, "node", name)
         shape = shapes[0] if shapes else None
-        out.append(
-            '{"name": ' + _text(name)
-            + ', "op": ' + _text(data.get("op"))
-            + ', "shape": ' + ("null" if shape is None else _ints(shape))
-            + ', "rf": ' + _field_text(rf, flags, encoded)
-            + ', "rf_global_cause": ' + ("null" if cause is None else
-                                         once(("cause", cause), global_cause(g, cause)))
-            + ', "location": {"file": ' + once(("file", file), file)
-            + ', "line": ' + ("null" if line is None else json.dumps(line))
-            + ', "node": ' + _text(node) + "}}"
+        if shape is None:
+            shape_text = "null"
+        else:
+            known = shape_texts.get(id(shape))
+            if known is None:  # the entry keeps the tuple alive, so its id is not reused
+                known = shape_texts[id(shape)] = (shape, _ints(shape))
+            shape_text = known[1]
+        op = data.get("op")
+        append(
+            f'{{"name": {_encode_str(name) if type(name) is str else json.dumps(name)}'
+            f', "op": {_encode_str(op) if type(op) is str else json.dumps(op)}'
+            f', "shape": {shape_text}'
+            f', "rf": {_field_text(rf, flags, encoded)}'
+            ', "rf_global_cause": '
+            f'{"null" if cause is None else once(("cause", cause), global_cause(g, cause))}'
+            f', "location": {{"file": {once(("file", file), file)}'
+            f', "line": {"null" if line is None else json.dumps(line)}'
+            f', "node": {_encode_str(node) if type(node) is str else json.dumps(node)}}}}}'
         )
     return "[" + ", ".join(out) + "]"
 

@@ -20,6 +20,7 @@ Files:
 ``loading``     load without external data (a reference outside the model folder is reported,
                 never opened), header checks, topological order;
 ``inference``   the example input (declared or assumed), shape inference, static values;
+``value_types`` types and shapes read from value infos (what inference wrote);
 ``op_mapping``  one ONNX node -> op kind and Attrs;
 ``geometry``    per-op window/padding formulas as ONNX defines them;
 ``batch_lock``  ops that write a literal batch where the file's input batch is symbolic;
@@ -49,6 +50,7 @@ from archlint.frontends.onnx.loading import (
     _load,
     _sorted_nodes,
     external_data_outside,
+    file_mentions,
 )
 
 __all__ = ["capture_file", "capture_model"]
@@ -66,7 +68,10 @@ def capture_file(path: Path, options: Options) -> list[Capture]:
     path = Path(path)
     model = _load(path)
     capture = _capture(model, options, name=path.stem, file=str(path))
-    capture.notes[:0] = external_data_outside(model, path.parent)
+    # an external reference outside the folder needs a "location" entry: a file whose bytes
+    # never say "location" has none, and the walk over every node's attributes is skipped
+    if file_mentions(path, b"location"):
+        capture.notes[:0] = external_data_outside(model, path.parent)
     return [capture]
 
 

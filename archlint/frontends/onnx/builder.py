@@ -15,7 +15,7 @@ from archlint.frontends.onnx.inference import (
     _Tensors,
 )
 from archlint.frontends.onnx.op_mapping import OpMapping
-from archlint.graph import NO_ATTRS, Attrs, Location, add_op, new_graph
+from archlint.graph import NO_ATTRS, Attrs, Location, add_op, new_graph, node_table
 
 
 class _GraphBuilder(OpMapping):
@@ -40,6 +40,7 @@ class _GraphBuilder(OpMapping):
         self.local_functions = {(f.domain, f.name) for f in model.functions}
         #: op_mapping's Conv records by what they are computed from
         self._conv_cache: dict[tuple[Any, ...], Attrs] = {}
+        self._consistency_cache: dict[tuple[Any, ...], tuple[Attrs, str | None]] = {}
         #: activation tensor -> IR node that produces it
         self.producer: dict[str, str] = {}
         #: IR nodes whose outputs are unknown past them (custom op, failure)
@@ -83,8 +84,8 @@ class _GraphBuilder(OpMapping):
             self._add_node(index, node, node_names[index])
         self._add_outputs()
         unmapped = sorted({
-            self.g.nodes[n]["origin"] for n in self.g.nodes
-            if self.g.nodes[n]["op"] == "unknown" and "::" not in self.g.nodes[n]["origin"]
+            data["origin"] for data in node_table(self.g).values()
+            if data["op"] == "unknown" and "::" not in data["origin"]
         })
         if unmapped:
             self.notes.append(
@@ -109,8 +110,13 @@ class _GraphBuilder(OpMapping):
             )
 
     def _add_node(self, index: int, node: onnx.NodeProto, onnx_name: str) -> None:
-        ir_name = self._unique(onnx_name)
-        inputs = [self.producer[t] for t in node.input if t in self.producer]
+        if onnx_name in self.used_names:
+            ir_name = self._unique(onnx_name)
+        else:  # the usual case, inline: this runs once per node
+            ir_name = onnx_name
+            self.used_names.add(onnx_name)
+        producer = self.producer
+        inputs = [producer[t] for t in node.input if t in producer]
         custom = self._is_custom(node)
         if custom:
             op, attrs = "unknown", NO_ATTRS
@@ -129,13 +135,13 @@ class _GraphBuilder(OpMapping):
         shapes, error = self._shapes(index, node, inputs, op, attrs, custom)
         add_op(
             self.g, ir_name, op, inputs=inputs, attrs=attrs, shapes=shapes,
-            location=self._location(onnx_name), origin=origin, error=error,
+            location=Location(self.file, None, onnx_name), origin=origin, error=error,
         )
         if custom or error is not None or (self.poisoned and not self.poisoned.isdisjoint(inputs)):
             self.poisoned.add(ir_name)
         for out in node.output:
             if out:
-                self.producer[out] = ir_name
+                producer[out] = ir_name
 
     def _is_custom(self, node: onnx.NodeProto) -> bool:
         key = (node.domain, node.op_type)
@@ -162,18 +168,33 @@ class _GraphBuilder(OpMapping):
         if error is not None:
             return None, error
         shapes = []
+        known = self.tensors.shapes
         for out in node.output:
             if not out:
                 continue
-            shape = self.tensors.shapes.get(out)
+            shape = known.get(out)
             if not _concrete(shape):
                 break
             shapes.append(shape)
         if shapes:
-            in_shapes = [self.tensors.shapes.get(t) for t in node.input if t in self.producer]
-            error = _consistency_error(op, attrs, in_shapes, shapes[0])
+            producer = self.producer
+            in_shapes = tuple([known.get(t) for t in node.input if t in producer])
+            error = self._consistency(op, attrs, in_shapes, shapes[0])
             return (None, error) if error else (tuple(shapes), None)
         return self._formula_shape(node, inputs, op, attrs)
+
+    def _consistency(self, op: str, attrs: Attrs, in_shapes: tuple[Any, ...], out: Any) -> str | None:
+        """_consistency_error, asked once per distinct (op, attrs record, shapes): the nodes of a
+        large graph repeat a few of these (attrs records are shared, see ``_conv``)."""
+        try:
+            key = (op, id(attrs), in_shapes, out)
+            found = self._consistency_cache.get(key)
+        except TypeError:  # a shape that is not a tuple
+            return _consistency_error(op, attrs, list(in_shapes), out)
+        if found is None:
+            # the record is kept with the answer, so its id is not reused while cached
+            found = self._consistency_cache[key] = (attrs, _consistency_error(op, attrs, list(in_shapes), out))
+        return found[1]
 
     def _static_input_failure(self, node: onnx.NodeProto) -> str | None:
         for t in node.input:

@@ -20,6 +20,12 @@ from archlint.frontends.onnx.geometry import (
     _shape_text,
     runtime_spatial,
 )
+from archlint.frontends.onnx.value_types import (
+    _dims,
+    _inferred_shapes,
+    _shapes_of,
+    _types_of,
+)
 
 #: Static tensors with more elements than this are never materialized (weights, not shapes).
 MAX_STATIC_ELEMENTS = 4096
@@ -225,9 +231,8 @@ def _infer_tensors(
         inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
         strict_error = _one_line(exc)
-    if strict_error is None:
-        types = _types_of(inferred)
-        tensors = _Tensors(shapes=_shapes_of(types), types=types)
+    if strict_error is None:  # only the node-by-node walk below reads types
+        tensors = _Tensors(shapes=_inferred_shapes(inferred))
         tensors.static = _StaticValues(model, nodes, tensors, activations)
         if not _disagrees_with_runtime(nodes, tensors) and not _has_gaps(model, nodes, tensors, activations):
             return tensors
@@ -238,29 +243,6 @@ def _infer_tensors(
     if strict_error is not None and not tensors.node_errors:
         notes.append(f"strict ONNX shape inference failed ({strict_error})")
     return tensors
-
-
-def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    g = model.graph
-    types: dict[str, onnx.TypeProto] = {}
-    for t in g.initializer:
-        types[t.name] = helper.make_tensor_type_proto(t.data_type, list(t.dims))
-    for v in [*g.input, *g.value_info, *g.output]:
-        if v.type.HasField("tensor_type") and (v.name not in types or v.type.tensor_type.HasField("shape")):
-            types[v.name] = v.type
-    return types
-
-
-def _shapes_of(types: dict[str, onnx.TypeProto]) -> dict[str, tuple[int | None, ...]]:
-    return {k: d for k, d in ((k, _dims(t)) for k, t in types.items()) if d is not None}
-
-
-def _dims(t: onnx.TypeProto) -> tuple[int | None, ...] | None:
-    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
-        return None
-    # a nonzero dim_value is set; only a zero needs HasField (this runs once per tensor)
-    return tuple([d.dim_value or (0 if d.HasField("dim_value") else None)
-                  for d in t.tensor_type.shape.dim])
 
 
 def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> bool:

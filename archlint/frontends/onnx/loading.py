@@ -59,13 +59,13 @@ def _sorted_nodes(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto]]:
     """(original index, node) in a topological order; TargetError on a cycle or a dangling read."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     available |= {t.values.name for t in graph.sparse_initializer}
+    if _in_file_order(graph, available):  # what ONNX requires: skip the sort
+        return list(enumerate(graph.node))
     producer: dict[str, int] = {}
     for index, node in enumerate(graph.node):
         for out in node.output:
             if out:
                 producer[out] = index
-    if _in_file_order(graph, producer, available):  # what ONNX requires: skip the sort
-        return list(enumerate(graph.node))
     deps = nx.DiGraph()
     deps.add_nodes_from(range(len(graph.node)))
     for index, node in enumerate(graph.node):
@@ -88,18 +88,21 @@ def _sorted_nodes(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto]]:
     return [(i, graph.node[i]) for i in order]
 
 
-def _in_file_order(graph: onnx.GraphProto, producer: dict[str, int], available: set[str]) -> bool:
-    """True when the file's node order is already topological, no read dangles and every graph
-    output is provided: then the lexicographic topological sort would return the file order."""
-    for index, node in enumerate(graph.node):
-        for tensor in _node_reads(node):
-            source = producer.get(tensor)
-            if source is None:
-                if tensor not in available:
-                    return False
-            elif source >= index:
-                return False
-    return all(out.name in producer or out.name in available for out in graph.output)
+def _in_file_order(graph: onnx.GraphProto, available: set[str]) -> bool:
+    """True when the file's node order is already topological, no read dangles, every graph
+    output is provided and every tensor has one source: then the lexicographic topological
+    sort would return the file order. One pass: a read must be available or an earlier output."""
+    seen = set(available)
+    for node in graph.node:
+        for tensor in (_node_reads(node) if node.attribute else node.input):
+            if tensor and tensor not in seen:
+                return False  # read before it is written, or never: the sort path says which
+        for out in node.output:
+            if out:
+                if out in seen:
+                    return False  # two sources (or an input's name): leave it to the sort path
+                seen.add(out)
+    return all(out.name in seen for out in graph.output)
 
 
 def _node_reads(node: onnx.NodeProto) -> list[str]:
@@ -124,15 +127,28 @@ def _outer_reads(graph: onnx.GraphProto) -> list[str]:
     return [t for n in graph.node for t in _node_reads(n) if t not in local]
 
 
+def file_mentions(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain ``needle``, read a MiB at a time (never all at once, and
+    never mapped: a mapped file's pages would count in the process's peak memory). True when the
+    file cannot be read: the caller then looks the slow way."""
+    overlap = len(needle) - 1
+    tail = b""
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                if needle in chunk or needle in tail + chunk[:overlap]:
+                    return True
+                tail = chunk[-overlap:] if overlap else b""
+    except OSError:
+        return True
+    return False
+
+
 def external_data_outside(model: onnx.ModelProto, folder: Path | None) -> list[str]:
     """Warnings for tensors whose external data points outside the model's folder (an absolute
     path, or one that climbs out with '..'). Only the reference is read; the file never is."""
-    from onnx.external_data_helper import _get_all_tensors
-
     warnings = []
-    for tensor in _get_all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
+    for tensor in _external_tensors(model):
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         path = Path(location)
         outside = path.is_absolute() or location.startswith(("/", "\\"))
@@ -149,3 +165,31 @@ def external_data_outside(model: onnx.ModelProto, folder: Path | None) -> list[s
                 "external data would read that file"
             )
     return warnings
+
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The tensors with external data, in the order onnx's ``_get_all_tensors`` yields them
+    (the graph's and its subgraphs' initializers, then attribute tensors, the functions' last),
+    in one plain walk: onnx's nested generators cost microseconds per attribute of every node."""
+    external = onnx.TensorProto.EXTERNAL
+    initializers: list[onnx.TensorProto] = []
+    attribute_tensors: list[onnx.TensorProto] = []
+
+    def walk(graph, with_initializers: bool) -> None:
+        if with_initializers:  # a function has none, and onnx reads none below one
+            initializers.extend(t for t in graph.initializer if t.data_location == external)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t") and attr.t.data_location == external:
+                    attribute_tensors.append(attr.t)
+                attribute_tensors.extend(t for t in attr.tensors if t.data_location == external)
+                if attr.HasField("g"):
+                    walk(attr.g, with_initializers)
+                for sub in attr.graphs:
+                    walk(sub, with_initializers)
+
+    walk(model.graph, True)
+    for function in model.functions:
+        walk(function, False)
+    return initializers + attribute_tensors

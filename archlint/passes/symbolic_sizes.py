@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from archlint.passes.symbolic_pinning import SLOW_RUN, first_run, in_classes, pins_at
+from archlint.passes.symbolic_pinning import first_run, in_classes, run_pinned
 
 
 #: CPU seconds the runs after the example's may take together (this process's CPU time: a busy
@@ -102,8 +102,7 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
             break
         point = partition.point(at)
         if partition.modulus:
-            partition.apply(runner(point, pins=pins_at(point, spatial, partition.modulus),
-                                   deadline=SLOW_RUN), at)
+            partition.apply(run_pinned(runner, point, spatial, partition.modulus), at)
         else:
             partition.apply(runner(point), at)
     else:
@@ -257,6 +256,8 @@ class _Partition:
         open_ = np.flatnonzero((self.state == 0) & ~self.blocked)
         if not len(open_):
             return None
+        if self.modulus:  # a pinned run decides one class of one sweep: the square sweep first
+            open_ = open_[open_ // self.n == open_[0] // self.n]
         _, inverse, counts = np.unique(self.signature[open_], return_inverse=True,
                                           return_counts=True)
         members = open_[inverse == int(np.argmax(counts))]

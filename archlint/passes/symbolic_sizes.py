@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from archlint.passes.symbolic_pinning import first_run, in_classes, run_pinned
+
 
 #: CPU seconds the runs after the example's may take together (this process's CPU time: a busy
 #: machine does not cut the runs short), and a cap on their count.
@@ -63,6 +65,7 @@ class SymbolicSizes:
     batch_lock: tuple[str, int, str] | None = None
     example_batch: int | None = None
     seconds: float = 0.0
+    modulus: int = 0  # runs pinned sizes to residue classes modulo this (0: plain runs)
 
     @property
     def exact(self) -> bool:
@@ -86,7 +89,8 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
     sizes = np.arange(lo, hi + 1, dtype=np.int64)
     partition = _Partition(example, spatial, sweeps, sizes, getattr(runner, "leaves", None))
     started = time.perf_counter()
-    partition.apply(runner(dict(example)), partition.example_index())
+    first, partition.modulus = first_run(runner, example, spatial)
+    partition.apply(first, partition.example_index())
     cpu_started = time.process_time()
     while partition.runs_made < MAX_RUNS:
         at = partition.pick()
@@ -97,11 +101,15 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
                            f"after {len(partition.runs)} runs")
             break
         point = partition.point(at)
-        partition.apply(runner(point), at)
+        if partition.modulus:
+            partition.apply(run_pinned(runner, point, spatial, partition.modulus), at)
+        else:
+            partition.apply(runner(point), at)
     else:
         partition.note(f"more size regions than the {MAX_RUNS} runs allowed")
     result = partition.result(lo, hi)
     result.seconds = time.perf_counter() - started
+    result.modulus = partition.modulus
     result.checks = _python_checks(partition.runs, partition.runs[0], spatial)
     result.batch_lock = next((r.batch_lock for r in partition.runs if r.batch_lock), None)
     return result
@@ -122,6 +130,7 @@ class _Partition:
         self.same = np.zeros(self.total, dtype=bool)
         self.blocked = np.zeros(self.total, dtype=bool)  # undecided for good
         self.spatial_out = False
+        self.modulus = 0  # sizes pinned to residue classes modulo this (0: not pinned)
         self.runs: list[Any] = []
         self.runs_made = 0
         self.reasons: list[str] = []
@@ -129,6 +138,7 @@ class _Partition:
         # what every point's signature starts from: which axes are 1 (traced as literals)
         # and whether the batch is the example's (runs of the two kinds differ)
         self.signature = np.zeros(self.total, dtype=np.uint64)
+        self._mixed: set[bytes] = set()
         for axis in example:
             self._mix(self.points[axis] == 1)
         if "batch" in example:
@@ -210,16 +220,28 @@ class _Partition:
         from archlint.passes.sizes_eval import evaluate
 
         values = _symbol_values(run, self.points)
+        # a pinned run's guards say nothing outside its classes; the classes are a guard too
+        classes = in_classes(run, self.points, self.total)
+        if not classes.all():
+            key = ("classes", tuple(sorted(str((run.symbols[s], p)) for s, p in run.pins.items())))
+            if key not in self._seen:
+                self._seen.add(key)
+                self._mix(classes)
         for guard in run.guards:
             key = _canonical(guard.expr, run)
             if key in self._seen:
                 continue
             truth = np.broadcast_to(np.asarray(evaluate(guard.expr, values), dtype=bool),
-                                    (self.total,))
+                                    (self.total,)) & classes
             self._seen.add(key)
             self._mix(truth)
 
     def _mix(self, truth: np.ndarray) -> None:
+        # a truth vector mixed twice would cancel itself out (xor): each is mixed once
+        key = np.packbits(truth).tobytes()
+        if key in self._mixed:
+            return
+        self._mixed.add(key)
         weight = np.uint64(self._rng.integers(1, 2**63, dtype=np.int64))
         self.signature ^= np.where(truth, weight, np.uint64(0))
 
@@ -234,6 +256,8 @@ class _Partition:
         open_ = np.flatnonzero((self.state == 0) & ~self.blocked)
         if not len(open_):
             return None
+        if self.modulus:  # a pinned run decides one class of one sweep: the square sweep first
+            open_ = open_[open_ // self.n == open_[0] // self.n]
         _, inverse, counts = np.unique(self.signature[open_], return_inverse=True,
                                           return_counts=True)
         members = open_[inverse == int(np.argmax(counts))]
@@ -287,12 +311,12 @@ def _representable(leaves: Any, points: dict[str, np.ndarray], total: int) -> np
 
 
 def _symbol_values(run: Any, points: dict[str, np.ndarray]) -> dict[Any, np.ndarray]:
-    ratios = getattr(run, "ratios", {})
+    ratios, pins = getattr(run, "ratios", {}), getattr(run, "pins", {})
     values = {}
     for symbol, axis in run.symbols.items():
         ratio = ratios.get(symbol)
-        values[symbol] = points[axis] if ratio is None else \
-            points[axis] * ratio.numerator // ratio.denominator
+        values[symbol] = pins[symbol].q(points[axis]) if symbol in pins else points[axis] \
+            if ratio is None else points[axis] * ratio.numerator // ratio.denominator
     return values
 
 
@@ -300,10 +324,12 @@ def _canonical(expr: Any, run: Any) -> Any:
     """A guard with its run's symbols named after their axes (runs name symbols their own way)."""
     import sympy
 
-    ratios = getattr(run, "ratios", {})
+    ratios, pins = getattr(run, "ratios", {}), getattr(run, "pins", {})
     names = {s: sympy.Symbol(f"{axis}*{ratios.get(s, 1)}", integer=True)
              for s, axis in run.symbols.items()}
-    return (expr.xreplace(names), tuple(sorted(run.fixed.items())))
+    # a pinned run's guard is read on its classes only: the key names all of them
+    classes = tuple(sorted(f"{run.symbols[s]}{p}" for s, p in pins.items()))
+    return (expr.xreplace(names), tuple(sorted(run.fixed.items())), classes)
 
 
 def _region(run: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
@@ -315,8 +341,9 @@ def _region(run: Any, points: dict[str, np.ndarray], total: int) -> np.ndarray:
     for axis, value in run.fixed.items():
         region &= points[axis] == value
     values = _symbol_values(run, points)
-    for symbol in run.symbols:
-        region &= values[symbol] >= 2
+    for symbol, axis in run.symbols.items():
+        region &= (points[axis] >= 2) if symbol in getattr(run, "pins", {}) else values[symbol] >= 2
+    region &= in_classes(run, points, total)
     if not region.any():
         return region
     return region & holds([g.expr for g in run.guards], values, total)
@@ -369,7 +396,13 @@ def _constraint(run: Any) -> str | None:
     if not guards or run.fixed and set(run.fixed) != {"batch"}:
         return None  # a size-1 run raises without deciding anything on a symbol
     names = {symbol: LETTERS.get(axis, axis) for symbol, axis in run.symbols.items()}
-    return render(sympy.Not(guards[-1].expr), names)
+    expr = guards[-1].expr
+    if getattr(run, "pins", None):  # q -> (H - r) / m: the constraint in the input's size
+        sizes = {q: sympy.Symbol(names[q], integer=True) for q in run.pins}
+        expr = expr.xreplace({q: (sizes[q] - p.residue) / p.modulus for q, p in run.pins.items()})
+        names = {**{s: n for s, n in names.items() if s not in sizes},
+                 **{v: names[q] for q, v in sizes.items()}}
+    return render(sympy.Not(expr), names)
 
 
 def _join(constraints: set[str]) -> str:

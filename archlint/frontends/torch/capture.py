@@ -298,12 +298,13 @@ def _attach_symbolic_runner(g, module: nn.Module, inputs: ExampleInputs,
 
     values: list[dict] = []
 
-    def run_at(point: dict[str, int], symbolic: frozenset[str] | None = None):
+    def run_at(point: dict[str, int], symbolic: frozenset[str] | None = None, **options):
         from archlint.frontends.torch.symbolic import symbolic_run
 
         if not values:
             values.append(_meta_index_values(module, g.graph.get("module_factory")))
-        return symbolic_run(module, leaves, inputs.call_with, point, files, symbolic, values[0])
+        return symbolic_run(module, leaves, inputs.call_with, point, files, symbolic, values[0],
+                            **options)
 
     run_at.leaves = leaves  # type: ignore[attr-defined]  # which sizes each input takes
     g.graph["symbolic_runner"] = run_at

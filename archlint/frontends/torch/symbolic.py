@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 from archlint.frontends.torch import symbolic_ops as ops
 from archlint.frontends.torch.locate import _FileNames, _is_user_file, _one_line
 from archlint.frontends.torch.parity import check_cpu_only_rules
+from archlint.frontends.torch.symbolic_pin import Pin, folded_remainders, pinned_inputs
 
 #: Axis names of an input's dims past (batch, channels), by spatial rank.
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
@@ -80,6 +81,11 @@ class SymbolicRun:
     #: dim was size-dependent in this run (a literal run cannot tell; the partition compares)
     unknown_index_sites: dict[tuple[str, int], bool] = field(default_factory=dict)
     seconds: float = 0.0
+    #: pinned symbols: q -> its Pin (the axis size is m*q + r, see symbolic_pin)
+    pins: dict[Any, Pin] = field(default_factory=dict)
+    #: stopped at its deadline; the sizes it saw so far are in ``seen_sizes``
+    too_slow: bool = False
+    seen_sizes: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -141,13 +147,20 @@ def symbolic_run(
     files: _FileNames,
     symbolic: frozenset[str] | None = None,
     values: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    pins: dict[str, Pin] | None = None,
+    deadline: float | None = None,
 ) -> SymbolicRun:
     """Run ``module`` at ``point`` (axis name -> size) with the sizes of the axes in ``symbolic``
     (default: all) as symbols, the others as literals. ``call`` turns the input tensors (one
     per leaf) into forward's arguments.
 
     The module's attributes are put back afterwards: some models remember the last input size
-    (Hugging Face's Swin shrinks its window for a small input, for good)."""
+    (Hugging Face's Swin shrinks its window for a small input, for good).
+
+    ``pins`` (axis -> :class:`~archlint.frontends.torch.symbolic_pin.Pin`) writes those axes as
+    ``m*q + r`` (see :mod:`archlint.frontends.torch.symbolic_pin`). A run past ``deadline`` CPU
+    seconds stops, ``unsupported`` and ``too_slow``, with the guards recorded so far and the
+    sizes of the call it stopped at (``seen_sizes``)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import (
         DimDynamic,
@@ -155,7 +168,7 @@ def symbolic_run(
         StatelessSymbolicContext,
     )
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     run = SymbolicRun(point=dict(point))
     env = ShapeEnv()
     env.guards = _FramedGuards(run, files)
@@ -163,7 +176,9 @@ def symbolic_run(
     inputs = []
     param = next(iter(module.parameters()), None)
     device = param.device.type if param is not None else "meta"
-    for leaf in leaves:
+    if pins:
+        inputs = pinned_inputs(mode, leaves, point, pins, symbolic, device, run)
+    for leaf in leaves if not pins else ():
         sizes, dynamic, names = [], [], []
         for i, axis in enumerate(leaf.axes):
             value = leaf.size_at(i, point)
@@ -192,7 +207,9 @@ def symbolic_run(
     with _state_kept(module):
         try:
             args, kwargs = call(inputs)
-            with _quiet(), mode, _Calls(run, files, batch_symbols, values):
+            calls = _Calls(run, files, batch_symbols, values)
+            calls.deadline = deadline and (started_cpu + deadline, deadline)
+            with _quiet(), mode, calls, folded_remainders() if pins else contextlib.nullcontext():
                 output = module(*args, **kwargs)
             run.ok = True
             run.out_spatial = _spatial_output(output, rank)
@@ -202,6 +219,8 @@ def symbolic_run(
             run.seconds = time.perf_counter() - started
     for ra in _deferred_asserts(env):
         run.guards.append(Guard(ra, None))
+    if run.too_slow:
+        return run
     if not run.ok and not run.unsupported and run.symbols:
         _verify_failure(run, module, leaves, call, point, files, values)
     return run
@@ -297,6 +316,10 @@ def _classify(run: SymbolicRun, exc: BaseException, files: _FileNames) -> None:
     if user:
         run.error_frame = (files.display(user[-1].filename), user[-1].lineno)
     text = f"{type(exc).__name__}: {_one_line(exc)}"
+    if isinstance(exc, _TooSlow):
+        run.unsupported = f"a symbolic run took over {exc.args[0]:.0f} CPU seconds"
+        run.too_slow = True
+        return
     if type(exc).__name__ in _UNSUPPORTED_NAMES or isinstance(exc, NotImplementedError) or (
         "concrete integers" in str(exc)) or (
         "meta" in str(exc).lower() and "tensor" in str(exc).lower()
@@ -357,8 +380,13 @@ class _Calls(TorchFunctionMode):
         self.values = dict(values or {})
         self.literal_batch: dict[int, tuple[torch.Tensor, tuple[str, int, str]]] = {}
 
+    deadline: tuple[float, float] | None = None  # (process time to stop at, the limit)
+
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
+        if self.deadline and time.process_time() > self.deadline[0]:
+            self.run.seen_sizes = _symbolic_sizes(args)
+            raise _TooSlow(self.deadline[1])
         if func is F.interpolate:
             args, kwargs = ops.symbolic_interpolate_size(args, kwargs)
             return ops.interpolate(args, kwargs)
@@ -451,6 +479,16 @@ class _Calls(TorchFunctionMode):
             if frame is not None:
                 name = getattr(func, "__name__", str(func))
                 self.run.batch_lock = (frame[0], frame[1], name)
+
+
+class _TooSlow(Exception):
+    """A run past its deadline (see ``symbolic_run``)."""
+
+
+def _symbolic_sizes(args: Any) -> list[Any]:
+    """The symbolic sizes (sympy) of the tensors among ``args``: what the slow call works on."""
+    return [s.node.expr for t in _flat(list(args)) if isinstance(t, torch.Tensor)
+            for s in t.shape if isinstance(s, torch.SymInt)]
 
 
 def _mentions(size: Any, symbols: set[Any]) -> bool:

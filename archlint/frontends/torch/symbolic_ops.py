@@ -97,17 +97,23 @@ def _literal_size_output(args: tuple, kwargs: dict) -> Any:
 
 
 def pad(args: tuple, kwargs: dict) -> Any:
-    """``F.pad``; with symbolic pad widths (a composite kernel takes only concrete ones), an
-    empty tensor of the constant-mode output shape after PyTorch's own size check."""
-    try:
-        return F.pad(*args, **kwargs)
-    except RuntimeError as exc:
-        if "concrete integers" not in str(exc):
-            raise
+    """``F.pad``; with symbolic pad widths (a composite kernel takes only concrete ones) or a
+    symbolic input in constant mode (the C++ kernel reads ``sizes()``, pinning every size to
+    its value here), an empty tensor of the constant-mode output shape after PyTorch's own size
+    check."""
     params = ("input", "pad", "mode", "value")
     bound = dict(zip(params, args))
     bound.update(kwargs)
-    x, pad, mode = bound["input"], list(bound["pad"]), bound.get("mode", "constant")
+    x, mode = bound["input"], bound.get("mode", "constant")
+    symbolic_input = isinstance(x, torch.Tensor) and any(
+        isinstance(s, torch.SymInt) for s in x.shape)
+    if not (symbolic_input and mode == "constant"):
+        try:
+            return F.pad(*args, **kwargs)
+        except RuntimeError as exc:
+            if "concrete integers" not in str(exc):
+                raise
+    pad = list(bound["pad"])
     if mode != "constant" or len(pad) % 2 or len(pad) // 2 > x.dim():
         raise NotImplementedError(f"pad mode {mode!r} with symbolic widths")
     shape = list(x.shape)

@@ -1,0 +1,66 @@
+"""The sweep with sizes pinned to residue classes (``H = m*q + r``) against PyTorch run for real.
+
+Pinning is chosen when a plain run is slow, which depends on the machine; here the sweep is made
+to pin from the start (the chooser is replaced, the runs and the partition are the real ones),
+and the admissible set must still equal real runs at every square size 1..160.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import archlint.passes.symbolic_sizes as symbolic_sizes  # noqa: E402
+from archlint.api import lint  # noqa: E402
+from archlint.frontends.torch.symbolic_pin import Pin, modulus_of  # noqa: E402
+from archlint.passes.progressions import expand_progressions  # noqa: E402
+from archlint.passes.symbolic_pinning import pins_at  # noqa: E402
+from realrun import model_from_file, runs_at  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "fixtures" / "sizes" / "swin_pad_merge.py"
+
+
+def test_pinned_sweep_equals_real_runs(monkeypatch):
+    def pinned_first(runner, example, spatial):
+        return runner(dict(example), pins=pins_at(example, spatial, 32)), 32
+
+    monkeypatch.setattr(symbolic_sizes, "first_run", pinned_first)
+    report = lint(str(FIXTURE)).models[0]
+    result = report.graph.graph["symbolic_sizes"]
+    assert result.modulus == 32 and sum(bool(r.pins) for r in result.runs) >= 16
+    table = report.admissible_sizes
+    lo, hi = table["range"]
+    ok = expand_progressions(table["square"], lo, hi)
+    undecided = expand_progressions(table["undecided"]["square"], lo, hi)
+    model = model_from_file(FIXTURE, report.model)
+    compared = 0
+    for n in range(1, 161):
+        if undecided[n - lo]:
+            continue
+        compared += 1
+        assert bool(ok[n - lo]) == runs_at(model, (1, 3, n, n)), n
+    assert compared >= 120
+
+
+def test_pin_classes_cover_every_size_once():
+    for m in (1, 4, 32):
+        for n in range(2, 300):
+            pin = Pin.of(n, m)
+            assert pin.holds(n) and pin.q(n) >= 1 and 2 - m <= pin.residue <= 1
+
+
+def test_modulus_multiplies_along_nesting():
+    import sympy
+    from torch.utils._sympy.functions import FloorDiv, Mod
+
+    h = sympy.Symbol("h", integer=True, positive=True)
+    padded = FloorDiv(h + Mod(4 - Mod(h, 4), 4), 4)     # ceil(h / 4): period 4
+    halved = FloorDiv(padded + Mod(padded, 2), 2)       # then ceil(/ 2): period 8
+    assert modulus_of([padded], {h}) == 4
+    assert modulus_of([halved], {h}) == 8
+    assert modulus_of([Mod(halved, 4)], {h}) == 32
+    assert modulus_of([h * 3 + 1], {h}) == 1

@@ -71,12 +71,21 @@ def pinned_value(run: Any, symbol: Any, axis_values: np.ndarray) -> np.ndarray |
     return None if pin is None else pin.q(axis_values)
 
 
-def run_pinned(runner: Callable, point: dict[str, int], spatial: list[str], modulus: int) -> Any:
+def class_key(pins: dict[str, Any]) -> tuple:
+    """The residue classes of a pinned point, by axis name."""
+    return tuple(sorted((axis, pin.residue) for axis, pin in pins.items()))
+
+
+def run_pinned(runner: Callable, point: dict[str, int], spatial: list[str], modulus: int,
+               literal_classes: frozenset | set = frozenset()) -> Any:
     """The run of a pinned sweep at ``point``. Where a spatial size is in its class's first
     period (``q == 1``: below ``m + 2``), the sizes there are few and often each its own case (a
     Swin shrinks its window to a small input): the spatial sizes are literals, a run five times
-    cheaper that decides its point exactly."""
+    cheaper that decides its point exactly. So are the sizes of a class in ``literal_classes``,
+    where a pinned run decided only its own size (``int(np.ceil(h / window))`` in MONAI's
+    SwinUNETR turns q into a number): pinned or not, such a run decides one size."""
     pins = pins_at(point, spatial, modulus) or {}
-    if any(pin.q(point[axis]) == 1 for axis, pin in pins.items()):
+    if class_key(pins) in literal_classes or any(pin.q(point[axis]) == 1
+                                                 for axis, pin in pins.items()):
         return runner(point, frozenset(a for a in point if a not in spatial), deadline=SLOW_RUN)
     return runner(point, pins=pins, deadline=SLOW_RUN)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from archlint.passes.symbolic_pinning import first_run, in_classes, run_pinned
+from archlint.passes.symbolic_pinning import class_key, first_run, in_classes, run_pinned
 
 
 #: CPU seconds the runs after the example's may take together (this process's CPU time: a busy
@@ -102,7 +102,8 @@ def symbolic_size_pass(g: Any, lo: int, hi: int,
             break
         point = partition.point(at)
         if partition.modulus:
-            partition.apply(run_pinned(runner, point, spatial, partition.modulus), at)
+            partition.apply(run_pinned(runner, point, spatial, partition.modulus,
+                                       partition.literal_classes), at)
         else:
             partition.apply(runner(point), at)
     else:
@@ -131,6 +132,7 @@ class _Partition:
         self.blocked = np.zeros(self.total, dtype=bool)  # undecided for good
         self.spatial_out = False
         self.modulus = 0  # sizes pinned to residue classes modulo this (0: not pinned)
+        self.literal_classes: set[tuple] = set()  # pinned runs there decide one size
         self.runs: list[Any] = []
         self.runs_made = 0
         self.reasons: list[str] = []
@@ -199,6 +201,10 @@ class _Partition:
             self.note(f"a size expression uses {exc}, which archlint does not evaluate")
         if at is not None:
             region[at] = True  # the run itself is exact at its own point
+            sweep = slice(at // self.n * self.n, (at // self.n + 1) * self.n)
+            if getattr(run, "pins", None) and region[sweep].sum() == 1:
+                self.literal_classes.add(class_key({run.symbols[s]: p
+                                                    for s, p in run.pins.items()}))
         region &= (self.state == 0) & self.valid
         self.state[region] = 1 if run.ok else -1
         if not run.ok:
@@ -207,7 +213,8 @@ class _Partition:
             self.spatial_out = True
             np.logical_or(self.same, _same_size(run, self.points, self.spatial, region),
                           out=self.same)
-        if group is not None:
+        literal = self.modulus and not set(run.symbols.values()) & set(self.spatial)
+        if group is not None and not literal:
             # the run's path covers every point agreeing with it on every guard, its own
             # included; what it leaves of its group is a case the guards cannot tell apart
             left = group & self._group_of(at) & (self.state == 0) & self.valid

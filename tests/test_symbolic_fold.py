@@ -190,9 +190,17 @@ def test_unfold_fold_fixture_is_exact_at_every_square_size():
 
 class OddOnlyFold(torch.nn.Module):
     """unfold 3x3 / stride 2 and fold 2x2 / stride 2 to the input size: the block counts agree
-    only at odd sizes ((n - 3) // 2 + 1 == n // 2), and 4 * 9 channels are 9 planes of 2x2."""
+    only at odd sizes ((n - 3) // 2 + 1 == n // 2), and 4 * 9 channels are 9 planes of 2x2.
+    ``modules``: the same with nn.Unfold / nn.Fold (the fold's size fixed at 33x33)."""
+
+    def __init__(self, modules=False):
+        super().__init__()
+        self.unfold = torch.nn.Unfold(3, stride=2) if modules else None
+        self.fold = torch.nn.Fold((33, 33), 2, stride=2) if modules else None
 
     def forward(self, x):
+        if self.unfold is not None:
+            return self.fold(self.unfold(x))
         cols = F.unfold(x, kernel_size=3, stride=2)
         return F.fold(cols, output_size=x.shape[-2:], kernel_size=2, stride=2)
 
@@ -203,3 +211,12 @@ def test_fold_block_count_guard_is_exact():
     _assert_exact(report, model, range(1, 161), lambda n: (1, 4, n, n))
     ok = expand_progressions(report.admissible_sizes["square"], *report.admissible_sizes["range"])
     assert ok[2] and not ok[3] and ok[4]  # 3 runs, 4 fails, 5 runs
+
+
+def test_unfold_and_fold_modules_are_exact():
+    """nn.Fold to a literal 33x33: only sizes whose 3x3 / stride 2 blocks are 16 x 16 run."""
+    model = OddOnlyFold(modules=True)
+    (report,) = lint(model, torch.zeros(1, 4, 33, 33)).models
+    _assert_exact(report, model, range(1, 161), lambda n: (1, 4, n, n))
+    ok = expand_progressions(report.admissible_sizes["square"], *report.admissible_sizes["range"])
+    assert [n for n in range(1, 161) if ok[n - 1]] == [33, 34]

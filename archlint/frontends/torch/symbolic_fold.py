@@ -104,15 +104,13 @@ def _geometry(bound: dict, names: tuple[str, ...]) -> list[list[Any]] | None:
 
 def _formula_applies(x: Any, bound: dict) -> bool:
     """A tensor of a dtype the kernels take, with a symbolic size here (its own or a parameter)."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in _KERNEL_DTYPES and not (
-            x.is_floating_point() or x.is_complex()):
+    if not isinstance(x, torch.Tensor):
         return False
+    if not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        return False  # integers: the CPU kernels raise, PyTorch's op says so
     values = list(x.shape) + [e for name, v in bound.items() if name != "input"
                               for e in (v if isinstance(v, (list, tuple)) else [v])]
     return any(isinstance(v, torch.SymInt) for v in values)
-
-
-_KERNEL_DTYPES = {torch.bool}  # besides floating and complex ones (integers raise on the CPU)
 
 
 def _check_geometry(k: list, d: list, p: list, s: list) -> None:

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from archlint.frontends.torch import symbolic_ops as ops
+from archlint.frontends.torch import symbolic_fold, symbolic_ops as ops
 from archlint.frontends.torch.locate import _FileNames, _is_user_file, _one_line
 from archlint.frontends.torch.parity import check_cpu_only_rules
 from archlint.frontends.torch.symbolic_pin import Pin, folded_remainders, pinned_inputs
@@ -392,6 +392,10 @@ class _Calls(TorchFunctionMode):
             return ops.interpolate(args, kwargs)
         if func is F.pad:
             return ops.pad(args, kwargs)
+        if func is F.unfold:
+            return symbolic_fold.unfold(args, kwargs)
+        if func is F.fold:
+            return symbolic_fold.fold(args, kwargs)
         if func in ops.POOLS and ops.has_symbolic_window(args, kwargs):
             return ops.pool(func, args, kwargs)
         with contextlib.suppress(Exception):

@@ -64,3 +64,57 @@ def test_modulus_multiplies_along_nesting():
     assert modulus_of([halved], {h}) == 8
     assert modulus_of([Mod(halved, 4)], {h}) == 32
     assert modulus_of([h * 3 + 1], {h}) == 1
+
+
+# ``int(math.ceil(h / 4))`` (MONAI's SwinUNETR pads its attention mask this way) turns a pinned
+# size into a number: each size of that class is then its own case
+CEIL_INT_MODEL = '''
+import math
+import torch
+import torch.nn.functional as F
+
+
+class CeilIntPad(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % 8 or w % 8:
+            raise ValueError("H and W must be multiples of 8")
+        y = self.conv(x)
+        hp = int(math.ceil(y.shape[-2] / 4)) * 4
+        wp = int(math.ceil(y.shape[-1] / 4)) * 4
+        mask = y.new_zeros(1, 2, hp, wp)
+        return F.pad(y, (0, wp - y.shape[-1], 0, hp - y.shape[-2])) + mask
+
+
+example_input = torch.zeros(1, 1, 32, 32)
+'''
+
+
+def test_class_decided_size_by_size_when_pinned_runs_specialise(monkeypatch, tmp_path):
+    """A class whose pinned run decides only its own size goes on with literal sizes, one run a
+    size, instead of stopping as undecided: the set equals real runs at every size 1..160."""
+    def pinned_first(runner, example, spatial):
+        return runner(dict(example), pins=pins_at(example, spatial, 8)), 8
+
+    monkeypatch.setattr(symbolic_sizes, "first_run", pinned_first)
+    path = tmp_path / "ceil_int_pad.py"
+    path.write_text(CEIL_INT_MODEL)
+    report = lint(str(path)).models[0]
+    result = report.graph.graph["symbolic_sizes"]
+    spatial = {"height", "width"}
+    literal = [r for r in result.runs if not set(r.symbols.values()) & spatial]
+    assert result.modulus == 8 and len(literal) >= 10
+    table = report.admissible_sizes
+    lo, hi = table["range"]
+    ok = expand_progressions(table["square"], lo, hi)
+    undecided = expand_progressions(table["undecided"]["square"], lo, hi)
+    model = model_from_file(path, report.model)
+    # every size of a pinned class (2..160) is decided; size 1 is in no class
+    assert not undecided[2 - lo:160 - lo + 1].any(), report.sizes_summary
+    for n in range(1, 161):
+        if not undecided[n - lo]:
+            assert bool(ok[n - lo]) == runs_at(model, (1, 1, n, n)), n

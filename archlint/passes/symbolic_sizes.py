@@ -263,8 +263,12 @@ class _Partition:
         open_ = np.flatnonzero((self.state == 0) & ~self.blocked)
         if not len(open_):
             return None
-        if self.modulus:  # a pinned run decides one class of one sweep: the square sweep first
-            open_ = open_[open_ // self.n == open_[0] // self.n]
+        if self.modulus:  # a pinned run decides one class of one sweep: the batch first (one
+            # run at the example's spatial sizes decides it), then the square sweep, then each
+            # axis
+            sweep = open_ // self.n
+            first = min(set(sweep.tolist()), key=lambda i: (self.sweeps[i] != "batch", i))
+            open_ = open_[sweep == first]
         _, inverse, counts = np.unique(self.signature[open_], return_inverse=True,
                                           return_counts=True)
         members = open_[inverse == int(np.argmax(counts))]

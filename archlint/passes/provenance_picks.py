@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
 
 from archlint.passes.field_grid import _window
 from archlint.passes.provenance_dims import Digit, Dim, _plain

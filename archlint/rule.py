@@ -23,10 +23,10 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from archlint.findings import Finding, Severity
-from archlint.graph import Location, node_table, ops, ops_of_kind
+from archlint.graph import Location, ops, ops_of_kind, topological_rank
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -117,9 +117,28 @@ class RuleContext:
             return iter(())
         return iter(ops_of_kind(self.graph, *kinds)) if kinds else ops(self.graph)
 
+    def nodes_where(self, keep: Callable[[Any], bool], *kinds: str) -> list[str]:
+        """The nodes of ``kinds`` whose ``attrs`` record passes ``keep``, in topological order.
+
+        ``keep`` reads only the record, and is asked once per distinct record: frontends share
+        one record between nodes with equal attributes, so a rule about dilated convolutions
+        asks once on a graph of ten thousand plain ones and then visits none of them.
+        """
+        if self.graph is None:
+            return []
+        groups = _attrs_groups(self.graph, kinds)
+        passing = [names for attrs, names in groups if keep(attrs)]
+        if len(passing) == len(groups):
+            return ops_of_kind(self.graph, *kinds)
+        if len(passing) == 1:
+            return list(passing[0])
+        rank = topological_rank(self.graph)
+        return sorted((n for names in passing for n in names), key=rank.__getitem__)
+
     def node(self, name: str) -> dict:
-        assert self.graph is not None
-        return node_table(self.graph)[name]
+        # the node's attribute dict, read straight from networkx's store (graph.node_table):
+        # rules call this once per visited node
+        return self.graph._node[name]  # type: ignore[union-attr]
 
     def finding(
         self,
@@ -150,3 +169,25 @@ class RuleContext:
             related=list(related),
             autofix=autofix,
         )
+
+
+def _attrs_groups(g: "nx.DiGraph", kinds: tuple[str, ...]) -> list[tuple[Any, list[str]]]:
+    """The nodes of ``kinds`` grouped by their attrs record (by identity), each group in
+    topological order; computed once per graph and kinds, as graph.ops_of_kind is."""
+    key = (len(g), id(g._node), kinds)
+    cache = g.graph.get("_attrs_groups")
+    if cache is None or cache[0] != key[:2]:
+        cache = g.graph["_attrs_groups"] = (key[:2], {})
+    groups = cache[1].get(kinds)
+    if groups is None:
+        by_record: dict[int, tuple[Any, list[str]]] = {}
+        data = g._node
+        for name in ops_of_kind(g, *kinds):
+            attrs = data[name]["attrs"]
+            group = by_record.get(id(attrs))  # the graph keeps each record alive: ids are unique
+            if group is None:
+                by_record[id(attrs)] = (attrs, [name])
+            else:
+                group[1].append(name)
+        groups = cache[1][kinds] = list(by_record.values())
+    return groups

@@ -54,9 +54,7 @@ def subtracts_channel_mean(node: dict) -> bool:
 )
 def conv_bias_before_norm(ctx):
     g = ctx.graph
-    for name in ctx.nodes("conv", "conv_transpose"):
-        if ctx.node(name)["attrs"].bias is not True:
-            continue
+    for name in ctx.nodes_where(lambda attrs: attrs.bias is True, "conv", "conv_transpose"):
         consumers = list(g.successors(name))
         if len(consumers) != 1 or not subtracts_channel_mean(g.nodes[consumers[0]]):
             continue

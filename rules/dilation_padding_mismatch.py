@@ -60,16 +60,9 @@ FIX_APPLICABILITY = Applicability.UNSAFE
 )
 def dilation_padding_mismatch(ctx):
     g = ctx.graph
-    for name in ctx.nodes("conv"):
-        attrs = ctx.node(name)["attrs"]
-        axes = windows(attrs)
-        if not axes or attrs.auto_pad:
-            continue
-        if any(s != 1 for _, s, _, _ in axes) or all(d == 1 for _, _, d, _ in axes):
-            continue
+    for name in ctx.nodes_where(_dilated_and_shrinking, "conv"):
+        axes = windows(ctx.node(name)["attrs"])
         shrink = [kernel_extent(k, d) - 1 - pb - pe for k, _, d, (pb, pe) in axes]
-        if all(v == 0 for v in shrink):
-            continue
         size_in, size_out = spatial_in(g, name), spatial_out(g, name)
         if size_in is None:
             continue
@@ -102,6 +95,16 @@ def dilation_padding_mismatch(ctx):
             autofix=_autofix(ctx.node(name), axes),
             related=[g.nodes[n]["location"] for n in (*keepers, *merges)],
         )
+
+
+def _dilated_and_shrinking(attrs) -> bool:
+    """A dilated stride-1 conv with explicit padding that does not keep the size."""
+    axes = windows(attrs)
+    if not axes or attrs.auto_pad:
+        return False
+    if any(s != 1 for _, s, _, _ in axes) or all(d == 1 for _, _, d, _ in axes):
+        return False
+    return any(kernel_extent(k, d) - 1 - pb - pe != 0 for k, _, d, (pb, pe) in axes)
 
 
 def _autofix(node, axes):

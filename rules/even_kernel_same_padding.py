@@ -70,16 +70,9 @@ FIX_APPLICABILITY = Applicability.UNSAFE
 )
 def even_kernel_same_padding(ctx):
     g = ctx.graph
-    for name in ctx.nodes("conv"):
-        attrs = ctx.node(name)["attrs"]
-        axes = windows(attrs)
-        if not axes or attrs.auto_pad:
-            continue
-        if any(s != 1 for _, s, _, _ in axes):
-            continue
+    for name in ctx.nodes_where(_misses_same_by_one, "conv"):
+        axes = windows(ctx.node(name)["attrs"])
         changes = [size_change(k, d, pb, pe) for k, _, d, (pb, pe) in axes]
-        if all(c is None for c in changes):
-            continue
         size_in, size_out = spatial_in(g, name), spatial_out(g, name)
         if size_in is None:
             continue
@@ -111,6 +104,14 @@ def even_kernel_same_padding(ctx):
             autofix=_autofix(ctx.node(name), axes, changes),
             related=[g.nodes[n]["location"] for n in context],
         )
+
+
+def _misses_same_by_one(attrs) -> bool:
+    """A stride-1 conv with explicit padding that misses 'same' by one pixel on some axis."""
+    axes = windows(attrs)
+    if not axes or attrs.auto_pad or any(s != 1 for _, s, _, _ in axes):
+        return False
+    return any(size_change(k, d, pb, pe) is not None for k, _, d, (pb, pe) in axes)
 
 
 def _odd_kernel(axes, changes) -> tuple[list[int], list[int]]:

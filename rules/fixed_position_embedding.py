@@ -57,6 +57,11 @@ from archlint.rule import rule
 from archlint_rules._topology import layer_name, size_sweep
 
 
+def _has_constants(attrs) -> bool:
+    """An op with a constant operand (the only kind locked_dims can find a lock in)."""
+    return bool(attrs.extra.get("constant") or attrs.extra.get("constants"))
+
+
 def locked_dims(g, node: str):
     """(constant record, output dim) pairs where a constant must match a dim of positions
     whose count follows the input size."""
@@ -91,7 +96,8 @@ def locked_dims(g, node: str):
 )
 def fixed_position_embedding(ctx):
     g = ctx.graph
-    for node in [*ctx.nodes("pointwise"), *ctx.nodes("concat")]:
+    for node in [*ctx.nodes_where(_has_constants, "pointwise"),
+                 *ctx.nodes_where(_has_constants, "concat")]:
         if ctx.node(node)["error"] is not None:
             continue
         for record, i in locked_dims(g, node):

@@ -58,6 +58,14 @@ WINDOW_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
 FIX_APPLICABILITY = Applicability.UNSAFE
 
 
+def _skips_pixels(attrs) -> bool:
+    """A strided window whose taps miss some of the stride's residues on some axis."""
+    axes = windows(attrs)
+    if not axes or all(s == 1 for _, s, _, _ in axes):
+        return False
+    return any(read_fraction(k, s, d) != 1 for k, s, d, _ in axes)
+
+
 @rule(
     id="kernel-smaller-than-stride",
     code="AL203",
@@ -66,13 +74,9 @@ FIX_APPLICABILITY = Applicability.UNSAFE
 )
 def kernel_smaller_than_stride(ctx):
     g = ctx.graph
-    for name in ctx.nodes(*WINDOW_OPS):
+    for name in ctx.nodes_where(_skips_pixels, *WINDOW_OPS):
         axes = windows(ctx.node(name)["attrs"])
-        if not axes or all(s == 1 for _, s, _, _ in axes):
-            continue
         read = [read_fraction(k, s, d) for k, s, d, _ in axes]
-        if all(f == 1 for f in read):
-            continue
         skipped = 1 - _product(read)
         kernel = fmt_size([k for k, *_ in axes])
         stride = fmt_axes([s for _, s, _, _ in axes])

@@ -325,15 +325,18 @@ def _fmt(values: tuple[int, ...]) -> str:
 # ONNX: auto_pad SAME_* with a stride
 
 
+def _strided_auto_same(attrs) -> bool:
+    mode = (attrs.auto_pad or "").upper()
+    return mode in ("SAME_UPPER", "SAME_LOWER") and any(s > 1 for s in attrs.stride)
+
+
 def _onnx_auto_pad(ctx):
     g = ctx.graph
     if g is None:
         return
-    for name in ctx.nodes(*WINDOWED, "conv_transpose"):
+    for name in ctx.nodes_where(_strided_auto_same, *WINDOWED, "conv_transpose"):
         attrs = ctx.node(name)["attrs"]
-        mode = (attrs.auto_pad or "").upper()
-        if mode not in ("SAME_UPPER", "SAME_LOWER") or all(s <= 1 for s in attrs.stride):
-            continue
+        mode = attrs.auto_pad.upper()
         inputs = ctx.node(name)["inputs"]
         size_in = spatial(output_shape(g, inputs[0])) if inputs else None
         pads = list(attrs.padding)

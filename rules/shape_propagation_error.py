@@ -27,6 +27,7 @@ input size the model accepts (`archlint sizes model.py`).
 
 from __future__ import annotations
 
+from archlint.graph import node_table
 from archlint.passes.collapse import collapsed_axes
 from archlint.passes.merge_mismatch import size_mismatch
 from archlint.rule import rule
@@ -45,8 +46,9 @@ def explained_elsewhere(g, name: str) -> bool:
     summary="shape propagation fails at the example input",
 )
 def shape_propagation_error(ctx):
+    table = node_table(ctx.graph) if ctx.graph is not None else {}
     for name in ctx.nodes():
-        error = ctx.node(name)["error"]
+        error = table[name]["error"]  # a dict read per node: this rule walks every node
         if error is None or explained_elsewhere(ctx.graph, name):
             continue
         yield ctx.finding(

@@ -85,11 +85,12 @@ def _encoded_rows(g: Any) -> str:
     out: list[str] = []
     append = out.append
     shape_texts: dict[int, tuple[Any, str]] = {}  # by id: nodes share their shape tuples
+    last_file: Any = object()
+    file_text = ""
     for name in ops(g):
         data = nodes[name]
         shapes = data.get("shapes")
         loc = data.get("location")
-        rf, flags = data.get("rf"), data.get("rf_global_axes")
         cause = data.get("rf_global_cause")
         file, line = getattr(loc, "file", None), getattr(loc, "line", None)
         node = getattr(loc, "node", name)
@@ -101,17 +102,20 @@ def _encoded_rows(g: Any) -> str:
             if known is None:  # the entry keeps the tuple alive, so its id is not reused
                 known = shape_texts[id(shape)] = (shape, _ints(shape))
             shape_text = known[1]
+        if file is not last_file:  # the nodes of one model mostly share one file
+            last_file, file_text = file, once(("file", file), file)
         op = data.get("op")
+        name_text = _encode_str(name) if type(name) is str else json.dumps(name)
         append(
-            f'{{"name": {_encode_str(name) if type(name) is str else json.dumps(name)}'
+            f'{{"name": {name_text}'
             f', "op": {_encode_str(op) if type(op) is str else json.dumps(op)}'
             f', "shape": {shape_text}'
-            f', "rf": {_field_text(rf, flags, encoded)}'
+            f', "rf": {_field_text(data.get("rf"), data.get("rf_global_axes"), encoded)}'
             ', "rf_global_cause": '
             f'{"null" if cause is None else once(("cause", cause), global_cause(g, cause))}'
-            f', "location": {{"file": {once(("file", file), file)}'
+            f', "location": {{"file": {file_text}'
             f', "line": {"null" if line is None else json.dumps(line)}'
-            f', "node": {_encode_str(node) if type(node) is str else json.dumps(node)}}}}}'
+            f', "node": {name_text if node is name else _text(node)}}}}}'
         )
     return "[" + ", ".join(out) + "]"
 
@@ -135,10 +139,15 @@ def _field_text(rf: Any, flags: Any, encoded: dict[Any, str]) -> str:
                     parts.append(_GLOBAL_AXIS)
                 elif axis is None:
                     parts.append("null")
-                else:
-                    parts.append('{"size": ' + _number(axis.size) + ', "stride": '
-                                 + _number(axis.stride) + ', "padding": '
-                                 + _number(axis.padding) + ', "global": false}')
+                else:  # fields share axis records too (a merge keeps its larger operand's)
+                    axis_key = ("axis", id(axis))
+                    axis_text = encoded.get(axis_key)
+                    if axis_text is None:
+                        axis_text = encoded[axis_key] = (
+                            '{"size": ' + _number(axis.size) + ', "stride": '
+                            + _number(axis.stride) + ', "padding": '
+                            + _number(axis.padding) + ', "global": false}')
+                    parts.append(axis_text)
             text = "[" + ", ".join(parts) + "]"
         encoded[key] = text
     return text

@@ -19,7 +19,7 @@ COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_tra
 
 
 def _collapsed(g: nx.DiGraph, name: str) -> tuple[tuple[int, int, int], ...]:
-    node = g.nodes[name]
+    node = g._node[name]
     if node["op"] not in COLLAPSING_OPS:
         return ()
     size_out = node["shapes"][0][2:] if node["shapes"] and node["shapes"][0] else None
@@ -50,6 +50,8 @@ def collapse_pass(g: nx.DiGraph) -> None:
 
 def collapsed_axes(g: nx.DiGraph, name: str) -> list[tuple[int, int, int]]:
     """A node's ``collapsed_axes`` as a list (running the pass on a graph that has not had it)."""
-    if "collapsed_axes" not in g.nodes[name]:
+    found = g._node[name].get("collapsed_axes")
+    if found is None:
         collapse_pass(g)
-    return list(g.nodes[name]["collapsed_axes"])
+        found = g._node[name]["collapsed_axes"]
+    return list(found)

@@ -356,11 +356,16 @@ def trace_cause(g: nx.DiGraph, d: Disagreement) -> Cause | None:
 
 def merge_mismatch_pass(g: nx.DiGraph) -> None:
     """Write ``size_mismatch``, ``size_mismatch_cause`` and ``breaks_merge`` (module docs)."""
-    for data in g._node.values():
+    table = g._node
+    for data in table.values():
         data["size_mismatch"] = ()
         data["size_mismatch_cause"] = None
         data["breaks_merge"] = None
     for merge in ops_of_kind(g, *MERGES):  # disagreements() is empty for any other op
+        shapes = [table[p]["shapes"] for p in table[merge]["inputs"]]
+        first = shapes[0][0] if shapes and shapes[0] else None
+        if first is not None and all(s and s[0] == first for s in shapes):
+            continue  # operands of one known shape: what disagreements() says, without its lists
         found = tuple(disagreements(g, merge))
         if not found:
             continue
@@ -373,16 +378,18 @@ def merge_mismatch_pass(g: nx.DiGraph) -> None:
 
 def size_mismatch(g: nx.DiGraph, name: str) -> tuple[tuple[Disagreement, ...], Cause | None]:
     """A node's ``size_mismatch`` and ``size_mismatch_cause`` (running the pass if needed)."""
-    if "size_mismatch" not in g.nodes[name]:
+    node = g._node[name]
+    if "size_mismatch" not in node:
         merge_mismatch_pass(g)
-    return g.nodes[name]["size_mismatch"], g.nodes[name]["size_mismatch_cause"]
+    return node["size_mismatch"], node["size_mismatch_cause"]
 
 
 def breaks_merge(g: nx.DiGraph, name: str) -> str | None:
     """The merge whose size mismatch starts at this node, if any (running the pass if needed)."""
-    if "breaks_merge" not in g.nodes[name]:
+    node = g._node[name]
+    if "breaks_merge" not in node:
         merge_mismatch_pass(g)
-    return g.nodes[name]["breaks_merge"]
+    return node["breaks_merge"]
 
 
 def size_sweep(g: nx.DiGraph):

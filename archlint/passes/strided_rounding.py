@@ -70,14 +70,21 @@ def _rounding(g: nx.DiGraph, name: str) -> Rounding | None:
 
 def rounding_pass(g: nx.DiGraph) -> None:
     """Write ``rounding`` on every node (see the module docs)."""
-    for data in g._node.values():
+    table = g._node
+    for data in table.values():
         data["rounding"] = None  # what _rounding says for every other op
+    strided: dict[int, bool] = {}  # by attrs record: nodes with equal attributes share one
     for name in ops_of_kind(g, *STRIDED_OPS):
-        g._node[name]["rounding"] = _rounding(g, name)
+        attrs = table[name]["attrs"]
+        found = strided.get(id(attrs))  # the graph keeps each record alive: ids are unique
+        if found is None:
+            found = strided[id(attrs)] = any(w.stride > 1 for w in windows_of(attrs))
+        if found:  # an unstrided window never rounds
+            table[name]["rounding"] = _rounding(g, name)
 
 
 def rounding_at(g: nx.DiGraph, name: str) -> Rounding | None:
     """The ``rounding`` fact of a node (running the pass on a graph that has not had it)."""
-    if "rounding" not in g.nodes[name]:
+    if "rounding" not in g._node[name]:
         rounding_pass(g)
-    return g.nodes[name]["rounding"]
+    return g._node[name]["rounding"]

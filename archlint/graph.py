@@ -285,9 +285,9 @@ class _Order:
                 else:
                     by_kind[op] = [n]
             self._by_kind = by_kind
-        lists = [self._by_kind.get(k, ()) for k in set(kinds)]
-        if len(lists) == 1:
-            return list(lists[0])
+        lists = [found for k in set(kinds) if (found := self._by_kind.get(k))]
+        if len(lists) <= 1:  # one kind present: already in order, no sort
+            return list(lists[0]) if lists else []
         rank = self.rank()
         return sorted((n for names in lists for n in names), key=rank.__getitem__)
 

@@ -47,9 +47,10 @@ def explained_elsewhere(g, name: str) -> bool:
 )
 def shape_propagation_error(ctx):
     table = node_table(ctx.graph) if ctx.graph is not None else {}
-    for name in ctx.nodes():
-        error = table[name]["error"]  # a dict read per node: this rule walks every node
-        if error is None or explained_elsewhere(ctx.graph, name):
+    # one comprehension over every node (the rule's only walk of the whole graph)
+    for name in [n for n in ctx.nodes() if table[n]["error"] is not None]:
+        error = table[name]["error"]
+        if explained_elsewhere(ctx.graph, name):
             continue
         yield ctx.finding(
             name,

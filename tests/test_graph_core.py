@@ -100,3 +100,34 @@ def test_compact_json_is_exactly_the_plain_encoding(tmp_path):
     assert out.getvalue() == json.dumps(json_reporter.report_to_json(report)) + "\n"
     assert len(json.loads(out.getvalue())["models"]) == len(report.models)
     assert sys.modules["archlint.reporters.json"] is json_reporter
+
+
+def test_nodes_where_asks_once_per_record_and_keeps_the_order():
+    from archlint.graph import Attrs
+    from archlint.rule import RuleContext
+
+    plain, dilated = Attrs(kernel=(3, 3), dilation=(1, 1)), Attrs(kernel=(3, 3), dilation=(2, 2))
+    g = new_graph("m", None, "onnx")
+    add_op(g, "x", "input", shapes=((1, 3, 8, 8),))
+    previous = "x"
+    for i, attrs in enumerate([plain, dilated, plain, plain, dilated, Attrs(dilation=(2, 2))]):
+        add_op(g, f"c{i}", "conv", inputs=[previous], attrs=attrs)
+        add_op(g, f"p{i}", "max_pool", inputs=[f"c{i}"], attrs=plain)
+        previous = f"p{i}"
+    asked = []
+
+    def is_dilated(attrs):
+        asked.append(attrs)
+        return any(d > 1 for d in attrs.dilation)
+
+    ctx = RuleContext(graph=g, frontend="onnx", target="m")
+    assert ctx.nodes_where(is_dilated, "conv") == ["c1", "c4", "c5"]
+    assert len(asked) == 3  # plain, dilated and the third record: once each, not once per node
+    # the plain, obvious way gives the same nodes in the same order, over two kinds too
+    for kinds in (("conv",), ("conv", "max_pool"), ("max_pool",), ("linear",)):
+        for keep in (is_dilated, lambda a: True, lambda a: False, lambda a: a is plain):
+            expected = [n for n in ops_of_kind(g, *kinds) if keep(g.nodes[n]["attrs"])]
+            assert ctx.nodes_where(keep, *kinds) == expected
+    add_op(g, "c6", "conv", inputs=["p5"], attrs=dilated)  # a node added later is seen
+    assert ctx.nodes_where(is_dilated, "conv")[-1] == "c6"
+    assert RuleContext(graph=None, frontend="onnx", target="m").nodes_where(is_dilated) == []

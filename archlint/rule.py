@@ -120,9 +120,9 @@ class RuleContext:
     def nodes_where(self, keep: Callable[[Any], bool], *kinds: str) -> list[str]:
         """The nodes of ``kinds`` whose ``attrs`` record passes ``keep``, in topological order.
 
-        ``keep`` reads only the record, and is asked once per distinct record: frontends share
-        one record between nodes with equal attributes, so a rule about dilated convolutions
-        asks once on a graph of ten thousand plain ones and then visits none of them.
+        ``keep`` reads only the record, and is asked once per distinct record of each kind:
+        frontends share one record between nodes with equal attributes, so a rule about dilated
+        convolutions asks once on a graph of ten thousand plain ones and then visits none.
         """
         if self.graph is None:
             return []
@@ -172,22 +172,26 @@ class RuleContext:
 
 
 def _attrs_groups(g: "nx.DiGraph", kinds: tuple[str, ...]) -> list[tuple[Any, list[str]]]:
-    """The nodes of ``kinds`` grouped by their attrs record (by identity), each group in
-    topological order; computed once per graph and kinds, as graph.ops_of_kind is."""
-    key = (len(g), id(g._node), kinds)
+    """The nodes of ``kinds`` grouped by op kind and attrs record (by identity), each group in
+    topological order; each kind is grouped once per graph, as graph.ops_of_kind indexes it."""
+    stamp = (len(g), id(g._node))  # what tells a stale index (see graph._order)
     cache = g.graph.get("_attrs_groups")
-    if cache is None or cache[0] != key[:2]:
-        cache = g.graph["_attrs_groups"] = (key[:2], {})
-    groups = cache[1].get(kinds)
-    if groups is None:
-        by_record: dict[int, tuple[Any, list[str]]] = {}
-        data = g._node
-        for name in ops_of_kind(g, *kinds):
-            attrs = data[name]["attrs"]
-            group = by_record.get(id(attrs))  # the graph keeps each record alive: ids are unique
-            if group is None:
-                by_record[id(attrs)] = (attrs, [name])
-            else:
-                group[1].append(name)
-        groups = cache[1][kinds] = list(by_record.values())
+    if cache is None or cache[0] != stamp:
+        cache = g.graph["_attrs_groups"] = (stamp, {})
+    by_kind = cache[1]
+    groups = []
+    for kind in dict.fromkeys(kinds):
+        found = by_kind.get(kind)
+        if found is None:
+            by_record: dict[int, tuple[Any, list[str]]] = {}
+            data = g._node
+            for name in ops_of_kind(g, kind):
+                attrs = data[name]["attrs"]
+                group = by_record.get(id(attrs))  # the graph keeps each record alive: ids are unique
+                if group is None:
+                    by_record[id(attrs)] = (attrs, [name])
+                else:
+                    group[1].append(name)
+            found = by_kind[kind] = list(by_record.values())
+        groups += found
     return groups

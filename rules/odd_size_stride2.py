@@ -54,7 +54,7 @@ import numpy as np
 
 from archlint.graph import spatial
 from archlint.passes.merge_mismatch import breaks_merge
-from archlint.passes.strided_rounding import STRIDED_OPS, Rounding, rounding_at
+from archlint.passes.strided_rounding import Rounding, rounding_at, rounding_nodes
 from archlint.rule import rule
 from archlint_rules._topology import size_sweep, sizes_note, where
 
@@ -76,10 +76,8 @@ def _input_arrays(sweep, producer: str):
 def odd_size_stride2(ctx):
     g = ctx.graph
     sweep = size_sweep(g)
-    for name in ctx.nodes(*STRIDED_OPS):
+    for name in rounding_nodes(g) if g is not None else ():  # the strided ops that round
         found = rounding_at(g, name)
-        if found is None:
-            continue
         node = ctx.node(name)
         kernel = "x".join(str(w.kernel) for w in found.windows)
         stride = "x".join(str(w.stride) for w in found.windows)

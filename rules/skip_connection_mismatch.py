@@ -50,8 +50,16 @@ from fractions import Fraction
 import numpy as np
 
 from archlint.fixes import Applicability, call_fix, per_axis
-from archlint.graph import MERGES, spatial
-from archlint.passes.merge_mismatch import WINDOWED, Cause, Disagreement, Step, branch, size_mismatch
+from archlint.graph import spatial
+from archlint.passes.merge_mismatch import (
+    WINDOWED,
+    Cause,
+    Disagreement,
+    Step,
+    branch,
+    mismatched_merges,
+    size_mismatch,
+)
 from archlint.passes.strided_rounding import rounding_at
 from archlint.rule import rule
 from archlint_rules._topology import (
@@ -86,10 +94,8 @@ FIX_APPLICABILITY = Applicability.UNSAFE
 def skip_connection_mismatch(ctx):
     g = ctx.graph
     sweep = size_sweep(g)
-    for merge in ctx.nodes(*MERGES):
+    for merge in mismatched_merges(g) if g is not None else ():
         found, cause = size_mismatch(g, merge)
-        if not found:
-            continue
         d = found[0]
         message = _message(g, merge, found, cause)
         yield ctx.finding(

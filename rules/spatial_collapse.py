@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from archlint.passes.collapse import COLLAPSING_OPS, collapsed_axes  # noqa: F401  (tests)
+from archlint.passes.collapse import COLLAPSING_OPS, collapsed_axes, collapsed_nodes  # noqa: F401  (tests)
 from archlint.rule import rule
 from archlint_rules._topology import (
     fmt_size,
@@ -48,10 +48,7 @@ from archlint_rules._topology import (
 )
 def spatial_collapse(ctx):
     g = ctx.graph
-    for name in ctx.nodes(*COLLAPSING_OPS):
-        axes = collapsed_axes(g, name)
-        if not axes:
-            continue
+    for name in collapsed_nodes(g) if g is not None else ():  # the windows that collapse
         node = ctx.node(name)
         size_in = spatial_in(g, name)
         attrs = node["attrs"]

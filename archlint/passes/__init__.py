@@ -59,17 +59,20 @@ def run_passes(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> None:
 def _window_facts(g: nx.DiGraph) -> None:
     """The facts the rules share about window geometry and merges (after the sizes pass: the
     merge check reads its sweep)."""
-    from archlint.passes.collapse import collapse_pass
-    from archlint.passes.merge_mismatch import merge_mismatch_pass
-    from archlint.passes.strided_rounding import rounding_pass
+    from archlint.passes.collapse import COLLAPSED_INDEX, collapse_pass
+    from archlint.passes.fact_index import record
+    from archlint.passes.merge_mismatch import MISMATCH_INDEX, merge_mismatch_pass
+    from archlint.passes.strided_rounding import ROUNDING_INDEX, rounding_pass
 
-    for run, keys in ((rounding_pass, {"rounding": None}),
-                      (collapse_pass, {"collapsed_axes": ()}),
-                      (merge_mismatch_pass, {"size_mismatch": (), "size_mismatch_cause": None,
-                                             "breaks_merge": None})):
+    for run, index, keys in ((rounding_pass, ROUNDING_INDEX, {"rounding": None}),
+                             (collapse_pass, COLLAPSED_INDEX, {"collapsed_axes": ()}),
+                             (merge_mismatch_pass, MISMATCH_INDEX,
+                              {"size_mismatch": (), "size_mismatch_cause": None,
+                               "breaks_merge": None})):
         try:
             run(g)
         except Exception as exc:
             for name in g.nodes:
                 g.nodes[name].update(keys)
+            record(g, index, [])  # the rules read the defaults, not a second failing run
             g.graph["passes_error"] = f"{run.__name__}: {type(exc).__name__}: {exc}"

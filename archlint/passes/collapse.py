@@ -13,9 +13,12 @@ from __future__ import annotations
 import networkx as nx
 
 from archlint.graph import ops_of_kind, output_shape, spatial
+from archlint.passes.fact_index import record, recorded
 from archlint.passes.windows import windows_of
 
 COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
+#: g.graph key of the nodes with collapsed axes (archlint.passes.fact_index)
+COLLAPSED_INDEX = "_collapsed_nodes"
 
 
 def _collapsed(g: nx.DiGraph, name: str) -> tuple[tuple[int, int, int], ...]:
@@ -42,10 +45,24 @@ def _collapsed(g: nx.DiGraph, name: str) -> tuple[tuple[int, int, int], ...]:
 
 def collapse_pass(g: nx.DiGraph) -> None:
     """Write ``collapsed_axes`` on every node (see the module docs)."""
-    for data in g._node.values():
+    table = g._node
+    for data in table.values():
         data["collapsed_axes"] = ()  # what _collapsed says for every other op
+    collapsed = []
     for name in ops_of_kind(g, *COLLAPSING_OPS):
-        g._node[name]["collapsed_axes"] = _collapsed(g, name)
+        found = table[name]["collapsed_axes"] = _collapsed(g, name)
+        if found:
+            collapsed.append(name)
+    record(g, COLLAPSED_INDEX, collapsed)
+
+
+def collapsed_nodes(g: nx.DiGraph) -> list[str]:
+    """The nodes with collapsed axes, in topological order (running the pass if needed)."""
+    names = recorded(g, COLLAPSED_INDEX)
+    if names is None:
+        collapse_pass(g)
+        names = recorded(g, COLLAPSED_INDEX) or []
+    return names
 
 
 def collapsed_axes(g: nx.DiGraph, name: str) -> list[tuple[int, int, int]]:

@@ -25,8 +25,11 @@ import networkx as nx
 import numpy as np
 
 from archlint.graph import MERGES, ops, ops_of_kind, output_shape
+from archlint.passes.fact_index import record, recorded
 
 WINDOWED = ("conv", "max_pool", "avg_pool", "lp_pool")
+#: g.graph key of the merges with a size mismatch (archlint.passes.fact_index)
+MISMATCH_INDEX = "_mismatched_merges"
 
 #: Ops that make a map's size independent of its input's (the grid is fixed there).
 GRID_FIXING = ("global_pool", "adaptive_pool")
@@ -361,6 +364,7 @@ def merge_mismatch_pass(g: nx.DiGraph) -> None:
         data["size_mismatch"] = ()
         data["size_mismatch_cause"] = None
         data["breaks_merge"] = None
+    mismatched = []
     for merge in ops_of_kind(g, *MERGES):  # disagreements() is empty for any other op
         shapes = [table[p]["shapes"] for p in table[merge]["inputs"]]
         first = shapes[0][0] if shapes and shapes[0] else None
@@ -369,11 +373,22 @@ def merge_mismatch_pass(g: nx.DiGraph) -> None:
         found = tuple(disagreements(g, merge))
         if not found:
             continue
+        mismatched.append(merge)
         cause = trace_cause(g, found[0])
         g.nodes[merge]["size_mismatch"] = found
         g.nodes[merge]["size_mismatch_cause"] = cause
         if cause and cause.steps and g.nodes[cause.steps[0].node]["breaks_merge"] is None:
             g.nodes[cause.steps[0].node]["breaks_merge"] = merge
+    record(g, MISMATCH_INDEX, mismatched)
+
+
+def mismatched_merges(g: nx.DiGraph) -> list[str]:
+    """The merges with a size mismatch, in topological order (running the pass if needed)."""
+    names = recorded(g, MISMATCH_INDEX)
+    if names is None:
+        merge_mismatch_pass(g)
+        names = recorded(g, MISMATCH_INDEX) or []
+    return names
 
 
 def size_mismatch(g: nx.DiGraph, name: str) -> tuple[tuple[Disagreement, ...], Cause | None]:

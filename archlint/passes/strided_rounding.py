@@ -14,6 +14,7 @@ from fractions import Fraction
 import networkx as nx
 
 from archlint.graph import ops_of_kind, output_shape, spatial
+from archlint.passes.fact_index import record, recorded
 from archlint.passes.windows import Window, windows_of
 
 STRIDED_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
@@ -50,6 +51,10 @@ def _decimal(value: Fraction) -> str:
     return str(int(value)) if value.denominator == 1 else f"{float(value):g}"
 
 
+#: g.graph key of the nodes that round (archlint.passes.fact_index)
+ROUNDING_INDEX = "_rounding_nodes"
+
+
 def _rounding(g: nx.DiGraph, name: str) -> Rounding | None:
     node = g._node[name]
     if node["op"] not in STRIDED_OPS or not node["inputs"]:
@@ -74,13 +79,26 @@ def rounding_pass(g: nx.DiGraph) -> None:
     for data in table.values():
         data["rounding"] = None  # what _rounding says for every other op
     strided: dict[int, bool] = {}  # by attrs record: nodes with equal attributes share one
+    rounds = []
     for name in ops_of_kind(g, *STRIDED_OPS):
         attrs = table[name]["attrs"]
         found = strided.get(id(attrs))  # the graph keeps each record alive: ids are unique
         if found is None:
             found = strided[id(attrs)] = any(w.stride > 1 for w in windows_of(attrs))
         if found:  # an unstrided window never rounds
-            table[name]["rounding"] = _rounding(g, name)
+            fact = table[name]["rounding"] = _rounding(g, name)
+            if fact is not None:
+                rounds.append(name)
+    record(g, ROUNDING_INDEX, rounds)
+
+
+def rounding_nodes(g: nx.DiGraph) -> list[str]:
+    """The nodes whose ``rounding`` is set, in topological order (running the pass if needed)."""
+    names = recorded(g, ROUNDING_INDEX)
+    if names is None:
+        rounding_pass(g)
+        names = recorded(g, ROUNDING_INDEX) or []
+    return names
 
 
 def rounding_at(g: nx.DiGraph, name: str) -> Rounding | None:

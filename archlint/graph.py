@@ -195,9 +195,7 @@ def add_op(
         "origin": origin,
         "inputs": tuple(inputs),
         "attrs": attrs if attrs is not None else NO_ATTRS,
-        "shapes": None if shapes is None else (
-            (_int_shape(shapes[0]),) if type(shapes) is tuple and len(shapes) == 1
-            else tuple(_int_shape(s) for s in shapes)),
+        "shapes": None if shapes is None else int_shapes(shapes),
         "location": location if location is not None else Location(None, None, name),
         "error": error,
     }
@@ -225,6 +223,69 @@ def add_op(
     if cache:
         cache.clear()
     return name
+
+
+def int_shapes(shapes: Any) -> tuple[tuple[int, ...], ...]:
+    """Output shapes as ``add_op`` stores them: tuples of Python ints, one shared tuple per
+    distinct shape."""
+    if type(shapes) is tuple and len(shapes) == 1:
+        return (_int_shape(shapes[0]),)
+    return tuple(_int_shape(s) for s in shapes)
+
+
+class OpWriter:
+    """Adds ops to a plain ``DiGraph`` from :func:`new_graph`, for a frontend that adds tens of
+    thousands: the node dicts and edges ``add_op`` writes, without its per-call checks.
+
+    The caller guarantees what ``add_op`` checks: every input is already in the graph (so the
+    insertion order stays topological), names are new, ``shapes`` come from :func:`int_shapes`
+    and ``inputs`` is a tuple. :meth:`finish` records that order, so nobody re-checks it.
+    """
+
+    __slots__ = ("g", "_node", "_succ", "_pred")
+
+    def __init__(self, g: nx.DiGraph):
+        if type(g) is not (_DIGRAPH or _plain_digraph()):
+            raise TypeError("OpWriter writes networkx's own dicts: a plain DiGraph only")
+        self.g = g
+        self._node, self._succ, self._pred = g._node, g._succ, g._pred
+
+    def add(
+        self,
+        name: str,
+        op: str,
+        inputs: tuple[str, ...],
+        attrs: Attrs,
+        shapes: tuple[tuple[int, ...], ...] | None,
+        location: Location,
+        origin: str,
+        error: str | None,
+    ) -> None:
+        if op not in OP_KINDS:
+            raise ValueError(f"unknown op kind {op!r} for node {name!r}")
+        self._node[name] = {
+            "op": op, "origin": origin, "inputs": inputs, "attrs": attrs, "shapes": shapes,
+            "location": location, "error": error,
+        }
+        succ = self._succ
+        succ[name] = {}
+        into = self._pred[name] = {}
+        for slot, src in enumerate(inputs):
+            edge = into.get(src)
+            if edge is not None:
+                edge["slots"].append(slot)
+            else:
+                into[src] = succ[src][name] = {"slots": [slot]}
+
+    def finish(self) -> None:
+        """Call once the graph is complete, every node added by ``add_op`` or :meth:`add` (each
+        after its inputs): the insertion order is the topological order :func:`ops` returns."""
+        g = self.g
+        cache = getattr(g, "__networkx_cache__", None)
+        if cache:
+            cache.clear()
+        data = g._node
+        g.graph["_topological_order"] = _Order((len(g), id(data)), list(data), data)
 
 
 #: shape -> the same dims as Python ints, one shared tuple per distinct shape (a large graph

@@ -97,13 +97,14 @@ def _capture(model: onnx.ModelProto, options: Options, *, name: str, file: str |
 
 def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:
     _check_header(model)
-    nodes = _sorted_nodes(model.graph)
+    table = _sorted_nodes(model.graph)
+    nodes = table.pairs()
     notes: list[str] = []
     real_inputs, input_shapes, assumed = _input_shapes(model.graph, options, notes)
     inference_model = _inference_model(model, nodes, input_shapes)
-    activations = _activation_tensors(nodes, [i.name for i in real_inputs])
-    tensors = _infer_tensors(inference_model, nodes, activations, notes)
-    builder = _GraphBuilder(model, nodes, tensors, name=name, file=file, notes=notes)
+    activations = _activation_tensors(table, [i.name for i in real_inputs])
+    tensors = _infer_tensors(inference_model, table, activations, notes)
+    builder = _GraphBuilder(model, table, tensors, name=name, file=file, notes=notes)
     g = builder.build(real_inputs)
     # static values and tensors point at each other: break the cycle, so the inferred model
     # they hold is freed now (the console entry runs without cyclic GC)

@@ -20,6 +20,7 @@ from archlint.frontends.onnx.geometry import (
     _shape_text,
     runtime_spatial,
 )
+from archlint.frontends.onnx.node_table import NodeTable
 from archlint.frontends.onnx.value_types import (
     _dims,
     _inferred_shapes,
@@ -209,18 +210,21 @@ def _materializable(tensor: onnx.TensorProto) -> bool:
     return math.prod(tensor.dims) <= MAX_STATIC_ELEMENTS
 
 
-def _activation_tensors(nodes: list[tuple[int, onnx.NodeProto]], real_inputs: list[str]) -> set[str]:
+def _activation_tensors(table: NodeTable, real_inputs: list[str]) -> set[str]:
     """Tensors computed from a real graph input (not through Shape/Size): the IR's data."""
     activations = set(real_inputs)
-    for _, node in nodes:
-        if not activations.isdisjoint(node.input) and node.op_type not in SHAPE_READERS:
-            activations.update(o for o in node.output if o)
+    empty_is_input = "" in activations
+    for _, op_type, inputs, outputs in table.rows():
+        if not activations.isdisjoint(inputs) and op_type not in SHAPE_READERS:
+            activations.update(outputs)
+            if not empty_is_input:
+                activations.discard("")  # an omitted optional output is no tensor
     return activations
 
 
 def _infer_tensors(
     model: onnx.ModelProto,
-    nodes: list[tuple[int, onnx.NodeProto]],
+    table: NodeTable,
     activations: set[str],
     notes: list[str],
 ) -> _Tensors:
@@ -233,22 +237,23 @@ def _infer_tensors(
         strict_error = _one_line(exc)
     if strict_error is None:  # only the node-by-node walk below reads types
         tensors = _Tensors(shapes=_inferred_shapes(inferred))
-        tensors.static = _StaticValues(model, nodes, tensors, activations)
-        if not _disagrees_with_runtime(nodes, tensors) and not _has_gaps(model, nodes, tensors, activations):
+        tensors.static = _StaticValues(model, table, tensors, activations)
+        if not _disagrees_with_runtime(table, tensors) and not _has_gaps(model, table, tensors):
             return tensors
     types = _types_of(model)
     tensors = _Tensors(shapes=_shapes_of(types), types=types)
-    tensors.static = _StaticValues(model, nodes, tensors, activations)
-    _propagate(model, nodes, tensors)
+    tensors.static = _StaticValues(model, table, tensors, activations)
+    _propagate(model, table.pairs(), tensors)
     if strict_error is not None and not tensors.node_errors:
         notes.append(f"strict ONNX shape inference failed ({strict_error})")
     return tensors
 
 
-def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> bool:
-    for _, node in nodes:
-        if node.op_type not in RUNTIME_CORRECTED:
+def _disagrees_with_runtime(table: NodeTable, tensors: _Tensors) -> bool:
+    for i, op_type, _, _ in table.rows():
+        if op_type not in RUNTIME_CORRECTED:
             continue
+        node = table.protos[i]
         expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
         out = tensors.shapes.get(node.output[0])
         if expected is not None and out is not None and tuple(out[2:]) != expected:
@@ -256,20 +261,28 @@ def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _T
     return False
 
 
-def _has_gaps(
-    model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors, activations: set[str]
-) -> bool:
+def _has_gaps(model: onnx.ModelProto, table: NodeTable, tensors: _Tensors) -> bool:
     """A known op with concrete inputs whose output ONNX left unknown (typically a Resize whose
     sizes are arithmetic on a runtime shape that data propagation cannot follow, or a class
     token's Expand to a shape built by ConstantOfShape/Where, which would leave the token
     Concat one short)."""
     opsets = {o.domain: o.version for o in model.opset_import}
     local_functions = {(f.domain, f.name) for f in model.functions}
-    for _, node in nodes:
-        out = node.output[0] if node.output else ""
-        if not out or _concrete(tensors.shapes.get(out)):
+    shapes = tensors.shapes
+    concrete: dict[tuple[int | None, ...] | None, bool] = {}  # shapes are shared tuples: few distinct
+
+    def known(tensor: str) -> bool:
+        shape = shapes.get(tensor)
+        found = concrete.get(shape)
+        if found is None:
+            found = concrete[shape] = _concrete(shape)
+        return found
+
+    for i, _, inputs, outputs in table.rows():
+        out = outputs[0] if outputs else ""
+        if not out or known(out):
             continue
-        if all(_concrete(tensors.shapes.get(t)) for t in node.input if t) and _schema(node, opsets, local_functions):
+        if all(known(t) for t in inputs if t) and _schema(table.protos[i], opsets, local_functions):
             return True
     return False
 
@@ -367,14 +380,15 @@ class _StaticValues:
     def __init__(
         self,
         model: onnx.ModelProto,
-        nodes: list[tuple[int, onnx.NodeProto]],
+        table: NodeTable,
         tensors: _Tensors,
         activations: set[str],
     ):
         self._activations = activations
         self._opsets = {o.domain: o.version for o in model.opset_import}
         self._initializers = {t.name: t for t in model.graph.initializer}
-        self._producer = {o: node for _, node in nodes for o in node.output if o}
+        self._table = table
+        self._producers: dict[str, onnx.NodeProto] | None = None
         self._tensors = tensors
         self._memo: dict[str, np.ndarray | None] = {}
         self._shape_sources: dict[str, frozenset[str]] = {}
@@ -396,6 +410,15 @@ class _StaticValues:
         if value is None or value.dtype.kind not in "iuf":
             return None
         return [float(v) for v in value.reshape(-1)]
+
+    @property
+    def _producer(self) -> dict[str, onnx.NodeProto]:
+        # built on first use: a graph whose ops read no static value never needs it
+        if self._producers is None:
+            table = self._table
+            self._producers = {o: node for node, outputs in zip(table.protos, table.outputs)
+                               for o in outputs if o}
+        return self._producers
 
     def producer_of(self, name: str) -> onnx.NodeProto | None:
         return self._producer.get(name)

@@ -25,6 +25,7 @@ from archlint.graph import (
     add_op,
     int_shapes,
     new_graph,
+    new_location,
     node_table,
 )
 
@@ -138,8 +139,9 @@ class _GraphBuilder(OpMapping):
         tensor_shapes = self.tensors.shapes.get
         # after a failure, shapes and errors are per node (_shapes); else per record
         per_node_shapes = bool(self.tensors.node_errors or self.tensors.failed)
-        writer = OpWriter(self.g)
-        add, file, records, record_of = writer.add, self.file, self._records, self._record
+        add = OpWriter(self.g).add
+        file, records, record_of = self.file, self._records, self._record
+        domains, attr_keys, protos = table.domain, table.attr_key, table.protos
         producer_keys = producer.keys()
         for i, op_type, ins, outs in table.rows():
             if producer_keys.isdisjoint(ins) or op_type in SHAPE_READERS:
@@ -162,37 +164,40 @@ class _GraphBuilder(OpMapping):
                     entries.append(("static", tensor_shapes(t)) if t else "")
                 else:
                     entries.append(t)
-            key = (op_type, table.domain[i], table.attr_key[i], tuple(entries),
-                   tuple([tensor_shapes(o) if o else "" for o in outs]))
+            # an omitted output ("") is skipped where an unknown one stops the shapes: both
+            # read None here, so where one is omitted the key says which
+            key = (op_type, domains[i], attr_keys[i], tuple(entries), tuple(map(tensor_shapes, outs)),
+                   "" in outs and tuple([bool(o) for o in outs]))
             record = records.get(key)
             if record is None:
-                record = record_of(table.protos[i], op_type, ins, outs)
+                record = record_of(protos[i], op_type, ins, outs)
                 if op_type not in _PER_NODE:
                     records[key] = record
-            op, attrs, custom = record.op, record.attrs, record.custom
-            if custom:
+            op, attrs = record.op, record.attrs
+            if record.custom:
                 shapes, error = None, None
                 self.unknown_ops.append(
                     f"unknown op {record.origin} at node {onnx_name!r}: its output shapes and "
                     "receptive field are unknown past it"
                 )
                 self.notes.append(self.unknown_ops[-1])
+                poisoned.add(ir_name)
             elif poisoned and not poisoned.isdisjoint(inputs):
                 shapes, error = None, None
-            elif per_node_shapes:
-                shapes, error = self._shapes(table.index[i], table.protos[i], inputs, op, attrs, False)
-                if shapes is not None:
-                    shapes = int_shapes(shapes)
-            elif record.shapes is _FORMULA:
-                shapes, error = self._formula_shape(table.protos[i], inputs, op, attrs)
-                if shapes is not None:
-                    shapes = int_shapes(shapes)
-            else:
-                shapes, error = record.shapes, record.error
-            add(ir_name, op, tuple(inputs), attrs, shapes, Location(file, None, onnx_name),
-                record.origin, error)
-            if custom or error is not None or (poisoned and not poisoned.isdisjoint(inputs)):
                 poisoned.add(ir_name)
+            else:
+                if per_node_shapes:
+                    shapes, error = self._shapes(table.index[i], protos[i], inputs, op, attrs, False)
+                elif record.shapes is _FORMULA:
+                    shapes, error = self._formula_shape(protos[i], inputs, op, attrs)
+                else:
+                    shapes, error = record.shapes, record.error
+                if shapes is not None and record.shapes is not shapes:
+                    shapes = int_shapes(shapes)
+                if error is not None:
+                    poisoned.add(ir_name)
+            add(ir_name, op, tuple(inputs), attrs, shapes, new_location(file, None, onnx_name),
+                record.origin, error)
             for out in outs:
                 if out:
                     producer[out] = ir_name

@@ -250,9 +250,7 @@ def _infer_tensors(
 
 
 def _disagrees_with_runtime(table: NodeTable, tensors: _Tensors) -> bool:
-    for i, op_type, _, _ in table.rows():
-        if op_type not in RUNTIME_CORRECTED:
-            continue
+    for i in [i for i, op_type in enumerate(table.op_type) if op_type in RUNTIME_CORRECTED]:
         node = table.protos[i]
         expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
         out = tensors.shapes.get(node.output[0])
@@ -278,11 +276,15 @@ def _has_gaps(model: onnx.ModelProto, table: NodeTable, tensors: _Tensors) -> bo
             found = concrete[shape] = _concrete(shape)
         return found
 
-    for i, _, inputs, outputs in table.rows():
-        out = outputs[0] if outputs else ""
-        if not out or known(out):
-            continue
-        if all(known(t) for t in inputs if t) and _schema(table.protos[i], opsets, local_functions):
+    firsts = [outputs[0] if outputs else "" for outputs in table.outputs]
+    if all(map(_concrete, set(shapes.values()))):
+        # every shape inference wrote is concrete: only an output it left out can be a gap
+        candidates = [i for i, out in enumerate(firsts) if out and out not in shapes]
+    else:
+        candidates = [i for i, out in enumerate(firsts) if out and not known(out)]
+    inputs = table.inputs
+    for i in candidates:
+        if all(known(t) for t in inputs[i] if t) and _schema(table.protos[i], opsets, local_functions):
             return True
     return False
 

@@ -23,6 +23,9 @@ by that producer (a list, because ``x + x`` feeds two slots from one producer).
 
 Spatial axes are the axes after batch and channel: ``shape[2:]`` of an NC* tensor.
 
+Building a large graph: :class:`OpWriter` adds ops without ``add_op``'s per-call checks and
+records the insertion order as the topological order.
+
 Reading a large graph: :func:`ops` gives the topological order and :func:`ops_of_kind` the
 nodes of some op kinds in that order, both computed once per graph (a rule about transposed
 convolutions never walks the other 30k nodes); :func:`node_table` gives the node dicts without
@@ -221,9 +224,17 @@ def add_op(
             else:
                 g.add_edge(src, name, slots=[slot])
         return name
-    # What DiGraph.add_node/add_edge do, minus their per-call checks (a large ONNX graph adds
-    # tens of thousands of nodes here); the node store stays exactly networkx's.
-    succ, pred = g._succ, g._pred
+    _insert(nodes, g._succ, g._pred, name, data, inputs)
+    cache = getattr(g, "__networkx_cache__", None)
+    if cache:
+        cache.clear()
+    return name
+
+
+def _insert(nodes: dict, succ: dict, pred: dict, name: str, data: dict[str, Any],
+            inputs: tuple[str, ...] | list[str]) -> None:
+    """What DiGraph.add_node/add_edge do, minus their per-call checks (a large ONNX graph adds
+    tens of thousands of nodes); the node store stays exactly networkx's."""
     nodes[name] = data
     succ[name] = {}
     into = pred[name] = {}
@@ -233,10 +244,6 @@ def add_op(
             edge["slots"].append(slot)
         else:
             into[src] = succ[src][name] = {"slots": [slot]}
-    cache = getattr(g, "__networkx_cache__", None)
-    if cache:
-        cache.clear()
-    return name
 
 
 def int_shapes(shapes: Any) -> tuple[tuple[int, ...], ...]:
@@ -277,19 +284,10 @@ class OpWriter:
     ) -> None:
         if op not in OP_KINDS:
             raise ValueError(f"unknown op kind {op!r} for node {name!r}")
-        self._node[name] = {
+        _insert(self._node, self._succ, self._pred, name, {
             "op": op, "origin": origin, "inputs": inputs, "attrs": attrs, "shapes": shapes,
             "location": location, "error": error,
-        }
-        succ = self._succ
-        succ[name] = {}
-        into = self._pred[name] = {}
-        for slot, src in enumerate(inputs):
-            edge = into.get(src)
-            if edge is not None:
-                edge["slots"].append(slot)
-            else:
-                into[src] = succ[src][name] = {"slots": [slot]}
+        }, inputs)
 
     def finish(self) -> None:
         """Call once the graph is complete, every node added by ``add_op`` or :meth:`add` (each
@@ -390,9 +388,10 @@ def ops(g: nx.DiGraph) -> Iterator[str]:
     """Node names in topological order, computed once per graph.
 
     ``add_op`` only accepts inputs that already exist, so insertion order is topological; that is
-    checked once (O(edges)) and a real sort is used only for a graph built some other way. The
-    order is cached in ``g.graph`` because every rule walks it (a sort per rule dominated the
-    time on 30k-node graphs).
+    checked once (O(edges)) and a real sort is used only for a graph built some other way. A
+    frontend that ends with :meth:`OpWriter.finish` skips the check. The order is cached in
+    ``g.graph`` because every rule walks it (a sort per rule dominated the time on 30k-node
+    graphs).
     """
     return iter(_order(g).names)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import networkx as nx
 import onnx
@@ -42,15 +42,20 @@ _PER_NODE = frozenset({"Resize", "Upsample"})
 
 #: _Record.shapes of a record whose outputs ONNX left unknown: the formulas fill them per node
 _FORMULA = object()
+#: _Record.shapes not yet read (only a node on the clean path reads them)
+_UNSET = object()
 
 
-class _Record(NamedTuple):
-    op: str
-    attrs: Attrs
-    origin: str
-    custom: bool
-    shapes: Any  # int_shapes(...), None (an error, or custom), or _FORMULA
-    error: str | None
+class _Record:
+    """What every node of one record shares: the op kind and attrs, and (asked on first use by a
+    node whose inputs are not poisoned, when inference did not fail) its shapes and error."""
+
+    __slots__ = ("op", "attrs", "origin", "custom", "shapes", "error")
+
+    def __init__(self, op: str, attrs: Attrs, origin: str, custom: bool):
+        self.op, self.attrs, self.origin, self.custom = op, attrs, origin, custom
+        self.shapes: Any = _UNSET  # int_shapes(...), None (an error), or _FORMULA
+        self.error: str | None = None
 
 
 class _GraphBuilder(OpMapping):
@@ -170,7 +175,7 @@ class _GraphBuilder(OpMapping):
                    "" in outs and tuple([bool(o) for o in outs]))
             record = records.get(key)
             if record is None:
-                record = record_of(protos[i], op_type, ins, outs)
+                record = record_of(protos[i], op_type)
                 if op_type not in _PER_NODE:
                     records[key] = record
             op, attrs = record.op, record.attrs
@@ -188,10 +193,13 @@ class _GraphBuilder(OpMapping):
             else:
                 if per_node_shapes:
                     shapes, error = self._shapes(table.index[i], protos[i], inputs, op, attrs, False)
-                elif record.shapes is _FORMULA:
-                    shapes, error = self._formula_shape(protos[i], inputs, op, attrs)
                 else:
-                    shapes, error = record.shapes, record.error
+                    if record.shapes is _UNSET:
+                        self._record_shapes(record, ins, outs)
+                    if record.shapes is _FORMULA:
+                        shapes, error = self._formula_shape(protos[i], inputs, op, attrs)
+                    else:
+                        shapes, error = record.shapes, record.error
                 if shapes is not None and record.shapes is not shapes:
                     shapes = int_shapes(shapes)
                 if error is not None:
@@ -202,32 +210,25 @@ class _GraphBuilder(OpMapping):
                 if out:
                     producer[out] = ir_name
 
-    def _record(self, node: onnx.NodeProto, op_type: str, ins: list[str], outs: list[str]) -> _Record:
-        """What every node of one record shares: the op kind and attrs, and (when no input is
-        poisoned and inference did not fail) the shapes and the consistency error."""
+    def _record(self, node: onnx.NodeProto, op_type: str) -> _Record:
+        """The op kind and attrs of ``node``'s record (``_normalize``, once per record)."""
         if self._is_custom(node):
-            return _Record("unknown", NO_ATTRS, f"{node.domain or 'ai.onnx'}::{op_type}", True, None, None)
+            return _Record("unknown", NO_ATTRS, f"{node.domain or 'ai.onnx'}::{op_type}", True)
         try:
             op, attrs = self._normalize(node)
         except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as exc:
             op, attrs = "unknown", Attrs(extra={"normalize_error": _one_line(exc)})
-        known = self.tensors.shapes
-        shapes = []
-        for out in outs:
-            if not out:
-                continue
-            shape = known.get(out)
-            if not _concrete(shape):
-                break
-            shapes.append(shape)
-        if not shapes:
-            return _Record(op, attrs, op_type, False, _FORMULA, None)
-        producer = self.producer
-        in_shapes = tuple([known.get(t) for t in ins if t in producer])
-        error = self._consistency(op, attrs, in_shapes, shapes[0])
-        if error:
-            return _Record(op, attrs, op_type, False, None, error)
-        return _Record(op, attrs, op_type, False, int_shapes(tuple(shapes)), None)
+        return _Record(op, attrs, op_type, False)
+
+    def _record_shapes(self, record: _Record, ins: list[str], outs: list[str]) -> None:
+        """What ``_shapes`` gives a node of this record whose inputs are not poisoned (after a
+        clean inference)."""
+        found = self._onnx_shapes(record.op, record.attrs, ins, outs)
+        if found is None:
+            record.shapes = _FORMULA
+        else:
+            shapes, record.error = found
+            record.shapes = None if shapes is None else int_shapes(shapes)
 
     def _add_outputs(self) -> None:
         outputs = [o.name for o in self.model.graph.output if o.name in self.producer]
@@ -266,21 +267,29 @@ class _GraphBuilder(OpMapping):
             error = self._static_input_failure(node)
         if error is not None:
             return None, error
+        found = self._onnx_shapes(op, attrs, node.input, node.output)
+        return found if found is not None else self._formula_shape(node, inputs, op, attrs)
+
+    def _onnx_shapes(
+        self, op: str, attrs: Attrs, ins: Any, outs: Any
+    ) -> tuple[tuple[tuple[int, ...], ...] | None, str | None] | None:
+        """ONNX's output shapes up to the first unknown one, or the consistency error; None
+        when ONNX knows none (the formulas may)."""
         shapes = []
         known = self.tensors.shapes
-        for out in node.output:
+        for out in outs:
             if not out:
                 continue
             shape = known.get(out)
             if not _concrete(shape):
                 break
             shapes.append(shape)
-        if shapes:
-            producer = self.producer
-            in_shapes = tuple([known.get(t) for t in node.input if t in producer])
-            error = self._consistency(op, attrs, in_shapes, shapes[0])
-            return (None, error) if error else (tuple(shapes), None)
-        return self._formula_shape(node, inputs, op, attrs)
+        if not shapes:
+            return None
+        producer = self.producer
+        in_shapes = tuple([known.get(t) for t in ins if t in producer])
+        error = self._consistency(op, attrs, in_shapes, shapes[0])
+        return (None, error) if error else (tuple(shapes), None)
 
     def _consistency(self, op: str, attrs: Attrs, in_shapes: tuple[Any, ...], out: Any) -> str | None:
         """_consistency_error, asked once per distinct (op, attrs record, shapes): the nodes of a

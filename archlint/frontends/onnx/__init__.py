@@ -99,10 +99,9 @@ def _capture(model: onnx.ModelProto, options: Options, *, name: str, file: str |
 def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:
     _check_header(model)
     table = _sorted_nodes(model.graph)
-    nodes = table.pairs()
     notes: list[str] = []
     real_inputs, input_shapes, assumed = _input_shapes(model.graph, options, notes)
-    inference_model = _inference_model(model, nodes, input_shapes)
+    inference_model = _inference_model(model, None, input_shapes)  # the table adds the nodes
     activations = _activation_tensors(table, [i.name for i in real_inputs])
     tensors = _infer_tensors(inference_model, table, activations, notes)
     builder = _GraphBuilder(model, table, tensors, name=name, file=file, notes=notes)
@@ -116,6 +115,6 @@ def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, fil
     g.graph["input_batch_symbolic"] = bool(symbols)
     example_batch = next((s[0] for s in g.graph["input_shapes"] if s), None)
     g.graph["batch_locks"] = find_batch_locks(
-        model, nodes, symbols, input_shapes, activations, example_batch
+        model, table, symbols, input_shapes, activations, example_batch
     )
     return Capture(name=name, graph=g, notes=notes)

@@ -168,11 +168,12 @@ class _Tensors:
 
 def _inference_model(
     model: onnx.ModelProto,
-    nodes: list[tuple[int, onnx.NodeProto]],
+    nodes: list[tuple[int, onnx.NodeProto]] | None,
     input_shapes: dict[str, tuple[int | str | None, ...]],
 ) -> onnx.ModelProto:
     """A data-light copy for inference: sorted nodes, the chosen input shapes, and big or
-    external initializers turned into declared inputs (so their bytes are never copied)."""
+    external initializers turned into declared inputs (so their bytes are never copied).
+    ``nodes=None``: everything but the nodes (see ``NodeTable.serialized_with``)."""
     graph = model.graph
     inputs = []
     for value in graph.input:
@@ -189,7 +190,7 @@ def _inference_model(
             helper.make_tensor_value_info(sparse.values.name, sparse.values.data_type, list(sparse.dims))
         )
     light = helper.make_graph(
-        [n for _, n in nodes], graph.name or "model", inputs, list(graph.output), initializers,
+        [n for _, n in nodes] if nodes is not None else [], graph.name or "model", inputs, list(graph.output), initializers,
         value_info=list(graph.value_info),
     )
     out = helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
@@ -229,10 +230,11 @@ def _infer_tensors(
     notes: list[str],
 ) -> _Tensors:
     """Strict ONNX inference; where it fails, or where it disagrees with what runtimes compute,
-    a node-by-node walk (ONNX's per-node inference plus :func:`runtime_spatial`) instead."""
+    a node-by-node walk (ONNX's per-node inference plus :func:`runtime_spatial`) instead.
+    ``model`` is the inference model without its nodes; the table's are added to its bytes."""
     strict_error = None
     try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = shape_inference.infer_shapes(table.serialized_with(model), strict_mode=True, data_prop=True)
     except Exception as exc:
         strict_error = _one_line(exc)
     if strict_error is None:  # only the node-by-node walk below reads types
@@ -360,12 +362,6 @@ def _failure_reason(node: onnx.NodeProto, exc: Exception, tensors: _Tensors) -> 
         message = message.replace(prefix, "")
     operands = [_shape_text(tensors.shapes.get(t)) for t in node.input if t]
     return f"{message} (input shapes {', '.join(operands)})" if operands else message
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,8 +517,6 @@ def _bounded_by_inputs(node: onnx.NodeProto, inputs: list[np.ndarray | None]) ->
         sizes = sorted(v.size for v in inputs if v is not None)
         return len(sizes) <= 1 or sizes[-2] <= 1 or len(set(sizes)) == 1
     return False
-
-
 
 
 # ---------------------------------------------------------------------------------------------

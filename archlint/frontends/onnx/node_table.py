@@ -17,6 +17,23 @@ MAY_HOLD_GRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS,
                    onnx.AttributeProto.UNDEFINED)
 
 
+_SERIALIZE = onnx.NodeProto.SerializeToString
+#: the tag of ModelProto.graph (field 7, length-delimited); GraphProto.node is field 1 (b"\n")
+_GRAPH_TAG = bytes([7 << 3 | 2])
+_SMALL = [bytes([n]) for n in range(0x80)]
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 class NodeTable:
     """The nodes of one graph in one order, field by field (position ``i`` is one node).
 
@@ -69,6 +86,16 @@ class NodeTable:
             found = self._graphs[key] = any(
                 a.type in MAY_HOLD_GRAPHS for a in self.protos[i].attribute)
         return found
+
+    def serialized_with(self, model: onnx.ModelProto) -> bytes:
+        """The bytes of ``model`` (which has no nodes) with these nodes as its graph's nodes.
+
+        Protobuf merges a message field that occurs twice, so the nodes go in a second
+        occurrence of ``ModelProto.graph``: each node is serialized once, where copying them
+        into a model (then serialized for inference) copied every node twice."""
+        parts = [b"\n" + _varint(len(data)) + data for data in map(_SERIALIZE, self.protos)]
+        body = b"".join(parts)
+        return model.SerializeToString() + _GRAPH_TAG + _varint(len(body)) + body
 
     def __len__(self) -> int:
         return len(self.protos)

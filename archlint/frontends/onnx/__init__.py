@@ -20,7 +20,8 @@ Files:
 ``loading``     load without external data (a reference outside the model folder is reported,
                 never opened), header checks, topological order;
 ``node_table``  every node's fields read off the protos once, for the scans and the builder;
-``inference``   the example input (declared or assumed), shape inference, static values;
+``inference``   the example input (declared or assumed), shape inference;
+``static_values`` weights and shape arithmetic, evaluated on demand when small;
 ``value_types`` types and shapes read from value infos (what inference wrote);
 ``op_mapping``  one ONNX node -> op kind and Attrs;
 ``geometry``    per-op window/padding formulas as ONNX defines them;

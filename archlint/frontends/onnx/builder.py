@@ -8,15 +8,10 @@ import networkx as nx
 import onnx
 
 from archlint.frontends.onnx.geometry import _consistency_error, _output_channels
-from archlint.frontends.onnx.inference import (
-    SHAPE_READERS,
-    _concrete,
-    _one_line,
-    _Tensors,
-)
-from archlint.frontends.onnx.op_mapping import OpMapping
+from archlint.frontends.onnx.inference import _concrete, _one_line, _Tensors
 from archlint.frontends.onnx.node_table import NodeTable
-from archlint.frontends.onnx.op_mapping import NORM_OPS, POINTWISE_OPS, POOLS
+from archlint.frontends.onnx.op_mapping import NORM_OPS, POINTWISE_OPS, POOLS, OpMapping
+from archlint.frontends.onnx.static_values import SHAPE_READERS
 from archlint.graph import (
     NO_ATTRS,
     Attrs,

@@ -236,7 +236,7 @@ def _infer_tensors(
     types = _types_of(model)
     tensors = _Tensors(shapes=_shapes_of(types), types=types)
     tensors.static = _StaticValues(model, table, tensors, activations)
-    _propagate(model, table.pairs(), tensors)
+    _propagate(model, table, tensors)
     if strict_error is not None and not tensors.node_errors:
         notes.append(f"strict ONNX shape inference failed ({strict_error})")
     return tensors
@@ -286,52 +286,83 @@ def _weight_shape(node: onnx.NodeProto, tensors: _Tensors) -> tuple[int | None, 
     return tensors.shapes.get(node.input[1]) if len(node.input) > 1 else None
 
 
-def _propagate(model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> None:
+def _propagate(model: onnx.ModelProto, table: NodeTable, tensors: _Tensors) -> None:
     """Infer node by node, in order, so a failure lands on the node that caused it (with ONNX's
-    reason) and everything that does not depend on it keeps its shape."""
+    reason) and everything that does not depend on it keeps its shape.
+
+    ONNX's per-node inference is asked once per distinct (op, attributes, input types, static
+    input values): the layers of a large graph repeat a few of these."""
     opsets = {o.domain: o.version for o in model.opset_import}
     local_functions = {(f.domain, f.name) for f in model.functions}
-    for index, node in nodes:
-        outputs = [o for o in node.output if o]
-        bad_inputs = [t for t in node.input if t in tensors.failed]
+    opset_imports = list(model.opset_import)
+    types, shapes, failed, static = tensors.types, tensors.shapes, tensors.failed, tensors.static
+    schemas: dict[tuple[str, str], object] = {}
+    #: key -> the output types by output position, with their dims (successes only: a failure's
+    #: reason names its node)
+    inferred: dict[tuple, list[tuple[int, onnx.TypeProto, tuple[int | None, ...]]]] = {}
+    for i, index, node in zip(range(len(table)), table.index, table.protos):
+        ins, outs = table.inputs[i], table.outputs[i]
+        outputs = [o for o in outs if o]
+        bad_inputs = [t for t in ins if t in failed] if failed else None
         if bad_inputs:
             for o in outputs:
-                tensors.failed[o] = tensors.failed[bad_inputs[0]]
+                failed[o] = failed[bad_inputs[0]]
             continue
-        schema = _schema(node, opsets, local_functions)
-        if schema is None or any(t and t not in tensors.types for t in node.input):
+        op = (table.domain[i], table.op_type[i])
+        schema = schemas[op] if op in schemas else schemas.setdefault(op, _schema(node, opsets, local_functions))
+        if schema is None or any(t and t not in types for t in ins):
             continue  # an op ONNX does not know, or an unknown input: unknown, not failed
-        input_types = {t: tensors.types[t] for t in node.input if t}
         input_data = {}
-        for t in node.input:
-            value = tensors.static.value(t) if t else None
+        key: list | None = [op, table.attr_key[i], tuple([bool(o) for o in outs])]
+        if len(set(outputs)) != len(outputs) or table.may_hold_graphs(i):
+            key = None  # a repeated output name, or a subgraph: per node
+        for t in ins:
+            value = static.value(t) if t else None
             if value is not None:
                 input_data[t] = numpy_helper.from_array(np.asarray(value), t)
-        try:
-            out_types = shape_inference.infer_node_outputs(
-                schema, node, input_types, input_data, opset_imports=list(model.opset_import)
-            )
-        except Exception as exc:
-            if any(a.HasField("g") or a.graphs for a in node.attribute):
-                continue  # subgraph bodies read outer names this per-node call cannot see
-            reason = _failure_reason(node, exc, tensors)
-            tensors.node_errors[index] = reason
-            for o in outputs:
-                tensors.failed[o] = reason
-            continue
-        for o, t in out_types.items():
-            if _dims(t) is not None:
-                tensors.types[o] = t
-                tensors.shapes[o] = _dims(t)
-        if node.op_type in RUNTIME_CORRECTED and node.output[0] in tensors.shapes:
-            expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
-            if expected is not None:
-                out = tensors.shapes[node.output[0]]
-                fixed = (*out[:2], *expected)
-                tensors.shapes[node.output[0]] = fixed
-                tensors.types[node.output[0]] = helper.make_tensor_type_proto(
-                    tensors.types[node.output[0]].tensor_type.elem_type, list(fixed)
+            if key is not None:
+                if not t:
+                    key.append("")
+                elif value is None:
+                    key.append(types[t].SerializeToString())
+                elif value.dtype.kind in "biufc":
+                    key.append((types[t].SerializeToString(), value.dtype.str, value.shape, value.tobytes()))
+                else:
+                    key = None  # strings, objects: no exact bytes key
+        known = inferred.get(tuple(key)) if key is not None else None
+        if known is None:
+            try:
+                out_types = shape_inference.infer_node_outputs(
+                    schema, node, {t: types[t] for t in ins if t}, input_data, opset_imports=opset_imports
                 )
+            except Exception as exc:
+                if any(a.HasField("g") or a.graphs for a in node.attribute):
+                    continue  # subgraph bodies read outer names this per-node call cannot see
+                reason = _failure_reason(node, exc, tensors)
+                tensors.node_errors[index] = reason
+                for o in outputs:
+                    failed[o] = reason
+                continue
+            if not all(o in outs for o in out_types):  # a name the node does not write
+                for o, t in out_types.items():
+                    if _dims(t) is not None:
+                        types[o] = t
+                        shapes[o] = _dims(t)
+                known = []
+            else:
+                known = [(outs.index(o), t, d) for o, t in out_types.items() if (d := _dims(t)) is not None]
+                if key is not None:
+                    inferred[tuple(key)] = known
+        for position, t, d in known:
+            types[outs[position]] = t
+            shapes[outs[position]] = d
+        if node.op_type in RUNTIME_CORRECTED and outs[0] in shapes:
+            expected = runtime_spatial(node, shapes.get(ins[0]), _weight_shape(node, tensors))
+            if expected is not None:
+                out = shapes[outs[0]]
+                fixed = (*out[:2], *expected)
+                shapes[outs[0]] = fixed
+                types[outs[0]] = helper.make_tensor_type_proto(types[outs[0]].tensor_type.elem_type, list(fixed))
 
 
 def _schema(node: onnx.NodeProto, opsets: dict[str, int], local_functions: set[tuple[str, str]]):

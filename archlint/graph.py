@@ -23,6 +23,9 @@ by that producer (a list, because ``x + x`` feeds two slots from one producer).
 
 Spatial axes are the axes after batch and channel: ``shape[2:]`` of an NC* tensor.
 
+Building a large graph: :class:`OpWriter` adds ops without ``add_op``'s per-call checks and
+records the insertion order as the topological order.
+
 Reading a large graph: :func:`ops` gives the topological order and :func:`ops_of_kind` the
 nodes of some op kinds in that order, both computed once per graph (a rule about transposed
 convolutions never walks the other 30k nodes); :func:`node_table` gives the node dicts without
@@ -98,6 +101,20 @@ class Location:
         if self.file is None:
             return self.node
         return f"{self.file}:{self.line}" if self.line else self.file
+
+
+_new_object = object.__new__
+_set_file, _set_line, _set_node = Location.file.__set__, Location.line.__set__, Location.node.__set__  # type: ignore[attr-defined]
+
+
+def new_location(file: str | None, line: int | None, node: str) -> Location:
+    """``Location(file, line, node)``, the same record, at half the cost: the frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__`` (a frontend makes one per node)."""
+    loc = _new_object(Location)
+    _set_file(loc, file)
+    _set_line(loc, line)
+    _set_node(loc, node)
+    return loc
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +212,7 @@ def add_op(
         "origin": origin,
         "inputs": tuple(inputs),
         "attrs": attrs if attrs is not None else NO_ATTRS,
-        "shapes": None if shapes is None else (
-            (_int_shape(shapes[0]),) if type(shapes) is tuple and len(shapes) == 1
-            else tuple(_int_shape(s) for s in shapes)),
+        "shapes": None if shapes is None else int_shapes(shapes),
         "location": location if location is not None else Location(None, None, name),
         "error": error,
     }
@@ -209,9 +224,17 @@ def add_op(
             else:
                 g.add_edge(src, name, slots=[slot])
         return name
-    # What DiGraph.add_node/add_edge do, minus their per-call checks (a large ONNX graph adds
-    # tens of thousands of nodes here); the node store stays exactly networkx's.
-    succ, pred = g._succ, g._pred
+    _insert(nodes, g._succ, g._pred, name, data, inputs)
+    cache = getattr(g, "__networkx_cache__", None)
+    if cache:
+        cache.clear()
+    return name
+
+
+def _insert(nodes: dict, succ: dict, pred: dict, name: str, data: dict[str, Any],
+            inputs: tuple[str, ...] | list[str]) -> None:
+    """What DiGraph.add_node/add_edge do, minus their per-call checks (a large ONNX graph adds
+    tens of thousands of nodes); the node store stays exactly networkx's."""
     nodes[name] = data
     succ[name] = {}
     into = pred[name] = {}
@@ -221,10 +244,60 @@ def add_op(
             edge["slots"].append(slot)
         else:
             into[src] = succ[src][name] = {"slots": [slot]}
-    cache = getattr(g, "__networkx_cache__", None)
-    if cache:
-        cache.clear()
-    return name
+
+
+def int_shapes(shapes: Any) -> tuple[tuple[int, ...], ...]:
+    """Output shapes as ``add_op`` stores them: tuples of Python ints, one shared tuple per
+    distinct shape."""
+    if type(shapes) is tuple and len(shapes) == 1:
+        return (_int_shape(shapes[0]),)
+    return tuple(_int_shape(s) for s in shapes)
+
+
+class OpWriter:
+    """Adds ops to a plain ``DiGraph`` from :func:`new_graph`, for a frontend that adds tens of
+    thousands: the node dicts and edges ``add_op`` writes, without its per-call checks.
+
+    The caller guarantees what ``add_op`` checks: every input is already in the graph (so the
+    insertion order stays topological), names are new, ``shapes`` come from :func:`int_shapes`
+    and ``inputs`` is a tuple. :meth:`finish` records that order, so nobody re-checks it.
+    """
+
+    __slots__ = ("g", "_node", "_succ", "_pred")
+
+    def __init__(self, g: nx.DiGraph):
+        if type(g) is not (_DIGRAPH or _plain_digraph()):
+            raise TypeError("OpWriter writes networkx's own dicts: a plain DiGraph only")
+        self.g = g
+        self._node, self._succ, self._pred = g._node, g._succ, g._pred
+
+    def add(
+        self,
+        name: str,
+        op: str,
+        inputs: tuple[str, ...],
+        attrs: Attrs,
+        shapes: tuple[tuple[int, ...], ...] | None,
+        location: Location,
+        origin: str,
+        error: str | None,
+    ) -> None:
+        if op not in OP_KINDS:
+            raise ValueError(f"unknown op kind {op!r} for node {name!r}")
+        _insert(self._node, self._succ, self._pred, name, {
+            "op": op, "origin": origin, "inputs": inputs, "attrs": attrs, "shapes": shapes,
+            "location": location, "error": error,
+        }, inputs)
+
+    def finish(self) -> None:
+        """Call once the graph is complete, every node added by ``add_op`` or :meth:`add` (each
+        after its inputs): the insertion order is the topological order :func:`ops` returns."""
+        g = self.g
+        cache = getattr(g, "__networkx_cache__", None)
+        if cache:
+            cache.clear()
+        data = g._node
+        g.graph["_topological_order"] = _Order((len(g), id(data)), list(data), data)
 
 
 #: shape -> the same dims as Python ints, one shared tuple per distinct shape (a large graph
@@ -315,9 +388,10 @@ def ops(g: nx.DiGraph) -> Iterator[str]:
     """Node names in topological order, computed once per graph.
 
     ``add_op`` only accepts inputs that already exist, so insertion order is topological; that is
-    checked once (O(edges)) and a real sort is used only for a graph built some other way. The
-    order is cached in ``g.graph`` because every rule walks it (a sort per rule dominated the
-    time on 30k-node graphs).
+    checked once (O(edges)) and a real sort is used only for a graph built some other way. A
+    frontend that ends with :meth:`OpWriter.finish` skips the check. The order is cached in
+    ``g.graph`` because every rule walks it (a sort per rule dominated the time on 30k-node
+    graphs).
     """
     return iter(_order(g).names)
 

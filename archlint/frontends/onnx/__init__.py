@@ -19,7 +19,9 @@ Files:
 
 ``loading``     load without external data (a reference outside the model folder is reported,
                 never opened), header checks, topological order;
-``inference``   the example input (declared or assumed), shape inference, static values;
+``node_table``  every node's fields read off the protos once, for the scans and the builder;
+``inference``   the example input (declared or assumed), shape inference;
+``static_values`` weights and shape arithmetic, evaluated on demand when small;
 ``value_types`` types and shapes read from value infos (what inference wrote);
 ``op_mapping``  one ONNX node -> op kind and Attrs;
 ``geometry``    per-op window/padding formulas as ONNX defines them;
@@ -97,13 +99,13 @@ def _capture(model: onnx.ModelProto, options: Options, *, name: str, file: str |
 
 def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, file: str | None) -> Capture:
     _check_header(model)
-    nodes = _sorted_nodes(model.graph)
+    table = _sorted_nodes(model.graph)
     notes: list[str] = []
     real_inputs, input_shapes, assumed = _input_shapes(model.graph, options, notes)
-    inference_model = _inference_model(model, nodes, input_shapes)
-    activations = _activation_tensors(nodes, [i.name for i in real_inputs])
-    tensors = _infer_tensors(inference_model, nodes, activations, notes)
-    builder = _GraphBuilder(model, nodes, tensors, name=name, file=file, notes=notes)
+    inference_model = _inference_model(model, None, input_shapes)  # the table adds the nodes
+    activations = _activation_tensors(table, [i.name for i in real_inputs])
+    tensors = _infer_tensors(inference_model, table, activations, notes)
+    builder = _GraphBuilder(model, table, tensors, name=name, file=file, notes=notes)
     g = builder.build(real_inputs)
     # static values and tensors point at each other: break the cycle, so the inferred model
     # they hold is freed now (the console entry runs without cyclic GC)
@@ -114,6 +116,6 @@ def _capture_checked(model: onnx.ModelProto, options: Options, *, name: str, fil
     g.graph["input_batch_symbolic"] = bool(symbols)
     example_batch = next((s[0] for s in g.graph["input_shapes"] if s), None)
     g.graph["batch_locks"] = find_batch_locks(
-        model, nodes, symbols, input_shapes, activations, example_batch
+        model, table, symbols, input_shapes, activations, example_batch
     )
     return Capture(name=name, graph=g, notes=notes)

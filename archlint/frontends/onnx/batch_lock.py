@@ -24,6 +24,7 @@ import onnx
 from onnx import shape_inference
 
 from archlint.frontends.onnx.inference import _declared_shape, _inference_model
+from archlint.frontends.onnx.node_table import NodeTable
 
 #: ops that can write a literal batch into a constant that later meets the batch.
 LITERAL_MAKERS = frozenset({"Expand", "ConstantOfShape", "Tile"})
@@ -54,7 +55,7 @@ def batch_symbols(graph: onnx.GraphProto, real_inputs: list[onnx.ValueInfoProto]
 
 def find_batch_locks(
     model: onnx.ModelProto,
-    nodes: list[tuple[int, onnx.NodeProto]],
+    table: NodeTable,
     symbols: dict[str, str],
     input_shapes: dict[str, tuple[int | str | None, ...]],
     activations: set[str],
@@ -69,11 +70,13 @@ def find_batch_locks(
     }
     try:
         inferred = shape_inference.infer_shapes(
-            _inference_model(model, nodes, shapes), strict_mode=False, data_prop=True
+            table.serialized_with(_inference_model(model, None, shapes)), strict_mode=False,
+            data_prop=True,
         )
     except Exception:
         return []  # no inference with the batch as a symbol: nothing known, nothing claimed
     dims = _dims_of(inferred.graph)
+    nodes = table.pairs()
     batch = set(symbols.values())
     literals = {1} | ({example_batch} if example_batch else set())
     names = {id(node): node.name or f"{node.op_type}_{index}" for index, node in nodes}

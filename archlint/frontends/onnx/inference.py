@@ -1,9 +1,8 @@
-"""Shape inference: the example input, ONNX strict inference with a node-by-node fallback, and the
-static values (weights, shape arithmetic) resolved into attrs."""
+"""Shape inference: the example input, ONNX strict inference with a node-by-node fallback (the
+static values it reads: ``static_values``)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,11 +13,16 @@ from archlint.config import Options
 from archlint.frontends import TargetError
 from archlint.frontends.onnx.geometry import (
     RUNTIME_CORRECTED,
-    _attributes,
     _concrete,
     _one_line,
     _shape_text,
     runtime_spatial,
+)
+from archlint.frontends.onnx.node_table import NodeTable
+from archlint.frontends.onnx.static_values import (
+    SHAPE_READERS,
+    _materializable,
+    _StaticValues,
 )
 from archlint.frontends.onnx.value_types import (
     _dims,
@@ -27,13 +31,8 @@ from archlint.frontends.onnx.value_types import (
     _types_of,
 )
 
-#: Static tensors with more elements than this are never materialized (weights, not shapes).
-MAX_STATIC_ELEMENTS = 4096
-
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
-#: Ops that turn an activation into a static (shape) value.
-SHAPE_READERS = frozenset({"Shape", "Size"})
 
 
 def _input_shapes(
@@ -167,11 +166,12 @@ class _Tensors:
 
 def _inference_model(
     model: onnx.ModelProto,
-    nodes: list[tuple[int, onnx.NodeProto]],
+    nodes: list[tuple[int, onnx.NodeProto]] | None,
     input_shapes: dict[str, tuple[int | str | None, ...]],
 ) -> onnx.ModelProto:
     """A data-light copy for inference: sorted nodes, the chosen input shapes, and big or
-    external initializers turned into declared inputs (so their bytes are never copied)."""
+    external initializers turned into declared inputs (so their bytes are never copied).
+    ``nodes=None``: everything but the nodes (see ``NodeTable.serialized_with``)."""
     graph = model.graph
     inputs = []
     for value in graph.input:
@@ -188,7 +188,7 @@ def _inference_model(
             helper.make_tensor_value_info(sparse.values.name, sparse.values.data_type, list(sparse.dims))
         )
     light = helper.make_graph(
-        [n for _, n in nodes], graph.name or "model", inputs, list(graph.output), initializers,
+        [n for _, n in nodes] if nodes is not None else [], graph.name or "model", inputs, list(graph.output), initializers,
         value_info=list(graph.value_info),
     )
     out = helper.make_model(light, opset_imports=list(model.opset_import), functions=list(model.functions))
@@ -202,53 +202,49 @@ def _with_shape(value: onnx.ValueInfoProto, shape: tuple[int | str | None, ...])
     return helper.make_tensor_value_info(value.name, elem or onnx.TensorProto.FLOAT, dims)
 
 
-def _materializable(tensor: onnx.TensorProto) -> bool:
-    """Embedded and small: safe to turn into numpy (never follows external data)."""
-    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
-        return False
-    return math.prod(tensor.dims) <= MAX_STATIC_ELEMENTS
-
-
-def _activation_tensors(nodes: list[tuple[int, onnx.NodeProto]], real_inputs: list[str]) -> set[str]:
+def _activation_tensors(table: NodeTable, real_inputs: list[str]) -> set[str]:
     """Tensors computed from a real graph input (not through Shape/Size): the IR's data."""
     activations = set(real_inputs)
-    for _, node in nodes:
-        if not activations.isdisjoint(node.input) and node.op_type not in SHAPE_READERS:
-            activations.update(o for o in node.output if o)
+    empty_is_input = "" in activations
+    for _, op_type, inputs, outputs in table.rows():
+        if not activations.isdisjoint(inputs) and op_type not in SHAPE_READERS:
+            activations.update(outputs)
+            if not empty_is_input:
+                activations.discard("")  # an omitted optional output is no tensor
     return activations
 
 
 def _infer_tensors(
     model: onnx.ModelProto,
-    nodes: list[tuple[int, onnx.NodeProto]],
+    table: NodeTable,
     activations: set[str],
     notes: list[str],
 ) -> _Tensors:
     """Strict ONNX inference; where it fails, or where it disagrees with what runtimes compute,
-    a node-by-node walk (ONNX's per-node inference plus :func:`runtime_spatial`) instead."""
+    a node-by-node walk (ONNX's per-node inference plus :func:`runtime_spatial`) instead.
+    ``model`` is the inference model without its nodes; the table's are added to its bytes."""
     strict_error = None
     try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = shape_inference.infer_shapes(table.serialized_with(model), strict_mode=True, data_prop=True)
     except Exception as exc:
         strict_error = _one_line(exc)
     if strict_error is None:  # only the node-by-node walk below reads types
         tensors = _Tensors(shapes=_inferred_shapes(inferred))
-        tensors.static = _StaticValues(model, nodes, tensors, activations)
-        if not _disagrees_with_runtime(nodes, tensors) and not _has_gaps(model, nodes, tensors, activations):
+        tensors.static = _StaticValues(model, table, tensors, activations)
+        if not _disagrees_with_runtime(table, tensors) and not _has_gaps(model, table, tensors):
             return tensors
     types = _types_of(model)
     tensors = _Tensors(shapes=_shapes_of(types), types=types)
-    tensors.static = _StaticValues(model, nodes, tensors, activations)
-    _propagate(model, nodes, tensors)
+    tensors.static = _StaticValues(model, table, tensors, activations)
+    _propagate(model, table, tensors)
     if strict_error is not None and not tensors.node_errors:
         notes.append(f"strict ONNX shape inference failed ({strict_error})")
     return tensors
 
 
-def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> bool:
-    for _, node in nodes:
-        if node.op_type not in RUNTIME_CORRECTED:
-            continue
+def _disagrees_with_runtime(table: NodeTable, tensors: _Tensors) -> bool:
+    for i in [i for i, op_type in enumerate(table.op_type) if op_type in RUNTIME_CORRECTED]:
+        node = table.protos[i]
         expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
         out = tensors.shapes.get(node.output[0])
         if expected is not None and out is not None and tuple(out[2:]) != expected:
@@ -256,20 +252,32 @@ def _disagrees_with_runtime(nodes: list[tuple[int, onnx.NodeProto]], tensors: _T
     return False
 
 
-def _has_gaps(
-    model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors, activations: set[str]
-) -> bool:
+def _has_gaps(model: onnx.ModelProto, table: NodeTable, tensors: _Tensors) -> bool:
     """A known op with concrete inputs whose output ONNX left unknown (typically a Resize whose
     sizes are arithmetic on a runtime shape that data propagation cannot follow, or a class
     token's Expand to a shape built by ConstantOfShape/Where, which would leave the token
     Concat one short)."""
     opsets = {o.domain: o.version for o in model.opset_import}
     local_functions = {(f.domain, f.name) for f in model.functions}
-    for _, node in nodes:
-        out = node.output[0] if node.output else ""
-        if not out or _concrete(tensors.shapes.get(out)):
-            continue
-        if all(_concrete(tensors.shapes.get(t)) for t in node.input if t) and _schema(node, opsets, local_functions):
+    shapes = tensors.shapes
+    concrete: dict[tuple[int | None, ...] | None, bool] = {}  # shapes are shared tuples: few distinct
+
+    def known(tensor: str) -> bool:
+        shape = shapes.get(tensor)
+        found = concrete.get(shape)
+        if found is None:
+            found = concrete[shape] = _concrete(shape)
+        return found
+
+    firsts = [outputs[0] if outputs else "" for outputs in table.outputs]
+    if all(map(_concrete, set(shapes.values()))):
+        # every shape inference wrote is concrete: only an output it left out can be a gap
+        candidates = [i for i, out in enumerate(firsts) if out and out not in shapes]
+    else:
+        candidates = [i for i, out in enumerate(firsts) if out and not known(out)]
+    inputs = table.inputs
+    for i in candidates:
+        if all(known(t) for t in inputs[i] if t) and _schema(table.protos[i], opsets, local_functions):
             return True
     return False
 
@@ -278,52 +286,83 @@ def _weight_shape(node: onnx.NodeProto, tensors: _Tensors) -> tuple[int | None, 
     return tensors.shapes.get(node.input[1]) if len(node.input) > 1 else None
 
 
-def _propagate(model: onnx.ModelProto, nodes: list[tuple[int, onnx.NodeProto]], tensors: _Tensors) -> None:
+def _propagate(model: onnx.ModelProto, table: NodeTable, tensors: _Tensors) -> None:
     """Infer node by node, in order, so a failure lands on the node that caused it (with ONNX's
-    reason) and everything that does not depend on it keeps its shape."""
+    reason) and everything that does not depend on it keeps its shape.
+
+    ONNX's per-node inference is asked once per distinct (op, attributes, input types, static
+    input values): the layers of a large graph repeat a few of these."""
     opsets = {o.domain: o.version for o in model.opset_import}
     local_functions = {(f.domain, f.name) for f in model.functions}
-    for index, node in nodes:
-        outputs = [o for o in node.output if o]
-        bad_inputs = [t for t in node.input if t in tensors.failed]
+    opset_imports = list(model.opset_import)
+    types, shapes, failed, static = tensors.types, tensors.shapes, tensors.failed, tensors.static
+    schemas: dict[tuple[str, str], object] = {}
+    #: key -> the output types by output position, with their dims (successes only: a failure's
+    #: reason names its node)
+    inferred: dict[tuple, list[tuple[int, onnx.TypeProto, tuple[int | None, ...]]]] = {}
+    for i, index, node in zip(range(len(table)), table.index, table.protos):
+        ins, outs = table.inputs[i], table.outputs[i]
+        outputs = [o for o in outs if o]
+        bad_inputs = [t for t in ins if t in failed] if failed else None
         if bad_inputs:
             for o in outputs:
-                tensors.failed[o] = tensors.failed[bad_inputs[0]]
+                failed[o] = failed[bad_inputs[0]]
             continue
-        schema = _schema(node, opsets, local_functions)
-        if schema is None or any(t and t not in tensors.types for t in node.input):
+        op = (table.domain[i], table.op_type[i])
+        schema = schemas[op] if op in schemas else schemas.setdefault(op, _schema(node, opsets, local_functions))
+        if schema is None or any(t and t not in types for t in ins):
             continue  # an op ONNX does not know, or an unknown input: unknown, not failed
-        input_types = {t: tensors.types[t] for t in node.input if t}
         input_data = {}
-        for t in node.input:
-            value = tensors.static.value(t) if t else None
+        key: list | None = [op, table.attr_key[i], tuple([bool(o) for o in outs])]
+        if len(set(outputs)) != len(outputs) or table.may_hold_graphs(i):
+            key = None  # a repeated output name, or a subgraph: per node
+        for t in ins:
+            value = static.value(t) if t else None
             if value is not None:
                 input_data[t] = numpy_helper.from_array(np.asarray(value), t)
-        try:
-            out_types = shape_inference.infer_node_outputs(
-                schema, node, input_types, input_data, opset_imports=list(model.opset_import)
-            )
-        except Exception as exc:
-            if any(a.HasField("g") or a.graphs for a in node.attribute):
-                continue  # subgraph bodies read outer names this per-node call cannot see
-            reason = _failure_reason(node, exc, tensors)
-            tensors.node_errors[index] = reason
-            for o in outputs:
-                tensors.failed[o] = reason
-            continue
-        for o, t in out_types.items():
-            if _dims(t) is not None:
-                tensors.types[o] = t
-                tensors.shapes[o] = _dims(t)
-        if node.op_type in RUNTIME_CORRECTED and node.output[0] in tensors.shapes:
-            expected = runtime_spatial(node, tensors.shapes.get(node.input[0]), _weight_shape(node, tensors))
-            if expected is not None:
-                out = tensors.shapes[node.output[0]]
-                fixed = (*out[:2], *expected)
-                tensors.shapes[node.output[0]] = fixed
-                tensors.types[node.output[0]] = helper.make_tensor_type_proto(
-                    tensors.types[node.output[0]].tensor_type.elem_type, list(fixed)
+            if key is not None:
+                if not t:
+                    key.append("")
+                elif value is None:
+                    key.append(types[t].SerializeToString())
+                elif value.dtype.kind in "biufc":
+                    key.append((types[t].SerializeToString(), value.dtype.str, value.shape, value.tobytes()))
+                else:
+                    key = None  # strings, objects: no exact bytes key
+        known = inferred.get(tuple(key)) if key is not None else None
+        if known is None:
+            try:
+                out_types = shape_inference.infer_node_outputs(
+                    schema, node, {t: types[t] for t in ins if t}, input_data, opset_imports=opset_imports
                 )
+            except Exception as exc:
+                if any(a.HasField("g") or a.graphs for a in node.attribute):
+                    continue  # subgraph bodies read outer names this per-node call cannot see
+                reason = _failure_reason(node, exc, tensors)
+                tensors.node_errors[index] = reason
+                for o in outputs:
+                    failed[o] = reason
+                continue
+            if not all(o in outs for o in out_types):  # a name the node does not write
+                for o, t in out_types.items():
+                    if _dims(t) is not None:
+                        types[o] = t
+                        shapes[o] = _dims(t)
+                known = []
+            else:
+                known = [(outs.index(o), t, d) for o, t in out_types.items() if (d := _dims(t)) is not None]
+                if key is not None:
+                    inferred[tuple(key)] = known
+        for position, t, d in known:
+            types[outs[position]] = t
+            shapes[outs[position]] = d
+        if node.op_type in RUNTIME_CORRECTED and outs[0] in shapes:
+            expected = runtime_spatial(node, shapes.get(ins[0]), _weight_shape(node, tensors))
+            if expected is not None:
+                out = shapes[outs[0]]
+                fixed = (*out[:2], *expected)
+                shapes[outs[0]] = fixed
+                types[outs[0]] = helper.make_tensor_type_proto(types[outs[0]].tensor_type.elem_type, list(fixed))
 
 
 def _schema(node: onnx.NodeProto, opsets: dict[str, int], local_functions: set[tuple[str, str]]):
@@ -345,160 +384,3 @@ def _failure_reason(node: onnx.NodeProto, exc: Exception, tensors: _Tensors) -> 
         message = message.replace(prefix, "")
     operands = [_shape_text(tensors.shapes.get(t)) for t in node.input if t]
     return f"{message} (input shapes {', '.join(operands)})" if operands else message
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------------------------------------
-# static values: weights and shape arithmetic, evaluated only when small
-
-
-class _StaticValues:
-    """Values of static tensors (initializers, Constant nodes, shape arithmetic), on demand.
-
-    Uses ``onnx.reference`` for the arithmetic, one node at a time, and refuses anything larger
-    than :data:`MAX_STATIC_ELEMENTS`: weights are described by their shapes, never built.
-    """
-
-    def __init__(
-        self,
-        model: onnx.ModelProto,
-        nodes: list[tuple[int, onnx.NodeProto]],
-        tensors: _Tensors,
-        activations: set[str],
-    ):
-        self._activations = activations
-        self._opsets = {o.domain: o.version for o in model.opset_import}
-        self._initializers = {t.name: t for t in model.graph.initializer}
-        self._producer = {o: node for _, node in nodes for o in node.output if o}
-        self._tensors = tensors
-        self._memo: dict[str, np.ndarray | None] = {}
-        self._shape_sources: dict[str, frozenset[str]] = {}
-
-    def value(self, name: str) -> np.ndarray | None:
-        if name not in self._memo:
-            self._memo[name] = None  # guards against re-entry
-            self._memo[name] = self._compute(name)
-        return self._memo[name]
-
-    def ints(self, name: str) -> list[int] | None:
-        value = self.value(name) if name else None
-        if value is None or value.dtype.kind not in "iub":
-            return None
-        return [int(v) for v in value.reshape(-1)]
-
-    def floats(self, name: str) -> list[float] | None:
-        value = self.value(name) if name else None
-        if value is None or value.dtype.kind not in "iuf":
-            return None
-        return [float(v) for v in value.reshape(-1)]
-
-    def producer_of(self, name: str) -> onnx.NodeProto | None:
-        return self._producer.get(name)
-
-    def shape_sources(self, name: str) -> frozenset[str]:
-        """Tensors whose runtime shape this static value is computed from (via Shape/Size)."""
-        if name in self._shape_sources:
-            return self._shape_sources[name]
-        self._shape_sources[name] = frozenset()
-        node = self._producer.get(name)
-        if node is None:
-            out: frozenset[str] = frozenset()
-        elif node.op_type in SHAPE_READERS:
-            out = frozenset(node.input[:1])
-        else:
-            out = frozenset().union(*(self.shape_sources(t) for t in node.input if t))
-        self._shape_sources[name] = out
-        return out
-
-    def _compute(self, name: str) -> np.ndarray | None:
-        if name in self._activations:
-            return None
-        if name in self._initializers:
-            tensor = self._initializers[name]
-            return numpy_helper.to_array(tensor) if _materializable(tensor) else None
-        node = self._producer.get(name)
-        if node is None:
-            return None
-        shape = self._tensors.shapes.get(name)
-        if shape is not None and None not in shape and math.prod(shape) > MAX_STATIC_ELEMENTS:
-            return None
-        if node.op_type in SHAPE_READERS:
-            return self._shape_value(node)
-        if node.op_type == "Constant":
-            return self._constant(node)
-        inputs = [self.value(t) if t else None for t in node.input]
-        if any(v is None for t, v in zip(node.input, inputs) if t):
-            return None
-        known_size = shape is not None and None not in shape
-        if not known_size and not _bounded_by_inputs(node, inputs):
-            return None  # an output of unknown size could be huge (ConstantOfShape, Expand)
-        return self._run(node, name, inputs)
-
-    def _shape_value(self, node: onnx.NodeProto) -> np.ndarray | None:
-        dims = self._tensors.shapes.get(node.input[0])
-        if dims is None or None in dims:
-            return None
-        if node.op_type == "Size":
-            return np.array(math.prod(dims), dtype=np.int64)
-        attrs = _attributes(node)
-        start, end = attrs.get("start", 0), attrs.get("end", len(dims))
-        return np.array(dims[slice(start, end)], dtype=np.int64)
-
-    def _constant(self, node: onnx.NodeProto) -> np.ndarray | None:
-        for attr in node.attribute:
-            if attr.name == "value":
-                return numpy_helper.to_array(attr.t) if _materializable(attr.t) else None
-            if attr.name in ("value_int", "value_float"):
-                return np.array(helper.get_attribute_value(attr))
-            if attr.name in ("value_ints", "value_floats"):
-                return np.array(list(helper.get_attribute_value(attr)))
-        return None
-
-    def _run(self, node: onnx.NodeProto, name: str, inputs: list[np.ndarray | None]) -> np.ndarray | None:
-        from onnx.reference import ReferenceEvaluator
-
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        if domain not in self._opsets and not (domain == "" and "ai.onnx" in self._opsets):
-            return None
-        opset = self._opsets.get(domain, self._opsets.get("ai.onnx"))
-        try:
-            evaluator = ReferenceEvaluator(node, opsets={domain: opset})
-            feeds = {t: v for t, v in zip(node.input, inputs) if t}
-            outputs = evaluator.run(None, feeds)
-        except Exception:
-            return None
-        for out, value in zip(node.output, outputs):
-            if out == name:
-                value = np.asarray(value)
-                return value if value.size <= MAX_STATIC_ELEMENTS else None
-        return None
-
-
-#: Ops whose output never has more elements than their largest input.
-_NON_EXPANDING = frozenset(
-    """Identity Cast Gather Unsqueeze Squeeze Concat Slice Reshape Flatten Transpose Floor Ceil
-    Round Neg Abs Sqrt Sign Not ReduceProd ReduceSum ReduceMin ReduceMax ReduceMean""".split()
-)
-_BINARY = frozenset("Add Sub Mul Div Min Max Equal Less Greater Mod Pow And Or".split())
-
-
-def _bounded_by_inputs(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> bool:
-    if node.op_type == "Concat":
-        return sum(v.size for v in inputs if v is not None) <= MAX_STATIC_ELEMENTS
-    if node.op_type in _NON_EXPANDING:
-        return True
-    if node.op_type in _BINARY or node.op_type == "Where":
-        sizes = sorted(v.size for v in inputs if v is not None)
-        return len(sizes) <= 1 or sizes[-2] <= 1 or len(set(sizes)) == 1
-    return False
-
-
-
-
-# ---------------------------------------------------------------------------------------------
-# the IR

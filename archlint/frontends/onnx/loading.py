@@ -9,6 +9,7 @@ import onnx
 
 from archlint.frontends import TargetError
 from archlint.frontends.onnx.geometry import _node_label, _one_line
+from archlint.frontends.onnx.node_table import MAY_HOLD_GRAPHS, NodeTable
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
@@ -55,12 +56,13 @@ def _check_header(model: onnx.ModelProto) -> None:
         raise TargetError(f"model declares an invalid ai.onnx opset {min(default)}")
 
 
-def _sorted_nodes(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto]]:
-    """(original index, node) in a topological order; TargetError on a cycle or a dangling read."""
+def _sorted_nodes(graph: onnx.GraphProto) -> NodeTable:
+    """The nodes in a topological order; TargetError on a cycle or a dangling read."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     available |= {t.values.name for t in graph.sparse_initializer}
-    if _in_file_order(graph, available):  # what ONNX requires: skip the sort
-        return list(enumerate(graph.node))
+    table = NodeTable(list(graph.node))
+    if _in_file_order(table, graph, available):  # what ONNX requires: skip the sort
+        return table
     producer: dict[str, int] = {}
     for index, node in enumerate(graph.node):
         for out in node.output:
@@ -84,20 +86,22 @@ def _sorted_nodes(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto]]:
         cycle = nx.find_cycle(deps)
         names = [_node_label(graph.node[a], a) for a, _ in cycle]
         raise TargetError(f"the graph has a cycle: {' -> '.join(names + names[:1])}")
-    order = nx.lexicographical_topological_sort(deps)
-    return [(i, graph.node[i]) for i in order]
+    return table.reordered(list(nx.lexicographical_topological_sort(deps)))
 
 
-def _in_file_order(graph: onnx.GraphProto, available: set[str]) -> bool:
+def _in_file_order(table: NodeTable, graph: onnx.GraphProto, available: set[str]) -> bool:
     """True when the file's node order is already topological, no read dangles, every graph
     output is provided and every tensor has one source: then the lexicographic topological
     sort would return the file order. One pass: a read must be available or an earlier output."""
     seen = set(available)
-    for node in graph.node:
-        for tensor in (_node_reads(node) if node.attribute else node.input):
+    protos, attr_key, may_hold_graphs = table.protos, table.attr_key, table.may_hold_graphs
+    for i, _, inputs, outputs in table.rows():
+        if attr_key[i] is not None and may_hold_graphs(i):
+            inputs = _node_reads(protos[i])
+        for tensor in inputs:
             if tensor and tensor not in seen:
                 return False  # read before it is written, or never: the sort path says which
-        for out in node.output:
+        for out in outputs:
             if out:
                 if out in seen:
                     return False  # two sources (or an input's name): leave it to the sort path
@@ -109,16 +113,11 @@ def _node_reads(node: onnx.NodeProto) -> list[str]:
     """Tensors a node reads, including outer-scope names used inside its subgraphs."""
     reads = [t for t in node.input if t]
     for attr in node.attribute:
-        if attr.type not in _MAY_HOLD_GRAPHS:  # a cheap test first: this runs once per node
+        if attr.type not in MAY_HOLD_GRAPHS:
             continue
         for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
             reads.extend(_outer_reads(sub))
     return reads
-
-
-#: attribute kinds that may carry a subgraph (an untyped attribute is looked into too)
-_MAY_HOLD_GRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS,
-                    onnx.AttributeProto.UNDEFINED)
 
 
 def _outer_reads(graph: onnx.GraphProto) -> list[str]:

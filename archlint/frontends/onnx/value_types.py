@@ -32,22 +32,27 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]
     # serialized bytes are a cheaper key than reading every dim of every value info
     read: dict[bytes, tuple[bool, bool, tuple[int | None, ...] | None]] = {}
     for v in [*g.input, *g.value_info, *g.output]:
-        vt = v.type
-        key = vt.SerializeToString()
+        key = v.type.SerializeToString()
         known = read.get(key)
         if known is None:
+            vt = v.type
             tensor = vt.HasField("tensor_type")
-            known = read[key] = (tensor, tensor and vt.tensor_type.HasField("shape"), _dims(vt))
+            d = _dims(vt)
+            known = read[key] = (tensor, tensor and vt.tensor_type.HasField("shape"),
+                                 None if d is None else shared.setdefault(d, d))
         tensor, has_shape, d = known
         if not tensor:
             continue
-        if v.name in typed and not has_shape:
-            continue  # _types_of keeps the earlier type
-        typed.add(v.name)
-        if d is None:
-            shapes.pop(v.name, None)
+        name = v.name  # read once: upb makes a new str on every read
+        if name in typed:
+            if not has_shape:
+                continue  # _types_of keeps the earlier type
         else:
-            shapes[v.name] = shared.setdefault(d, d)
+            typed.add(name)
+        if d is None:
+            shapes.pop(name, None)
+        else:
+            shapes[name] = d
     return shapes
 
 

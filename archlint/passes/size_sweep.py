@@ -257,6 +257,14 @@ class SizeSweep:
 
 
 def _producers(g: nx.DiGraph, name: str) -> tuple[str, ...]:
-    data = g.nodes[name]
+    return _node_producers(g._node, g._node[name])
+
+
+def _node_producers(nodes: dict[str, dict], data: dict) -> tuple[str, ...]:
+    """A node's producers, its ``size_from`` reference included (``nodes``: the raw node dicts,
+    read once per node without the ``g.nodes`` view)."""
     size_from = data["attrs"].size_from
-    return tuple(data["inputs"]) + ((size_from,) if size_from is not None and size_from in g else ())
+    inputs = data["inputs"]
+    if size_from is None or size_from not in nodes:
+        return inputs if type(inputs) is tuple else tuple(inputs)
+    return tuple(inputs) + (size_from,)

@@ -53,7 +53,7 @@ import networkx as nx
 
 from archlint.passes.progressions import describe_sizes, expand_progressions, progressions
 from archlint.passes.size_forward import _Forward
-from archlint.passes.size_sweep import SizeSweep, _producers
+from archlint.passes.size_sweep import SizeSweep, _node_producers
 
 __all__ = [
     "SizeSweep",
@@ -72,8 +72,10 @@ def input_size_pass(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> 
     lo, hi = int(sizes_range[0]), int(sizes_range[1])
     if not 1 <= lo <= hi:
         raise ValueError(f"sizes range {sizes_range}: need 1 <= lo <= hi")
-    order = _topological(g)
-    inputs = [n for n in order if g.nodes[n]["op"] == "input"]
+    nodes = g._node  # the node dicts, read once per node without the view's lookups
+    producers = {name: _node_producers(nodes, data) for name, data in nodes.items()}
+    order = _topological(g, producers)
+    inputs = [n for n in order if nodes[n]["op"] == "input"]
     input_shapes = _input_shapes(g, inputs)
     axes = max((len(s) - 2 for s in input_shapes.values() if s is not None), default=0)
     if axes <= 0:
@@ -82,7 +84,7 @@ def input_size_pass(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> 
         g.graph["sizes_summary"] = None
         return None
     sweep = SizeSweep(g, lo, hi, axes)
-    _Forward(g, sweep, order, input_shapes).run()
+    _Forward(g, sweep, order, input_shapes, producers).run()
     from archlint.passes.symbolic_sizes import formula_is_exact, from_formulas, symbolic_size_pass
 
     if g.graph.get("symbolic_runner") is not None and formula_is_exact(g, sweep):
@@ -110,11 +112,11 @@ def _input_shapes(g: nx.DiGraph, inputs: list[str]) -> dict[str, tuple[int, ...]
     return out
 
 
-def _topological(g: nx.DiGraph) -> list[str]:
+def _topological(g: nx.DiGraph, producers: dict[str, tuple[str, ...]]) -> list[str]:
     seen: set[str] = set()
     order = list(g.nodes)
     for name in order:
-        for src in _producers(g, name):
+        for src in producers[name]:
             if src not in seen:
                 from archlint.graph import ops
 

@@ -42,7 +42,7 @@ Anything else: unknown.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import networkx as nx
 
@@ -65,6 +65,8 @@ from archlint.passes.provenance_dims import (  # noqa: F401  (re-exported)
     carried_axes,
     describe,
     grows,
+    new_digit,
+    new_dim,
     plain_map,
 )
 
@@ -81,7 +83,11 @@ SAME_LAYOUT = frozenset({"pointwise", "norm", "output", "softmax", "roll"})
 def provenance_pass(g: nx.DiGraph) -> None:
     """Write ``provenance`` on every node (see the module docs)."""
     facts: dict[str, tuple[Dim, ...] | None] = {}
+    #: the shape each fact was fitted to (an op that hands its input's fitted dims on to the
+    #: same shape needs no refit)
+    shape_of: dict[str, tuple[int, ...] | None] = {}
     from_input: set[str] = set()
+    templates: dict[tuple, Any] = {}
     nodes = g._node  # the node dicts themselves (written below), without the view's lookups
     for name in ops(g):
         data = nodes[name]
@@ -89,18 +95,73 @@ def provenance_pass(g: nx.DiGraph) -> None:
         shape = shapes[0] if shapes and shapes[0] is not None else None
         if shape is not None and type(shape) is not tuple:
             shape = tuple(shape)
-        if data["op"] == "input" or not from_input.isdisjoint(data["inputs"]):
+        shape_of[name] = shape
+        op = data["op"]
+        inputs = data["inputs"]
+        if op == "input" or not from_input.isdisjoint(inputs):
             from_input.add(name)
         try:
             if shape is None:
                 dims = None
             elif name not in from_input:  # computed from weights/buffers only: no positions
                 dims = tuple(_plain(s) for s in shape)
+            elif op in SAME_LAYOUT and inputs:
+                dims = facts[inputs[0]]  # the general path's answer, when already fitted:
+                if dims is None or shape_of[inputs[0]] == shape:
+                    facts[name] = data["provenance"] = dims
+                    continue
+                dims = dims if len(dims) == len(shape) else None
+            elif op in ELEMENTWISE_MERGES and len(inputs) == 2:  # a residual add: _step's path
+                a, b = facts[inputs[0]], facts[inputs[1]]
+                dims = None if a is None or b is None else _broadcast([a, b], shape)
+            elif op in MAP_OPS and inputs and facts[inputs[0]] is not None:
+                dims, fits = _map_op_memo(templates, name, op, data["attrs"], facts[inputs[0]],
+                                          shape)
+                if fits:  # the template's dims fit this shape (checked once, when made)
+                    facts[name] = data["provenance"] = dims
+                    continue
             else:
                 dims = _step(g, name, data, shape, facts)
         except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError):
             dims = None  # attrs this pass cannot read: unknown, never a guess
-        facts[name] = data["provenance"] = _fitted(dims, shape)
+        if dims is not None and inputs and dims is facts.get(inputs[0]) \
+                and shape_of[inputs[0]] == shape:
+            facts[name] = data["provenance"] = dims  # fitted to this shape already
+        else:
+            facts[name] = data["provenance"] = _fitted(dims, shape)
+
+
+def _map_op_memo(templates: dict, name: str, op: str, attrs, first, shape):
+    """:func:`_step` of a map op on an input with known dims: what :func:`_map_op` (and, when
+    it gives nothing, the pad/slice fallbacks) return. The output's digits name the node's own
+    map, but everything else is a function of (op, attrs record, input dims, shape): that part
+    is remembered per distinct key (the input's dims are shared along a chain of residual
+    blocks), and only the digits are made per node."""
+    key = (op, id(attrs), id(first), shape)
+    found = templates.get(key)
+    if found is None or found[0] is not attrs or found[1] is not first:
+        made = _map_op(name, op, attrs, first, shape)
+        if made is None or len(first) < 3 or len(shape) != len(first):
+            # no new map (unknown, or a pad/slice fallback): the general path, not remembered
+            return _step_map_fallback(name, op, attrs, first, shape, made), False
+        plan = tuple((d.size, d.digits[0].axis, d.digits[0].grows) for d in made[2:])
+        fits = _fitted(made, shape) is made
+        if len(templates) > 4096:
+            templates.clear()
+        templates[key] = (attrs, first, made[:2], plan, fits)
+        return made, fits
+    head, plan = found[2], found[3]
+    return head + tuple(new_dim(n, (new_digit(n, axis, name, 1, n, grow),))
+                        for n, axis, grow in plan), found[4]
+
+
+def _step_map_fallback(name, op, attrs, first, shape, dims):
+    """The rest of :func:`_step`'s map-op branch, once :func:`_map_op` gave ``dims``."""
+    if dims is None and op in ("pad", "slice") and _sizes(first) == shape:
+        return first  # a pad of zero (Swin pads to whole windows) on a token layout
+    if dims is None and op == "slice":
+        return _strided_slice(first, layout_slices(attrs, len(first)), shape)
+    return dims
 
 
 def _fitted(dims, shape) -> tuple[Dim, ...] | None:
@@ -143,12 +204,8 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
     if first is None:
         return None
     if op in MAP_OPS or op == "global_pool":
-        dims = _map_op(name, op, attrs, first, shape)
-        if dims is None and op in ("pad", "slice") and _sizes(first) == shape:
-            return first  # a pad of zero (Swin pads to whole windows) on a token layout
-        if dims is None and op == "slice":
-            return _strided_slice(first, layout_slices(attrs, len(first)), shape)
-        return dims
+        return _step_map_fallback(name, op, attrs, first, shape,
+                                  _map_op(name, op, attrs, first, shape))
     if op in ELEMENTWISE_MERGES:
         return _broadcast([i for i in ins], shape)
     if op == "concat":
@@ -228,8 +285,7 @@ def _map_op(name, op, attrs, first, shape) -> tuple[Dim, ...] | None:
     out = []
     for axis_digit, n in zip(digits, shape[2:]):
         grow = axis_digit.grows and not fixed
-        out.append(Dim(n, (Digit(n, axis=axis_digit.axis, map=name, step=1, extent=n,
-                                 grows=grow),)))
+        out.append(new_dim(n, (new_digit(n, axis_digit.axis, name, 1, n, grow),)))
     return head + tuple(out)
 
 

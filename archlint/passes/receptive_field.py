@@ -75,7 +75,7 @@ from typing import Any
 
 import networkx as nx
 
-from archlint.graph import ELEMENTWISE_MERGES, MERGES, Attrs
+from archlint.graph import ELEMENTWISE_MERGES, MERGES, Attrs, ops
 from archlint.passes.field_grid import (  # noqa: F401  (GLOBAL, ATTENDED, Grid: re-exported)
     ATTENDED,
     GLOBAL,
@@ -209,8 +209,11 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
     from archlint.passes import token_fields as tf
     from archlint.passes.provenance import provenance_pass, roll_of_concat
 
-    if any("provenance" not in d for _, d in g.nodes(data=True)):
-        provenance_pass(g)
+    nodes = g._node  # the node dicts themselves: written below
+    for data in nodes.values():
+        if "provenance" not in data:
+            provenance_pass(g)
+            break
     states: dict[str, tuple[Any, ...]] = {}
     flags: dict[str, bool] = {}
     public: dict[str, tuple[Any, ...] | None] = {}
@@ -229,10 +232,10 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             found = fields[node] = tf.fields_from_axes(*lazy) if lazy is not None else None
         return found
 
-    n_axes = max((_spatial_count(g, n, 0) for n in g.nodes if g.nodes[n]["op"] == "input"),
+    n_axes = max((_spatial_count(g, n, 0) for n, d in nodes.items() if d["op"] == "input"),
                  default=0)
-    nodes = g._node  # the node dicts themselves: written below
-    for name in _topological(nodes):
+    windows: dict[tuple, Any] = {}  # (op, attrs record, axes) -> per-axis window parameters
+    for name in _topological(g, nodes):
         data = nodes[name]
         op = data["op"]
         inputs = data["inputs"]
@@ -243,10 +246,12 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             src = inputs[0]
             rf = public[src]
             dims = data.get("provenance")
+            axes = states[src]
+            shapes = data.get("shapes")  # _spatial_count, inline: this runs once per node
             if rf is not None and dims is not None and dims is nodes[src].get("provenance") \
-                    and plain_of[src] and causes[src] is None \
-                    and _spatial_count(g, name, len(states[src])) == len(states[src]):
-                axes = states[src]
+                    and plain_of[src] and causes[src] is None and len(axes) == (
+                        max(len(shapes[0]) - 2, 0) if shapes and shapes[0] is not None
+                        else len(axes)):
                 plain_of[name] = True
                 lazy_fields[name] = (dims, axes)
                 copied_axes[name] = global_axes = copied_axes[src]
@@ -260,6 +265,31 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
                 data["rf_global_cause"] = None
                 data["rf_aligned"] = None
                 continue
+        fast = None
+        if op in _PLAIN_WINDOWS and len(inputs) == 1 or op in ELEMENTWISE_MERGES \
+                and len(inputs) == 2 and inputs[0] != inputs[1]:
+            fast = _local_fast(data, op, inputs, states, flags, plain_of, windows, tf.nc_plain)
+        if fast is not None:
+            # a window op or a two-branch merge of local fields on plain NC* maps: what the
+            # general path below gives (no token fields, no global axis), without its checks
+            dims = data["provenance"]
+            axes, aligned = fast
+            plain_of[name] = True
+            lazy_fields[name] = (dims, axes)
+            rf = tuple([_field(st) if type(st) is tuple else None for st in axes]) if axes \
+                else None
+            global_axes = (False,) * len(axes) if rf else ()
+            copied_axes[name] = global_axes
+            states[name] = axes
+            flags[name] = False
+            public[name] = rf
+            causes[name] = None
+            data["rf"] = rf
+            data["rf_global"] = False
+            data["rf_global_axes"] = global_axes
+            data["rf_global_cause"] = None
+            data["rf_aligned"] = aligned
+            continue
         aligned = None
         rf = None
         if op == "input" or not inputs:
@@ -337,6 +367,61 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         data["rf_global_axes"] = global_axes
         data["rf_global_cause"] = causes[name]
         data["rf_aligned"] = aligned
+
+
+#: window ops whose per-axis step is ``_window`` (conv_transpose has its own)
+_PLAIN_WINDOWS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool"})
+
+
+def _local_fast(data, op, inputs, states, flags, plain_of, windows, nc_plain):
+    """(axes, aligned) of a window op or a two-branch elementwise merge whose inputs and output
+    are plain NC* maps with local period-1 fields on every axis (a chain of convolutions and
+    residual adds), by integer arithmetic; None: not this case (the general path decides)."""
+    for i in inputs:
+        if flags[i] or not plain_of[i]:
+            return None
+    shapes = data.get("shapes")
+    if not shapes or shapes[0] is None:
+        return None
+    count = max(len(shapes[0]) - 2, 0)
+    if not nc_plain(data.get("provenance")):
+        return None
+    if op in ELEMENTWISE_MERGES:
+        if not count:
+            return None
+        two = _two_local_branches([states[inputs[0]], states[inputs[1]]], False, count)
+        return None if two is None else (two[0], two[2])
+    axes_in = states[inputs[0]]
+    if count != len(axes_in):
+        return None
+    attrs = data["attrs"]
+    key = (op, id(attrs), count)
+    plan = windows.get(key)
+    if plan is None or plan[0] is not attrs:
+        plan = windows[key] = (attrs, _window_plan(op, attrs, count))
+    out = []
+    for state, params in zip(axes_in, plan[1]):
+        if params is None or type(state) is not tuple or state[0] != 1:
+            return None
+        k, s, p, d = params
+        _, shift, starts, ends = state  # _window's period-1 case
+        out.append((1, shift * s, (starts[0] - p * shift,), (ends[0] + ((k - 1) * d - p) * shift,)))
+    return tuple(out), None
+
+
+def _window_plan(op: str, attrs: Attrs, count: int) -> list[tuple[int, int, int, int] | None]:
+    """(k, s, p, d) per axis as ``_window_op`` reads them; None where ``_axis_step`` would not
+    reach ``_window`` with them (auto padding, a kernel, stride or dilation below 1)."""
+    if attrs.auto_pad.upper().startswith("SAME") and not attrs.padding:
+        return [None] * count
+    plan = []
+    for axis in range(count):
+        k = _per_axis(attrs.kernel, axis, 1)
+        s = _per_axis(attrs.stride, axis, k if op in ("max_pool", "avg_pool", "lp_pool") else 1)
+        d = _per_axis(attrs.dilation, axis, 1)
+        p = _per_axis(attrs.padding, axis, (0, 0))[0]
+        plan.append((k, s, p, d) if k >= 1 and s >= 1 and d >= 1 else None)
+    return plan
 
 
 def _single(g, name, op, attrs, src, states, flags) -> tuple[tuple[Any, ...], bool]:
@@ -444,8 +529,11 @@ def _two_local_branches(branches, any_global: bool, count: int):
     return tuple(axes), False, aligned
 
 
-def _topological(nodes: dict[str, dict]) -> list[str]:
+def _topological(g: nx.DiGraph, nodes: dict[str, dict]) -> list[str]:
     """Insertion order when it is topological (``add_op`` guarantees it), else a real sort."""
+    order = list(nodes)
+    if list(ops(g)) == order:  # the graph's cached order (the provenance pass computed it)
+        return order
     seen: set[str] = set()
     for name, data in nodes.items():
         for src in data["inputs"]:

@@ -66,7 +66,7 @@ from archlint.passes.provenance_dims import (  # noqa: F401  (re-exported)
     describe,
     grows,
     new_digit,
-    new_dim,
+    new_map_dim,
     plain_map,
 )
 
@@ -151,8 +151,8 @@ def _map_op_memo(templates: dict, name: str, op: str, attrs, first, shape):
         templates[key] = (attrs, first, made[:2], plan, fits)
         return made, fits
     head, plan = found[2], found[3]
-    return head + tuple(new_dim(n, (new_digit(n, axis, name, 1, n, grow),))
-                        for n, axis, grow in plan), found[4]
+    return head + tuple([new_map_dim(n, new_digit(n, axis, name, 1, n, grow))
+                         for n, axis, grow in plan]), found[4]
 
 
 def _step_map_fallback(name, op, attrs, first, shape, dims):
@@ -285,7 +285,7 @@ def _map_op(name, op, attrs, first, shape) -> tuple[Dim, ...] | None:
     out = []
     for axis_digit, n in zip(digits, shape[2:]):
         grow = axis_digit.grows and not fixed
-        out.append(new_dim(n, (new_digit(n, axis_digit.axis, name, 1, n, grow),)))
+        out.append(new_map_dim(n, new_digit(n, axis_digit.axis, name, 1, n, grow)))
     return head + tuple(out)
 
 

@@ -83,6 +83,18 @@ def new_dim(size: int, digits: tuple[Digit, ...] | None, prefix: int = 0) -> Dim
     return d
 
 
+def new_map_dim(size: int, digit: Digit) -> Dim:
+    """The one-digit dim of a map op's output (:func:`new_dim`), with the cached ``spatial``
+    and ``plain_digit`` filled in as the properties would compute them: the receptive-field
+    pass asks both of every such dim once."""
+    d = new_dim(size, (digit,))
+    state = d.__dict__
+    state["spatial"] = (digit,) if digit.axis is not None else ()
+    state["plain_digit"] = digit if digit.size != 1 and digit.axis is not None and \
+        digit.step == 1 and digit.size == digit.extent else None
+    return d
+
+
 #: size -> its position-free Dim: one shared (immutable) object per size
 _PLAIN: dict[int, Dim] = {}
 

@@ -216,20 +216,19 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             break
     states: dict[str, tuple[Any, ...]] = {}
     flags: dict[str, bool] = {}
-    public: dict[str, tuple[Any, ...] | None] = {}
+    # A node's rf, rf_global_axes and rf_global_cause are read back from its own dict (written
+    # below) instead of kept again in tables: fewer stores per node.
+    #: per-map fields of the nodes that have them; a plain NC* node off the token path has
+    #: none here: built from its provenance and axes only if a token op reads them
     fields: dict[str, Any] = {}
-    causes: dict[str, str | None] = {}
-    copied_axes: dict[str, tuple[bool, ...]] = {}
     #: nc_plain of each node's provenance, asked once per node (its consumers ask again)
     plain_of: dict[str, bool] = {}
-    #: (dims, axes) of a plain NC* node: its per-map fields, built only if a token op reads them
-    lazy_fields: dict[str, tuple[Any, Any]] = {}
 
     def field_of(node: str) -> Any:
         found = fields.get(node, _UNSET)
         if found is _UNSET:
-            lazy = lazy_fields.get(node)
-            found = fields[node] = tf.fields_from_axes(*lazy) if lazy is not None else None
+            found = fields[node] = tf.fields_from_axes(
+                nodes[node].get("provenance"), states[node]) if plain_of.get(node) else None
         return found
 
     n_axes = max((_spatial_count(g, n, 0) for n, d in nodes.items() if d["op"] == "input"),
@@ -244,21 +243,19 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             # input has a field and no global cause: everything is its input's (what the
             # general path below computes for it, without asking again)
             src = inputs[0]
-            rf = public[src]
+            src_data = nodes[src]
+            rf = src_data["rf"]
             dims = data.get("provenance")
             axes = states[src]
             shapes = data.get("shapes")  # _spatial_count, inline: this runs once per node
-            if rf is not None and dims is not None and dims is nodes[src].get("provenance") \
-                    and plain_of[src] and causes[src] is None and len(axes) == (
+            if rf is not None and dims is not None and dims is src_data.get("provenance") \
+                    and plain_of[src] and src_data["rf_global_cause"] is None and len(axes) == (
                         max(len(shapes[0]) - 2, 0) if shapes and shapes[0] is not None
                         else len(axes)):
                 plain_of[name] = True
-                lazy_fields[name] = (dims, axes)
-                copied_axes[name] = global_axes = copied_axes[src]
+                global_axes = src_data["rf_global_axes"]
                 states[name] = axes
                 flags[name] = is_global = flags[src]
-                public[name] = rf
-                causes[name] = None
                 data["rf"] = rf
                 data["rf_global"] = is_global
                 data["rf_global_axes"] = global_axes
@@ -275,15 +272,11 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             dims = data["provenance"]
             axes, aligned = fast
             plain_of[name] = True
-            lazy_fields[name] = (dims, axes)
             rf = tuple([_field(st) if type(st) is tuple else None for st in axes]) if axes \
                 else None
             global_axes = (False,) * len(axes) if rf else ()
-            copied_axes[name] = global_axes
             states[name] = axes
             flags[name] = False
-            public[name] = rf
-            causes[name] = None
             data["rf"] = rf
             data["rf_global"] = False
             data["rf_global_axes"] = global_axes
@@ -299,7 +292,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         elif op in ("pointwise", "norm", "output"):
             src = inputs[0]
             axes, is_global = states[src], flags[src]
-            rf = public[src]
+            rf = nodes[src]["rf"]
             if _spatial_count(g, name, len(axes)) != len(axes):
                 axes, rf = (None,) * _spatial_count(g, name, 0), None
         elif op in MERGES:
@@ -313,8 +306,8 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         plain = plain_of[name] = tf.nc_plain(dims)
         cause = None
         for i in inputs:
-            if causes.get(i):
-                cause = causes[i]
+            if nodes[i]["rf_global_cause"]:
+                cause = nodes[i]["rf_global_cause"]
                 break
         token = dims is not None and (op in tf.TOKEN_OPS or (
             op not in ("input", "output") and inputs
@@ -323,7 +316,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         global_axes = None
         own = None
         if op in ("pointwise", "norm", "output") and rf is not None and not token:
-            global_axes = copied_axes.get(inputs[0])
+            global_axes = nodes[inputs[0]]["rf_global_axes"]
         if token:
             rolled = roll_of_concat(g, name) if op == "concat" else None
             if rolled is not None:  # ONNX's torch.roll: cat(x[k:], x[:k])
@@ -336,9 +329,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
                     v is ATTENDED for i in inputs for v in (field_of(i) or {}).values()):
                 cause = name
             fields[name] = own
-        elif plain:
-            lazy_fields[name] = (dims, axes)
-        else:
+        elif not plain:  # a plain node's fields are built when read (field_of)
             fields[name] = None
         if token and own is not None and (len(dims) >= 3 or any(
                 v is ATTENDED for v in own.values())):
@@ -357,15 +348,12 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             rf = tuple(_field(s) if isinstance(s, tuple) else None for s in axes)
         if global_axes is None:
             global_axes = tuple(_is_global(a) for a in axes) if rf else ()
-        copied_axes[name] = global_axes
         states[name] = axes
         flags[name] = is_global
-        public[name] = rf
-        causes[name] = cause if any(global_axes) or is_global else None
         data["rf"] = rf
         data["rf_global"] = is_global
         data["rf_global_axes"] = global_axes
-        data["rf_global_cause"] = causes[name]
+        data["rf_global_cause"] = cause if any(global_axes) or is_global else None
         data["rf_aligned"] = aligned
 
 

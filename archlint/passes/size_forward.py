@@ -41,7 +41,7 @@ class _Forward:
 
     def __init__(self, g: nx.DiGraph, sweep: SizeSweep, order: list[str],
                  input_shapes: dict[str, tuple[int, ...] | None],
-                 producers: dict[str, tuple[str, ...]] | None = None) -> None:
+                 size_from: dict[str, tuple[str, ...]] | None = None) -> None:
         self.g = g
         self.sweep = sweep
         self.order = order
@@ -52,8 +52,11 @@ class _Forward:
         self.example_pos = self._example_position()
         self._columns: dict[tuple[int, int], np.ndarray] = {}
         self.data = g._node  # the node dicts themselves, without the view's lookups
-        self.producers = producers if producers is not None else {
-            name: _producers(g, name) for name in order}
+        #: the producers of the nodes that also read another node's size (any other node's
+        #: producers are its inputs)
+        self.size_from = size_from if size_from is not None else {
+            name: _producers(g, name) for name, data in g._node.items()
+            if data["attrs"].size_from is not None}
 
     def _example_position(self) -> int | None:
         spatial = {s[2:] for s in self.input_shapes.values() if s is not None and len(s) > 2}
@@ -81,14 +84,14 @@ class _Forward:
     # -- driver ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        sweep, producers = self.sweep, self.producers
-        sweep._index = {name: i for i, name in enumerate(self.order)}
+        sweep, extra = self.sweep, self.size_from
+        sweep._order = self.order
+        sweep._index = None
         sweep._step = self.step
-        sweep._producers = producers
+        sweep._producers = extra
+        #: consumers each node still has; counted when the budget is first passed (a graph
+        #: whose arrays stay under it never needs them)
         refs: dict[str, int] = {}
-        for name in self.order:
-            for src in producers[name]:
-                refs[src] = refs.get(src, 0) + 1
         values = sweep._values
         retained = 0
         evicting = False
@@ -102,7 +105,7 @@ class _Forward:
         # again. Entries hold their key objects (ids stay valid); the memo is small, smaller
         # once arrays are evicted, so it never keeps much memory alive.
         memo: dict[tuple, tuple] = {}
-        for name in self.order:
+        for pos, name in enumerate(self.order):
             data = nodes[name]
             attrs = data["attrs"]
             origin = data.get("origin")
@@ -130,17 +133,34 @@ class _Forward:
                 sweep._invalid[name] = np.packbits(invalid)
                 sweep._failing.append(name)
                 bad |= invalid
-            srcs = producers[name]
+            srcs = extra[name] if name in extra else data["inputs"]
             if not srcs or values.get(srcs[0]) is not pair:  # a shared pair made no arrays
                 retained += self._new_bytes(srcs, pair[0], pair[1], values)
-                evicting = evicting or retained > MEMORY_BUDGET
+                if not evicting and retained > MEMORY_BUDGET:
+                    evicting = True
+                    refs = self._consumers_after(pos)
+                    for src in srcs:
+                        if refs.get(src, 0) == 0:
+                            values.pop(src, None)
+                    values[name] = pair
+                    continue
             values[name] = pair
-            for src in srcs:
-                refs[src] -= 1
-                # past the budget, drop whatever no consumer still needs (an entry that only
-                # shares its producer's arrays goes too, or it would keep them alive)
-                if evicting and refs[src] == 0:
-                    values.pop(src, None)
+            if evicting:
+                for src in srcs:
+                    refs[src] -= 1
+                    # past the budget, drop whatever no consumer still needs (an entry that
+                    # only shares its producer's arrays goes too, or it would keep them alive)
+                    if refs[src] == 0:
+                        values.pop(src, None)
+
+    def _consumers_after(self, pos: int) -> dict[str, int]:
+        """How many producer slots of the nodes after position ``pos`` each node fills."""
+        refs: dict[str, int] = {}
+        nodes, extra = self.data, self.size_from
+        for name in self.order[pos + 1:]:
+            for src in extra[name] if name in extra else nodes[name]["inputs"]:
+                refs[src] = refs.get(src, 0) + 1
+        return refs
 
     @staticmethod
     def _new_bytes(srcs: tuple[str, ...], dims: Dims | None, ok: np.ndarray | None,

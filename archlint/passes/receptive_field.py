@@ -254,14 +254,9 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
                         max(len(shapes[0]) - 2, 0) if shapes and shapes[0] is not None
                         else len(axes)):
                 plain_of[name] = True
-                global_axes = src_data["rf_global_axes"]
                 states[name] = axes
                 flags[name] = is_global = flags[src]
-                data["rf"] = rf
-                data["rf_global"] = is_global
-                data["rf_global_axes"] = global_axes
-                data["rf_global_cause"] = None
-                data["rf_aligned"] = None
+                _write(data, rf, is_global, src_data["rf_global_axes"], None, None)
                 continue
         fast = None
         if op in _PLAIN_WINDOWS and len(inputs) == 1 or op in ELEMENTWISE_MERGES \
@@ -270,19 +265,13 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         if fast is not None:
             # a window op or a two-branch merge of local fields on plain NC* maps: what the
             # general path below gives (no token fields, no global axis), without its checks
-            dims = data["provenance"]
             axes, aligned = fast
             plain_of[name] = True
             rf = tuple([_field(st) if type(st) is tuple else None for st in axes]) if axes \
                 else None
-            global_axes = (False,) * len(axes) if rf else ()
             states[name] = axes
             flags[name] = False
-            data["rf"] = rf
-            data["rf_global"] = False
-            data["rf_global_axes"] = global_axes
-            data["rf_global_cause"] = None
-            data["rf_aligned"] = aligned
+            _write(data, rf, False, (False,) * len(axes) if rf else (), None, aligned)
             continue
         aligned = None
         rf = None
@@ -351,11 +340,18 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             global_axes = tuple(_is_global(a) for a in axes) if rf else ()
         states[name] = axes
         flags[name] = is_global
-        data["rf"] = rf
-        data["rf_global"] = is_global
-        data["rf_global_axes"] = global_axes
-        data["rf_global_cause"] = cause if any(global_axes) or is_global else None
-        data["rf_aligned"] = aligned
+        _write(data, rf, is_global, global_axes,
+               cause if any(global_axes) or is_global else None, aligned)
+
+
+def _write(data: dict, rf, is_global: bool, global_axes, cause, aligned) -> None:
+    """One node's public facts (the pass reads rf, rf_global_axes and rf_global_cause of a
+    node's inputs back from here)."""
+    data["rf"] = rf
+    data["rf_global"] = is_global
+    data["rf_global_axes"] = global_axes
+    data["rf_global_cause"] = cause
+    data["rf_aligned"] = aligned
 
 
 def _single(g, name, op, attrs, src, states, flags) -> tuple[tuple[Any, ...], bool]:

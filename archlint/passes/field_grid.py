@@ -8,7 +8,7 @@ windows and resamplings that move it, the hull of merged branches, and the publi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from math import ceil, floor, gcd
 from typing import Any
@@ -178,6 +178,8 @@ def _upsample(grid: Grid, f: int, taps: list[tuple[int, int]]) -> Grid | None:
 
 _FIELDS: dict[Grid, ReceptiveField] = {}
 _new = object.__new__
+# _field fills a ReceptiveField's instance dict field by field: it must name every field
+assert [f.name for f in fields(ReceptiveField)] == ["size", "stride", "padding", "phases", "_shift"]
 #: n -> Fraction(n): Fractions are immutable, and a chain's strides and paddings repeat
 _WHOLE: dict[int, Fraction] = {}
 

@@ -6,7 +6,7 @@ types and the small readers the rules use live here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 import networkx as nx
@@ -94,6 +94,10 @@ def new_map_dim(size: int, digit: Digit) -> Dim:
         digit.step == 1 and digit.size == digit.extent else None
     return d
 
+
+# new_digit/new_dim fill the instance dict field by field: they must name every field
+assert [f.name for f in fields(Digit)] == ["size", "axis", "map", "step", "extent", "grows"]
+assert [f.name for f in fields(Dim)] == ["size", "digits", "prefix"]
 
 #: size -> its position-free Dim: one shared (immutable) object per size
 _PLAIN: dict[int, Dim] = {}

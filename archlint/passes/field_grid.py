@@ -8,7 +8,7 @@ windows and resamplings that move it, the hull of merged branches, and the publi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from math import ceil, floor, gcd
 from typing import Any
@@ -177,6 +177,20 @@ def _upsample(grid: Grid, f: int, taps: list[tuple[int, int]]) -> Grid | None:
 
 
 _FIELDS: dict[Grid, ReceptiveField] = {}
+_new = object.__new__
+# _field fills a ReceptiveField's instance dict field by field: it must name every field
+assert [f.name for f in fields(ReceptiveField)] == ["size", "stride", "padding", "phases", "_shift"]
+#: n -> Fraction(n): Fractions are immutable, and a chain's strides and paddings repeat
+_WHOLE: dict[int, Fraction] = {}
+
+
+def _whole(n: int) -> Fraction:
+    found = _WHOLE.get(n)
+    if found is None:
+        found = Fraction(n)
+        if len(_WHOLE) < 100_000:
+            _WHOLE[n] = found
+    return found
 
 
 def _field(grid: Grid) -> ReceptiveField:
@@ -184,7 +198,17 @@ def _field(grid: Grid) -> ReceptiveField:
     if rf is not None:
         return rf
     period, shift, starts, ends = grid
-    if period == 1:  # the one span given: what __post_init__ would derive, without Fractions
+    if period == 1 and type(shift) is int:
+        # the one span given: the instance __init__ and __post_init__ make (a whole stride,
+        # so _shift is the shift), without their per-field setattr (one per new grid)
+        rf = _new(ReceptiveField)
+        state = rf.__dict__
+        state["size"] = ends[0] - starts[0] + 1
+        state["stride"] = _whole(shift)
+        state["padding"] = _whole(-starts[0])
+        state["phases"] = ((starts[0], ends[0]),)
+        state["_shift"] = shift
+    elif period == 1:
         rf = ReceptiveField(ends[0] - starts[0] + 1, Fraction(shift), Fraction(-starts[0]),
                             ((starts[0], ends[0]),))
     else:

@@ -42,7 +42,7 @@ Anything else: unknown.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any
 
 import networkx as nx
 
@@ -55,6 +55,14 @@ from archlint.passes.provenance_contractions import (  # noqa: F401  (re-exporte
     contracted,
     parse_einsum,
 )
+from archlint.passes.provenance_maps import (  # noqa: F401  (some re-exported)
+    _fitted,
+    _map_op,
+    _map_op_memo,
+    _step_map_fallback,
+    layout_slices,
+    strided_map,
+)
 from archlint.passes.provenance_dims import (  # noqa: F401  (re-exported)
     Digit,
     Dim,
@@ -65,6 +73,8 @@ from archlint.passes.provenance_dims import (  # noqa: F401  (re-exported)
     carried_axes,
     describe,
     grows,
+    new_digit,
+    new_map_dim,
     plain_map,
 )
 
@@ -81,7 +91,11 @@ SAME_LAYOUT = frozenset({"pointwise", "norm", "output", "softmax", "roll"})
 def provenance_pass(g: nx.DiGraph) -> None:
     """Write ``provenance`` on every node (see the module docs)."""
     facts: dict[str, tuple[Dim, ...] | None] = {}
+    #: the shape each fact was fitted to (an op that hands its input's fitted dims on to the
+    #: same shape needs no refit)
+    shape_of: dict[str, tuple[int, ...] | None] = {}
     from_input: set[str] = set()
+    templates: dict[tuple, Any] = {}
     nodes = g._node  # the node dicts themselves (written below), without the view's lookups
     for name in ops(g):
         data = nodes[name]
@@ -89,39 +103,40 @@ def provenance_pass(g: nx.DiGraph) -> None:
         shape = shapes[0] if shapes and shapes[0] is not None else None
         if shape is not None and type(shape) is not tuple:
             shape = tuple(shape)
-        if data["op"] == "input" or not from_input.isdisjoint(data["inputs"]):
+        shape_of[name] = shape
+        op = data["op"]
+        inputs = data["inputs"]
+        if op == "input" or not from_input.isdisjoint(inputs):
             from_input.add(name)
         try:
             if shape is None:
                 dims = None
             elif name not in from_input:  # computed from weights/buffers only: no positions
                 dims = tuple(_plain(s) for s in shape)
+            elif op in SAME_LAYOUT and inputs:
+                dims = facts[inputs[0]]  # the general path's answer, when already fitted:
+                if dims is None or shape_of[inputs[0]] == shape:
+                    facts[name] = data["provenance"] = dims
+                    continue
+                dims = dims if len(dims) == len(shape) else None
+            elif op in ELEMENTWISE_MERGES and len(inputs) == 2:  # a residual add: _step's path
+                a, b = facts[inputs[0]], facts[inputs[1]]
+                dims = None if a is None or b is None else _broadcast([a, b], shape)
+            elif op in MAP_OPS and inputs and facts[inputs[0]] is not None:
+                dims, fits = _map_op_memo(templates, name, op, data["attrs"], facts[inputs[0]],
+                                          shape)
+                if fits:  # the template's dims fit this shape (checked once, when made)
+                    facts[name] = data["provenance"] = dims
+                    continue
             else:
                 dims = _step(g, name, data, shape, facts)
         except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError):
             dims = None  # attrs this pass cannot read: unknown, never a guess
-        facts[name] = data["provenance"] = _fitted(dims, shape)
-
-
-def _fitted(dims, shape) -> tuple[Dim, ...] | None:
-    """The dims checked against the real shape: a position-free dim of another size (one piece
-    of a split, read through a tuple element) is resized; a dim of positions must match."""
-    if dims is None or shape is None or len(dims) != len(shape):
-        return None
-    for d, s in zip(dims, shape):
-        if d is None or d.size != s:
-            break
-    else:  # the common case: every dim fits; keep the tuple a chain of ops shares
-        return dims if type(dims) is tuple else tuple(dims)
-    out = []
-    for d, s in zip(dims, shape):
-        if d is not None and d.size == s:
-            out.append(d)
-        elif d is not None and not d.spatial:
-            out.append(_plain(s))
+        if dims is not None and inputs and dims is facts.get(inputs[0]) \
+                and shape_of[inputs[0]] == shape:
+            facts[name] = data["provenance"] = dims  # fitted to this shape already
         else:
-            return None
-    return tuple(out)
+            facts[name] = data["provenance"] = _fitted(dims, shape)
 
 
 def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
@@ -143,12 +158,8 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
     if first is None:
         return None
     if op in MAP_OPS or op == "global_pool":
-        dims = _map_op(name, op, attrs, first, shape)
-        if dims is None and op in ("pad", "slice") and _sizes(first) == shape:
-            return first  # a pad of zero (Swin pads to whole windows) on a token layout
-        if dims is None and op == "slice":
-            return _strided_slice(first, layout_slices(attrs, len(first)), shape)
-        return dims
+        return _step_map_fallback(name, op, attrs, first, shape,
+                                  _map_op(name, op, attrs, first, shape))
     if op in ELEMENTWISE_MERGES:
         return _broadcast([i for i in ins], shape)
     if op == "concat":
@@ -197,10 +208,6 @@ def _step(g, name, data, shape, facts) -> tuple[Dim, ...] | None:
     return None
 
 
-def _sizes(dims: Iterable[Dim | None]) -> tuple[int | None, ...]:
-    return tuple(None if d is None else d.size for d in dims)
-
-
 def _input_dims(name: str, shape: tuple[int, ...]) -> tuple[Dim, ...]:
     if len(shape) < 3:
         return tuple(_plain(s) for s in shape)
@@ -209,28 +216,6 @@ def _input_dims(name: str, shape: tuple[int, ...]) -> tuple[Dim, ...]:
         for i, n in enumerate(shape[2:])
     )
     return (_plain(shape[0]), _plain(shape[1])) + spatial
-
-
-def _map_op(name, op, attrs, first, shape) -> tuple[Dim, ...] | None:
-    if len(first) < 3:
-        return None
-    head = (first[0], _plain(shape[1]))
-    if op == "global_pool":
-        if len(shape) == len(first):
-            return head + tuple(_plain(s) for s in shape[2:])
-        return head if len(shape) == 2 else None
-    if len(shape) != len(first):
-        return None
-    digits = [plain_map(d) for d in first[2:]]
-    if any(d is None for d in digits) or len({d.axis for d in digits}) != len(digits):
-        return None
-    fixed = op == "adaptive_pool" or (op == "upsample" and attrs.size and attrs.size_from is None)
-    out = []
-    for axis_digit, n in zip(digits, shape[2:]):
-        grow = axis_digit.grows and not fixed
-        out.append(Dim(n, (Digit(n, axis=axis_digit.axis, map=name, step=1, extent=n,
-                                 grows=grow),)))
-    return head + tuple(out)
 
 
 def _concat(ins, axis, shape) -> tuple[Dim, ...] | None:
@@ -369,38 +354,6 @@ def roll_of_concat(g: nx.DiGraph, name: str) -> tuple[str, int, int] | None:
         return None
     shift = -begin if begin <= n // 2 else n - begin
     return a, axis, shift
-
-
-def layout_slices(attrs, rank: int) -> list[tuple]:
-    """(start, stop, step) per dim of a slice op, batch and channel dims included."""
-    head = list(attrs.extra.get("slices_batch_channel") or ((None, None, None),) * 2)
-    for axis, value in (attrs.extra.get("non_spatial_slices") or {}).items():  # ONNX
-        head[axis] = value
-    per = [tuple(h) for h in head] + [tuple(x) for x in (attrs.slices or ())]
-    per += [(None, None, 1)] * (rank - len(per))
-    return [(a, b, 1 if c is None else c) for a, b, c in per[:rank]]
-
-
-def strided_map(digit: Digit, step: int) -> str:
-    """Every ``step``-th position of a map is a map of its own (Swin's patch merging reads the
-    four phases ``x[:, 0::2, 0::2]``...; they share it, so their fields merge)."""
-    return f"{digit.map}/s{step}"
-
-
-def _strided_slice(first, slices, shape) -> tuple[Dim, ...] | None:
-    out = []
-    for dim, (start, stop, step), n in zip(first, slices, shape):
-        if start in (None, 0) and stop is None and step == 1:
-            out.append(dim)
-            continue
-        if not dim.spatial:
-            out.append(_plain(n))
-            continue
-        digit = plain_map(dim)
-        if digit is None or step < 1 or (start or 0) >= step or stop is not None:
-            return None
-        out.append(Dim(n, (Digit(n, digit.axis, strided_map(digit, step), 1, n, digit.grows),)))
-    return tuple(out)
 
 
 def _slice_dim(dim: Dim, size: int) -> Dim:

@@ -6,7 +6,7 @@ types and the small readers the rules use live here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 import networkx as nx
@@ -55,8 +55,61 @@ class Dim:
         return d if d.step == 1 and d.size == d.extent else None
 
 
+_new = object.__new__
+
+
+def new_digit(size: int, axis: int | None, map: str, step: int, extent: int,
+              grows: bool) -> Digit:
+    """``Digit(...)`` without the frozen dataclass's per-field ``object.__setattr__`` (a map op
+    makes one per axis on every node); the same instance dict, so equal and hashed alike."""
+    d = _new(Digit)
+    state = d.__dict__
+    state["size"] = size
+    state["axis"] = axis
+    state["map"] = map
+    state["step"] = step
+    state["extent"] = extent
+    state["grows"] = grows
+    return d
+
+
+def new_dim(size: int, digits: tuple[Digit, ...] | None, prefix: int = 0) -> Dim:
+    """``Dim(...)``, as :func:`new_digit`."""
+    d = _new(Dim)
+    state = d.__dict__
+    state["size"] = size
+    state["digits"] = digits
+    state["prefix"] = prefix
+    return d
+
+
+def new_map_dim(size: int, digit: Digit) -> Dim:
+    """The one-digit dim of a map op's output (:func:`new_dim`), with the cached ``spatial``
+    and ``plain_digit`` filled in as the properties would compute them: the receptive-field
+    pass asks both of every such dim once."""
+    d = new_dim(size, (digit,))
+    state = d.__dict__
+    state["spatial"] = (digit,) if digit.axis is not None else ()
+    state["plain_digit"] = digit if digit.size != 1 and digit.axis is not None and \
+        digit.step == 1 and digit.size == digit.extent else None
+    return d
+
+
+# new_digit/new_dim fill the instance dict field by field: they must name every field
+assert [f.name for f in fields(Digit)] == ["size", "axis", "map", "step", "extent", "grows"]
+assert [f.name for f in fields(Dim)] == ["size", "digits", "prefix"]
+
+#: size -> its position-free Dim: one shared (immutable) object per size
+_PLAIN: dict[int, Dim] = {}
+
+
 def _plain(size: int) -> Dim:
-    return Dim(size, (Digit(size),) if size != 1 else ())
+    found = _PLAIN.get(size) if type(size) is int else None  # an np.int64 size stays its own
+    if found is None:
+        found = new_dim(size, (new_digit(size, None, "", 1, 1, False),) if size != 1 else ())
+        if type(size) is int and len(_PLAIN) < 10_000:
+            _PLAIN[size] = found
+    return found
 
 
 def carried_axes(dim: Dim | None) -> set[tuple[str, int]]:
@@ -91,6 +144,8 @@ def _broadcast(ins: list[tuple[Dim, ...] | None], shape) -> tuple[Dim, ...] | No
     if any(i is None for i in ins):
         return None
     rank = len(shape)
+    if len(ins) == 2 and type(ins[0]) is tuple and len(ins[0]) == rank and len(ins[1]) == rank:
+        return _broadcast_two(ins[0], ins[1], shape)
     if all(len(i) == rank for i in ins):  # no padding (a residual add): no lists per dim
         out = []
         for k, size in enumerate(shape):
@@ -120,6 +175,30 @@ def _broadcast(ins: list[tuple[Dim, ...] | None], shape) -> tuple[Dim, ...] | No
         carrying = [d for d in full if d.spatial]
         out.append(carrying[0] if carrying else full[0])
     return tuple(out)
+
+
+def _broadcast_two(a: tuple[Dim, ...], b: tuple[Dim, ...], shape) -> tuple[Dim, ...] | None:
+    """:func:`_broadcast` of two operands of the output's rank (a residual add): per dim the
+    first full-size operand that carries positions, else the first full-size one; the first
+    operand's tuple itself when every pick is its, without a list per node."""
+    out = None
+    for k, size in enumerate(shape):
+        da = a[k]
+        if da.size == size and da.spatial:
+            pick = da
+        else:
+            db = b[k]
+            if db.size == size and (db.spatial or da.size != size):
+                pick = db
+            elif da.size == size:
+                pick = da
+            else:
+                return None
+        if out is None and pick is not da:
+            out = list(a[:k])
+        if out is not None:
+            out.append(pick)
+    return a if out is None else tuple(out)
 
 
 def describe(dim: Dim | None) -> str:

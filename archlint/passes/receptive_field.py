@@ -75,7 +75,7 @@ from typing import Any
 
 import networkx as nx
 
-from archlint.graph import ELEMENTWISE_MERGES, MERGES, Attrs
+from archlint.graph import ELEMENTWISE_MERGES, MERGES, Attrs, ops
 from archlint.passes.field_grid import (  # noqa: F401  (GLOBAL, ATTENDED, Grid: re-exported)
     ATTENDED,
     GLOBAL,
@@ -90,6 +90,13 @@ from archlint.passes.field_grid import (  # noqa: F401  (GLOBAL, ATTENDED, Grid:
     _transpose,
     _upsample,
     _window,
+)
+
+from archlint.passes.field_chain import (
+    _PLAIN_WINDOWS,
+    _local_fast,
+    _per_axis,
+    _two_local_branches,
 )
 
 __all__ = ["ReceptiveField", "receptive_field_pass"]
@@ -110,12 +117,6 @@ def _example_spatial(g: nx.DiGraph, name: str) -> tuple[int, ...] | None:
     if not shapes or shapes[0] is None or len(shapes[0]) < 3:
         return None
     return tuple(shapes[0][2:])
-
-
-def _per_axis(values: Any, axis: int, default: Any) -> Any:
-    if not values:
-        return default
-    return values[axis] if axis < len(values) else values[-1]
 
 
 def _window_op(state: Any, op: str, attrs: Attrs, axis: int) -> Any:
@@ -209,30 +210,32 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
     from archlint.passes import token_fields as tf
     from archlint.passes.provenance import provenance_pass, roll_of_concat
 
-    if any("provenance" not in d for _, d in g.nodes(data=True)):
-        provenance_pass(g)
+    nodes = g._node  # the node dicts themselves: written below
+    for data in nodes.values():
+        if "provenance" not in data:
+            provenance_pass(g)
+            break
     states: dict[str, tuple[Any, ...]] = {}
     flags: dict[str, bool] = {}
-    public: dict[str, tuple[Any, ...] | None] = {}
+    # A node's rf, rf_global_axes and rf_global_cause are read back from its own dict (written
+    # below) instead of kept again in tables: fewer stores per node.
+    #: per-map fields of the nodes that have them; a plain NC* node off the token path has
+    #: none here: built from its provenance and axes only if a token op reads them
     fields: dict[str, Any] = {}
-    causes: dict[str, str | None] = {}
-    copied_axes: dict[str, tuple[bool, ...]] = {}
     #: nc_plain of each node's provenance, asked once per node (its consumers ask again)
     plain_of: dict[str, bool] = {}
-    #: (dims, axes) of a plain NC* node: its per-map fields, built only if a token op reads them
-    lazy_fields: dict[str, tuple[Any, Any]] = {}
 
     def field_of(node: str) -> Any:
         found = fields.get(node, _UNSET)
         if found is _UNSET:
-            lazy = lazy_fields.get(node)
-            found = fields[node] = tf.fields_from_axes(*lazy) if lazy is not None else None
+            found = fields[node] = tf.fields_from_axes(
+                nodes[node].get("provenance"), states[node]) if plain_of.get(node) else None
         return found
 
-    n_axes = max((_spatial_count(g, n, 0) for n in g.nodes if g.nodes[n]["op"] == "input"),
+    n_axes = max((_spatial_count(g, n, 0) for n, d in nodes.items() if d["op"] == "input"),
                  default=0)
-    nodes = g._node  # the node dicts themselves: written below
-    for name in _topological(nodes):
+    windows: dict[tuple, Any] = {}  # (op, attrs record, axes) -> per-axis window parameters
+    for name in _topological(g, nodes):
         data = nodes[name]
         op = data["op"]
         inputs = data["inputs"]
@@ -241,25 +244,35 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             # input has a field and no global cause: everything is its input's (what the
             # general path below computes for it, without asking again)
             src = inputs[0]
-            rf = public[src]
+            src_data = nodes[src]
+            rf = src_data["rf"]
             dims = data.get("provenance")
-            if rf is not None and dims is not None and dims is nodes[src].get("provenance") \
-                    and plain_of[src] and causes[src] is None \
-                    and _spatial_count(g, name, len(states[src])) == len(states[src]):
-                axes = states[src]
+            axes = states[src]
+            shapes = data.get("shapes")  # _spatial_count, inline: this runs once per node
+            if rf is not None and dims is not None and dims is src_data.get("provenance") \
+                    and plain_of[src] and src_data["rf_global_cause"] is None and len(axes) == (
+                        max(len(shapes[0]) - 2, 0) if shapes and shapes[0] is not None
+                        else len(axes)):
                 plain_of[name] = True
-                lazy_fields[name] = (dims, axes)
-                copied_axes[name] = global_axes = copied_axes[src]
                 states[name] = axes
                 flags[name] = is_global = flags[src]
-                public[name] = rf
-                causes[name] = None
-                data["rf"] = rf
-                data["rf_global"] = is_global
-                data["rf_global_axes"] = global_axes
-                data["rf_global_cause"] = None
-                data["rf_aligned"] = None
+                _write(data, rf, is_global, src_data["rf_global_axes"], None, None)
                 continue
+        fast = None
+        if op in _PLAIN_WINDOWS and len(inputs) == 1 or op in ELEMENTWISE_MERGES \
+                and len(inputs) == 2 and inputs[0] != inputs[1]:
+            fast = _local_fast(data, op, inputs, states, flags, plain_of, windows, tf.nc_plain)
+        if fast is not None:
+            # a window op or a two-branch merge of local fields on plain NC* maps: what the
+            # general path below gives (no token fields, no global axis), without its checks
+            axes, aligned = fast
+            plain_of[name] = True
+            rf = tuple([_field(st) if type(st) is tuple else None for st in axes]) if axes \
+                else None
+            states[name] = axes
+            flags[name] = False
+            _write(data, rf, False, (False,) * len(axes) if rf else (), None, aligned)
+            continue
         aligned = None
         rf = None
         if op == "input" or not inputs:
@@ -269,7 +282,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         elif op in ("pointwise", "norm", "output"):
             src = inputs[0]
             axes, is_global = states[src], flags[src]
-            rf = public[src]
+            rf = nodes[src]["rf"]
             if _spatial_count(g, name, len(axes)) != len(axes):
                 axes, rf = (None,) * _spatial_count(g, name, 0), None
         elif op in MERGES:
@@ -283,8 +296,8 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         plain = plain_of[name] = tf.nc_plain(dims)
         cause = None
         for i in inputs:
-            if causes.get(i):
-                cause = causes[i]
+            if nodes[i]["rf_global_cause"]:
+                cause = nodes[i]["rf_global_cause"]
                 break
         token = dims is not None and (op in tf.TOKEN_OPS or (
             op not in ("input", "output") and inputs
@@ -293,7 +306,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
         global_axes = None
         own = None
         if op in ("pointwise", "norm", "output") and rf is not None and not token:
-            global_axes = copied_axes.get(inputs[0])
+            global_axes = nodes[inputs[0]]["rf_global_axes"]
         if token:
             rolled = roll_of_concat(g, name) if op == "concat" else None
             if rolled is not None:  # ONNX's torch.roll: cat(x[k:], x[:k])
@@ -306,9 +319,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
                     v is ATTENDED for i in inputs for v in (field_of(i) or {}).values()):
                 cause = name
             fields[name] = own
-        elif plain:
-            lazy_fields[name] = (dims, axes)
-        else:
+        elif not plain:  # a plain node's fields are built when read (field_of)
             fields[name] = None
         if token and own is not None and (len(dims) >= 3 or any(
                 v is ATTENDED for v in own.values())):
@@ -327,16 +338,20 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
             rf = tuple(_field(s) if isinstance(s, tuple) else None for s in axes)
         if global_axes is None:
             global_axes = tuple(_is_global(a) for a in axes) if rf else ()
-        copied_axes[name] = global_axes
         states[name] = axes
         flags[name] = is_global
-        public[name] = rf
-        causes[name] = cause if any(global_axes) or is_global else None
-        data["rf"] = rf
-        data["rf_global"] = is_global
-        data["rf_global_axes"] = global_axes
-        data["rf_global_cause"] = causes[name]
-        data["rf_aligned"] = aligned
+        _write(data, rf, is_global, global_axes,
+               cause if any(global_axes) or is_global else None, aligned)
+
+
+def _write(data: dict, rf, is_global: bool, global_axes, cause, aligned) -> None:
+    """One node's public facts (the pass reads rf, rf_global_axes and rf_global_cause of a
+    node's inputs back from here)."""
+    data["rf"] = rf
+    data["rf_global"] = is_global
+    data["rf_global_axes"] = global_axes
+    data["rf_global_cause"] = cause
+    data["rf_aligned"] = aligned
 
 
 def _single(g, name, op, attrs, src, states, flags) -> tuple[tuple[Any, ...], bool]:
@@ -417,35 +432,11 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     return tuple(axes), False, _aligned(kept)
 
 
-def _two_local_branches(branches, any_global: bool, count: int):
-    """``_merge`` of two branches with a known local field on every axis (a residual add),
-    without the general path's per-axis lists: equal grids merge to themselves, period-1 grids
-    of one stride to their hull (what ``_merge_axis`` and ``_aligned`` give). None: not this case."""
-    a, b = branches
-    if any_global or len(a) != count or len(b) != count:
-        return None
-    axes = []
-    aligned = True
-    for sa, sb in zip(a, b):
-        if type(sa) is not tuple or type(sb) is not tuple:
-            return None  # unknown, GLOBAL or ATTENDED: the general path
-        if sa == sb:
-            axes.append(sa)
-            continue
-        if sa[0] != 1 or sb[0] != 1 or sa[2][0] is None or sb[2][0] is None:
-            return None
-        if sa[1] != sb[1]:  # different strides: unknown hull, misaligned
-            axes.append(None)
-            aligned = False
-            continue
-        axes.append((1, sa[1], (min(sa[2][0], sb[2][0]),), (max(sa[3][0], sb[3][0]),)))
-        if sa[2][0] + sa[3][0] != sb[2][0] + sb[3][0]:  # centres differ
-            aligned = False
-    return tuple(axes), False, aligned
-
-
-def _topological(nodes: dict[str, dict]) -> list[str]:
+def _topological(g: nx.DiGraph, nodes: dict[str, dict]) -> list[str]:
     """Insertion order when it is topological (``add_op`` guarantees it), else a real sort."""
+    order = list(nodes)
+    if list(ops(g)) == order:  # the graph's cached order (the provenance pass computed it)
+        return order
     seen: set[str] = set()
     for name, data in nodes.items():
         for src in data["inputs"]:

@@ -40,7 +40,8 @@ class _Forward:
     """One topological pass computing every node's dims; see the module docs."""
 
     def __init__(self, g: nx.DiGraph, sweep: SizeSweep, order: list[str],
-                 input_shapes: dict[str, tuple[int, ...] | None]) -> None:
+                 input_shapes: dict[str, tuple[int, ...] | None],
+                 size_from: dict[str, tuple[str, ...]] | None = None) -> None:
         self.g = g
         self.sweep = sweep
         self.order = order
@@ -50,8 +51,12 @@ class _Forward:
         self.length = sweep.length
         self.example_pos = self._example_position()
         self._columns: dict[tuple[int, int], np.ndarray] = {}
-        self.data = {name: g.nodes[name] for name in order}
-        self.producers = {name: _producers(g, name) for name in order}
+        self.data = g._node  # the node dicts themselves, without the view's lookups
+        #: the producers of the nodes that also read another node's size (any other node's
+        #: producers are its inputs)
+        self.size_from = size_from if size_from is not None else {
+            name: _producers(g, name) for name, data in g._node.items()
+            if data["attrs"].size_from is not None}
 
     def _example_position(self) -> int | None:
         spatial = {s[2:] for s in self.input_shapes.values() if s is not None and len(s) > 2}
@@ -79,38 +84,83 @@ class _Forward:
     # -- driver ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        sweep, producers = self.sweep, self.producers
-        sweep._index = {name: i for i, name in enumerate(self.order)}
+        sweep, extra = self.sweep, self.size_from
+        sweep._order = self.order
+        sweep._index = None
         sweep._step = self.step
-        sweep._producers = producers
+        sweep._producers = extra
+        #: consumers each node still has; counted when the budget is first passed (a graph
+        #: whose arrays stay under it never needs them)
         refs: dict[str, int] = {}
-        for name in self.order:
-            for src in producers[name]:
-                refs[src] = refs.get(src, 0) + 1
         values = sweep._values
         retained = 0
         evicting = False
         bad = sweep._bad
         get = values.__getitem__
-        for name in self.order:
-            dims, ok, invalid, reason = self.step(name, get)
+        nodes = self.data
+        # A node's result is a pure function of its op, attrs record, example shape, error
+        # flag, origin and its inputs' (dims, ok) pairs: repeated structure (a chain of
+        # residual blocks, transformer layers) shares those objects, so the step is looked up
+        # instead of recomputed, and a hit shares its pair too, so the nodes after it hit
+        # again. Entries hold their key objects (ids stay valid); the memo is small, smaller
+        # once arrays are evicted, so it never keeps much memory alive.
+        memo: dict[tuple, tuple] = {}
+        for pos, name in enumerate(self.order):
+            data = nodes[name]
+            attrs = data["attrs"]
+            origin = data.get("origin")
+            if attrs.size_from is None and type(origin) is str and data["op"] != "input":
+                shapes = data.get("shapes")
+                example = shapes[0] if shapes else None
+                ins = [values[p] for p in data["inputs"]]
+                key = (data["op"], id(attrs), id(example), data.get("error") is None, origin,
+                       *map(id, ins))
+                hit = memo.get(key)
+                if hit is not None:
+                    pair, invalid, reason = hit[1]
+                else:
+                    dims, ok, invalid, reason = self.step(name, get)
+                    pair = ins[0] if ins and ins[0][0] is dims and ins[0][1] is ok else (dims, ok)
+                    if len(memo) >= (32 if evicting else 256):
+                        memo.clear()
+                    memo[key] = ((attrs, example, ins), (pair, invalid, reason))
+            else:
+                dims, ok, invalid, reason = self.step(name, get)
+                pair = (dims, ok)
             if reason is not None:
                 sweep.unknown.append((name, reason))
             if invalid is not None:
                 sweep._invalid[name] = np.packbits(invalid)
                 sweep._failing.append(name)
                 bad |= invalid
-            srcs = producers[name]
-            cost = self._new_bytes(srcs, dims, ok, values)
-            values[name] = (dims, ok)
-            retained += cost
-            evicting = evicting or retained > MEMORY_BUDGET
-            for src in srcs:
-                refs[src] -= 1
-                # past the budget, drop whatever no consumer still needs (an entry that only
-                # shares its producer's arrays goes too, or it would keep them alive)
-                if evicting and refs[src] == 0:
-                    values.pop(src, None)
+            srcs = extra[name] if name in extra else data["inputs"]
+            if not srcs or values.get(srcs[0]) is not pair:  # a shared pair made no arrays
+                retained += self._new_bytes(srcs, pair[0], pair[1], values)
+                if not evicting and retained > MEMORY_BUDGET:
+                    evicting = True
+                    refs = self._consumers_after(pos)
+                    for src in srcs:
+                        if refs.get(src, 0) == 0:
+                            values.pop(src, None)
+                    values[name] = pair
+                    continue
+            values[name] = pair
+            if evicting:
+                for src in srcs:
+                    refs[src] -= 1
+                    # past the budget, drop whatever no consumer still needs (an entry that
+                    # only shares its producer's arrays goes too, or it would keep them alive)
+                    if refs[src] == 0:
+                        values.pop(src, None)
+
+    def _consumers_after(self, pos: int) -> dict[str, int]:
+        """How many producer slots of the nodes after position ``pos`` each node fills."""
+        refs: dict[str, int] = {}
+        nodes, extra = self.data, self.size_from
+        for name in self.order[pos + 1:]:
+            for src in extra[name] if name in extra else nodes[name]["inputs"]:
+                refs[src] = refs.get(src, 0) + 1
+        return refs
 
     @staticmethod
     def _new_bytes(srcs: tuple[str, ...], dims: Dims | None, ok: np.ndarray | None,
@@ -291,6 +341,11 @@ class _Forward:
             return tuple(example), invalid, None  # keepdim=False: (N, C)
         if example is not None and len(example) >= 2:
             head = tuple(example[:2])
+            if len(first) == len(spatial) + 2 and _same_ints(first[:2], head) and all(
+                    a is b for a, b in zip(spatial, first[2:])):
+                # a size-keeping op (a 3x3 conv, padding 1): its input's dims tuple itself, so
+                # the ops after it see the same object (and hit the forward pass's memo)
+                return first, invalid, None
         elif op in ("conv", "conv_transpose"):
             head = (first[0], attrs.out_channels)
         elif op in ("pixel_shuffle", "pixel_unshuffle"):
@@ -298,6 +353,11 @@ class _Forward:
         else:
             head = tuple(first[:2])
         return head + tuple(spatial), invalid, None
+
+
+def _same_ints(a: tuple, b: tuple) -> bool:
+    """Equal and all plain ints (np.int64 or arrays are not taken for an int)."""
+    return all(type(x) is int and type(y) is int and x == y for x, y in zip(a, b))
 
 
 def _concat_axis(data: dict, rank: int) -> int:

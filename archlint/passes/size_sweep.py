@@ -28,13 +28,19 @@ class SizeSweep:
         self.sweeps = ("square",) + (self.axis_names if axes >= 2 else ())
         self.unknown: list[tuple[str, str]] = []
         self.example: tuple[int, ...] | None = None
-        self._index: dict[str, int] = {}
+        #: the forward pass's order; each node's rank in it, built when an evicted value is
+        #: recomputed (the only reader)
+        self._order: list[str] = []
+        self._index: dict[str, int] | None = None
+        self._nodes: dict[str, dict] = g._node
         self._values: dict[str, tuple[Dims | None, np.ndarray | None]] = {}
         self._recent: dict[str, tuple[Dims | None, np.ndarray | None]] = {}
         self._invalid: dict[str, np.ndarray] = {}
         self._failing: list[str] = []  # nodes with an invalid size, in topological order
         self._bad: np.ndarray = np.zeros(self.length, dtype=bool)
         self._step: Callable[..., Any] | None = None
+        #: the producers of the nodes that also read another node's size (``size_from``);
+        #: any other node's producers are its inputs
         self._producers: dict[str, tuple[str, ...]] = {}
         self._undecided: np.ndarray = np.zeros(self.length, dtype=bool)
         self.symbolic: Any = None  # the SymbolicSizes adopted (torch), else None
@@ -240,13 +246,15 @@ class SizeSweep:
             if name in needed or name in self._values:
                 continue
             needed.add(name)
-            stack.extend(self._producers[name])
+            stack.extend(self._producers_of(name))
         temp: dict[str, Any] = {}
 
         def get(src: str) -> Any:
             return temp[src] if src in temp else self._values[src]
 
         assert self._step is not None
+        if self._index is None:
+            self._index = {name: i for i, name in enumerate(self._order)}
         for name in sorted(needed, key=self._index.__getitem__):
             dims, ok, _, _ = self._step(name, get)
             temp[name] = (dims, ok)
@@ -256,7 +264,20 @@ class SizeSweep:
         return temp[node]
 
 
+    def _producers_of(self, name: str) -> tuple[str, ...]:
+        found = self._producers.get(name)
+        return found if found is not None else self._nodes[name]["inputs"]
+
+
 def _producers(g: nx.DiGraph, name: str) -> tuple[str, ...]:
-    data = g.nodes[name]
+    return _node_producers(g._node, g._node[name])
+
+
+def _node_producers(nodes: dict[str, dict], data: dict) -> tuple[str, ...]:
+    """A node's producers, its ``size_from`` reference included (``nodes``: the raw node dicts,
+    read once per node without the ``g.nodes`` view)."""
     size_from = data["attrs"].size_from
-    return tuple(data["inputs"]) + ((size_from,) if size_from is not None and size_from in g else ())
+    inputs = data["inputs"]
+    if size_from is None or size_from not in nodes:
+        return inputs if type(inputs) is tuple else tuple(inputs)
+    return tuple(inputs) + (size_from,)

@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import networkx as nx
 
+from archlint.graph import ops, topological_rank
 from archlint.passes.progressions import describe_sizes, expand_progressions, progressions
 from archlint.passes.size_forward import _Forward
-from archlint.passes.size_sweep import SizeSweep, _producers
+from archlint.passes.size_sweep import SizeSweep, _node_producers
 
 __all__ = [
     "SizeSweep",
@@ -72,8 +73,12 @@ def input_size_pass(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> 
     lo, hi = int(sizes_range[0]), int(sizes_range[1])
     if not 1 <= lo <= hi:
         raise ValueError(f"sizes range {sizes_range}: need 1 <= lo <= hi")
-    order = _topological(g)
-    inputs = [n for n in order if g.nodes[n]["op"] == "input"]
+    nodes = g._node  # the node dicts, read once per node without the view's lookups
+    # the few nodes that also read another node's size: the others' producers are their inputs
+    size_from = {name: _node_producers(nodes, data) for name, data in nodes.items()
+                 if data["attrs"].size_from is not None}
+    order = _topological(g, nodes, size_from)
+    inputs = [n for n in order if nodes[n]["op"] == "input"]
     input_shapes = _input_shapes(g, inputs)
     axes = max((len(s) - 2 for s in input_shapes.values() if s is not None), default=0)
     if axes <= 0:
@@ -82,7 +87,7 @@ def input_size_pass(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> 
         g.graph["sizes_summary"] = None
         return None
     sweep = SizeSweep(g, lo, hi, axes)
-    _Forward(g, sweep, order, input_shapes).run()
+    _Forward(g, sweep, order, input_shapes, size_from).run()
     from archlint.passes.symbolic_sizes import formula_is_exact, from_formulas, symbolic_size_pass
 
     if g.graph.get("symbolic_runner") is not None and formula_is_exact(g, sweep):
@@ -110,14 +115,20 @@ def _input_shapes(g: nx.DiGraph, inputs: list[str]) -> dict[str, tuple[int, ...]
     return out
 
 
-def _topological(g: nx.DiGraph) -> list[str]:
+def _topological(g: nx.DiGraph, nodes: dict[str, dict],
+                 size_from: dict[str, tuple[str, ...]]) -> list[str]:
+    """Insertion order when every producer (``size_from`` included) comes first, else the
+    graph's order."""
+    order = list(nodes)
+    if list(ops(g)) == order:  # every input comes first: check the size_from producers only
+        rank = topological_rank(g) if size_from else {}
+        if any(rank[src] >= rank[name] for name, srcs in size_from.items() for src in srcs):
+            return list(ops(g))
+        return order
     seen: set[str] = set()
-    order = list(g.nodes)
     for name in order:
-        for src in _producers(g, name):
+        for src in size_from[name] if name in size_from else nodes[name]["inputs"]:
             if src not in seen:
-                from archlint.graph import ops
-
                 return list(ops(g))
         seen.add(name)
     return order

@@ -75,8 +75,13 @@ def nc_plain(dims: tuple[Dim, ...] | None) -> bool:
     known = _NC_PLAIN.get(id(dims))
     if known is not None and known[0] is dims:
         return known[1]
-    plain = all(plain_map(d) is not None for d in dims[2:]) and not any(
-        d.spatial for d in dims[:2])
+    plain = True  # every spatial dim a whole map axis, no positions in N or C (plain loops:
+    for d in dims[2:]:  # this runs once per new dims object, on every conv output)
+        if d is None or d.plain_digit is None:
+            plain = False
+            break
+    if plain and (dims[0].spatial or dims[1].spatial):
+        plain = False
     if len(_NC_PLAIN) > 200_000:
         _NC_PLAIN.clear()
     _NC_PLAIN[id(dims)] = (dims, plain)

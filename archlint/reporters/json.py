@@ -71,7 +71,7 @@ def _encoded_rows(g: Any) -> str:
     graph, and a node's field (shared along a chain), cause and file repeat from node to node."""
     if g is None:
         return "[]"
-    from archlint.graph import node_table, ops
+    from archlint.graph import Location, node_table, ops
 
     nodes = node_table(g)
     encoded: dict[Any, str] = {}  # the JSON text of values that repeat: fields, causes, files
@@ -85,15 +85,20 @@ def _encoded_rows(g: Any) -> str:
     out: list[str] = []
     append = out.append
     shape_texts: dict[int, tuple[Any, str]] = {}  # by id: nodes share their shape tuples
+    field_texts: dict[Any, str] = {}
+    axis_texts: dict[int, str] = {}
     last_file: Any = object()
     file_text = ""
     for name in ops(g):
         data = nodes[name]
-        shapes = data.get("shapes")
-        loc = data.get("location")
-        cause = data.get("rf_global_cause")
-        file, line = getattr(loc, "file", None), getattr(loc, "line", None)
-        node = getattr(loc, "node", name)
+        shapes, loc = data["shapes"], data["location"]  # add_op writes both on every node
+        if type(loc) is Location:
+            file, line, node = loc.file, loc.line, loc.node
+        else:
+            file, line = getattr(loc, "file", None), getattr(loc, "line", None)
+            node = getattr(loc, "node", name)
+        if file is not last_file:  # the nodes of one model mostly share one file
+            last_file, file_text = file, once(("file", file), file)
         shape = shapes[0] if shapes else None
         if shape is None:
             shape_text = "null"
@@ -102,20 +107,19 @@ def _encoded_rows(g: Any) -> str:
             if known is None:  # the entry keeps the tuple alive, so its id is not reused
                 known = shape_texts[id(shape)] = (shape, _ints(shape))
             shape_text = known[1]
-        if file is not last_file:  # the nodes of one model mostly share one file
-            last_file, file_text = file, once(("file", file), file)
-        op = data.get("op")
+        cause = data.get("rf_global_cause")
+        op = data["op"]
         name_text = _encode_str(name) if type(name) is str else json.dumps(name)
         append(
             f'{{"name": {name_text}'
             f', "op": {_encode_str(op) if type(op) is str else json.dumps(op)}'
             f', "shape": {shape_text}'
-            f', "rf": {_field_text(data.get("rf"), data.get("rf_global_axes"), encoded)}'
+            f', "rf": {_field_text(data.get("rf"), data.get("rf_global_axes"), field_texts, axis_texts)}'
             ', "rf_global_cause": '
             f'{"null" if cause is None else once(("cause", cause), global_cause(g, cause))}'
             f', "location": {{"file": {file_text}'
             f', "line": {"null" if line is None else json.dumps(line)}'
-            f', "node": {name_text if node is name else _text(node)}}}}}'
+            f', "node": {name_text if node == name else _text(node)}}}}}'
         )
     return "[" + ", ".join(out) + "]"
 
@@ -123,11 +127,12 @@ def _encoded_rows(g: Any) -> str:
 _GLOBAL_AXIS = '{"size": null, "stride": null, "padding": null, "global": true}'
 
 
-def _field_text(rf: Any, flags: Any, encoded: dict[Any, str]) -> str:
-    """``json.dumps(rf_to_json(rf, flags))``, without the dicts (a chain shares its fields: the
-    graph keeps each alive while we run, so its id is a safe key)."""
-    key = ("rf", id(rf), flags)
-    text = encoded.get(key)
+def _field_text(rf: Any, flags: Any, fields: dict[Any, str], axes: dict[int, str]) -> str:
+    """``json.dumps(rf_to_json(rf, flags))``, without the dicts. Nodes share field tuples (a
+    pointwise op keeps its input's) and fields share axis records (a square field is one record
+    twice), so both texts are kept by id: the graph keeps every record alive while we run."""
+    key = id(rf) if not flags else (id(rf), tuple(flags))
+    text = fields.get(key)
     if text is None:
         if rf is None:
             text = "null"
@@ -139,17 +144,15 @@ def _field_text(rf: Any, flags: Any, encoded: dict[Any, str]) -> str:
                     parts.append(_GLOBAL_AXIS)
                 elif axis is None:
                     parts.append("null")
-                else:  # fields share axis records too (a merge keeps its larger operand's)
-                    axis_key = ("axis", id(axis))
-                    axis_text = encoded.get(axis_key)
+                else:
+                    axis_text = axes.get(id(axis))
                     if axis_text is None:
-                        axis_text = encoded[axis_key] = (
-                            '{"size": ' + _number(axis.size) + ', "stride": '
-                            + _number(axis.stride) + ', "padding": '
-                            + _number(axis.padding) + ', "global": false}')
+                        axis_text = axes[id(axis)] = (
+                            f'{{"size": {_number(axis.size)}, "stride": {_number(axis.stride)}, '
+                            f'"padding": {_number(axis.padding)}, "global": false}}')
                     parts.append(axis_text)
             text = "[" + ", ".join(parts) + "]"
-        encoded[key] = text
+        fields[key] = text
     return text
 
 

@@ -13,7 +13,9 @@ A rule module looks like::
             yield ctx.finding(name, "message with numbers", fix="kernel_size=4, stride=2, padding=1")
 
 and is registered in the ``archlint.rules`` entry-point group, whose value is the decorated object
-(a :class:`Rule`), exactly as a third-party plugin would be.
+(a :class:`Rule`), exactly as a third-party plugin would be. A rule whose first question is about
+an op's attributes alone walks ``ctx.nodes_where(question, "conv")`` instead: the question is
+asked once per distinct attrs record, not once per node of a large graph.
 """
 
 from __future__ import annotations

@@ -131,3 +131,30 @@ def test_nodes_where_asks_once_per_record_and_keeps_the_order():
     add_op(g, "c6", "conv", inputs=["p5"], attrs=dilated)  # a node added later is seen
     assert ctx.nodes_where(is_dilated, "conv")[-1] == "c6"
     assert RuleContext(graph=None, frontend="onnx", target="m").nodes_where(is_dilated) == []
+
+
+def test_window_facts_index_the_nodes_they_find_and_notice_new_nodes(monkeypatch):
+    from archlint.graph import Attrs
+    from archlint.passes import _window_facts
+    from archlint.passes import strided_rounding as sr
+    from archlint.passes.fact_index import recorded
+
+    halving = Attrs(kernel=(2, 2), stride=(2, 2), dilation=(1, 1), padding=((0, 0), (0, 0)))
+    plain = Attrs(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), padding=((1, 1), (1, 1)))
+    g = new_graph("m", None, "onnx")
+    add_op(g, "x", "input", shapes=((1, 3, 7, 7),))
+    add_op(g, "keep", "conv", inputs=["x"], attrs=plain, shapes=((1, 4, 7, 7),))
+    add_op(g, "odd", "conv", inputs=["keep"], attrs=halving, shapes=((1, 4, 3, 3),))  # 7 -> 3
+    _window_facts(g)
+    assert sr.rounding_nodes(g) == ["odd"]
+    assert [n for n in ops(g) if sr.rounding_at(g, n) is not None] == ["odd"]  # the plain way
+    add_op(g, "again", "conv", inputs=["x"], attrs=halving, shapes=((1, 4, 3, 3),))
+    assert sr.rounding_nodes(g) == ["odd", "again"]  # a stale index runs the pass again
+
+    def broken(graph):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sr, "rounding_pass", broken)
+    _window_facts(g)  # a failing pass: defaults on every node, an empty index, no second run
+    assert recorded(g, sr.ROUNDING_INDEX) == [] and sr.rounding_nodes(g) == []
+    assert "boom" in g.graph["passes_error"] and sr.rounding_at(g, "odd") is None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import networkx as nx
 
 from archlint.graph import ops_of_kind, output_shape, spatial
-from archlint.passes.fact_index import record, recorded
+from archlint.passes.fact_index import indexed, record
 from archlint.passes.windows import windows_of
 
 COLLAPSING_OPS = frozenset({"conv", "max_pool", "avg_pool", "lp_pool", "conv_transpose"})
@@ -58,11 +58,7 @@ def collapse_pass(g: nx.DiGraph) -> None:
 
 def collapsed_nodes(g: nx.DiGraph) -> list[str]:
     """The nodes with collapsed axes, in topological order (running the pass if needed)."""
-    names = recorded(g, COLLAPSED_INDEX)
-    if names is None:
-        collapse_pass(g)
-        names = recorded(g, COLLAPSED_INDEX) or []
-    return names
+    return indexed(g, COLLAPSED_INDEX, collapse_pass)
 
 
 def collapsed_axes(g: nx.DiGraph, name: str) -> list[tuple[int, int, int]]:

@@ -8,7 +8,7 @@ made for: a node added since makes it stale, and the accessor then runs the pass
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -27,3 +27,12 @@ def recorded(g: nx.DiGraph, key: str) -> list[str] | None:
     """The names :func:`record` kept for ``key``, or None when there are none for this graph."""
     found: Any = g.graph.get(key)
     return found[1] if found is not None and found[0] == _stamp(g) else None
+
+
+def indexed(g: nx.DiGraph, key: str, run_pass: Callable[[nx.DiGraph], None]) -> list[str]:
+    """The nodes recorded for ``key``, running ``run_pass`` first when there are none."""
+    names = recorded(g, key)
+    if names is None:
+        run_pass(g)
+        names = recorded(g, key) or []
+    return names

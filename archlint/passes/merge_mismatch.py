@@ -25,7 +25,7 @@ import networkx as nx
 import numpy as np
 
 from archlint.graph import MERGES, ops, ops_of_kind, output_shape
-from archlint.passes.fact_index import record, recorded
+from archlint.passes.fact_index import indexed, record
 
 WINDOWED = ("conv", "max_pool", "avg_pool", "lp_pool")
 #: g.graph key of the merges with a size mismatch (archlint.passes.fact_index)
@@ -384,11 +384,7 @@ def merge_mismatch_pass(g: nx.DiGraph) -> None:
 
 def mismatched_merges(g: nx.DiGraph) -> list[str]:
     """The merges with a size mismatch, in topological order (running the pass if needed)."""
-    names = recorded(g, MISMATCH_INDEX)
-    if names is None:
-        merge_mismatch_pass(g)
-        names = recorded(g, MISMATCH_INDEX) or []
-    return names
+    return indexed(g, MISMATCH_INDEX, merge_mismatch_pass)
 
 
 def size_mismatch(g: nx.DiGraph, name: str) -> tuple[tuple[Disagreement, ...], Cause | None]:

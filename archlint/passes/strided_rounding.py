@@ -14,7 +14,7 @@ from fractions import Fraction
 import networkx as nx
 
 from archlint.graph import ops_of_kind, output_shape, spatial
-from archlint.passes.fact_index import record, recorded
+from archlint.passes.fact_index import indexed, record
 from archlint.passes.windows import Window, windows_of
 
 STRIDED_OPS = ("conv", "max_pool", "avg_pool", "lp_pool")
@@ -94,11 +94,7 @@ def rounding_pass(g: nx.DiGraph) -> None:
 
 def rounding_nodes(g: nx.DiGraph) -> list[str]:
     """The nodes whose ``rounding`` is set, in topological order (running the pass if needed)."""
-    names = recorded(g, ROUNDING_INDEX)
-    if names is None:
-        rounding_pass(g)
-        names = recorded(g, ROUNDING_INDEX) or []
-    return names
+    return indexed(g, ROUNDING_INDEX, rounding_pass)
 
 
 def rounding_at(g: nx.DiGraph, name: str) -> Rounding | None:

@@ -118,3 +118,27 @@ def test_class_decided_size_by_size_when_pinned_runs_specialise(monkeypatch, tmp
     for n in range(1, 161):
         if not undecided[n - lo]:
             assert bool(ok[n - lo]) == runs_at(model, (1, 1, n, n)), n
+
+
+def test_residue_folding_folds_and_steps_aside_on_a_torch_without_its_eval(monkeypatch):
+    import sympy
+    from torch.utils._sympy import functions
+
+    from archlint.frontends.torch.symbolic_pin import folded_remainders
+
+    q = sympy.Symbol("q", integer=True, positive=True)
+    originals = (functions.Mod.__dict__["eval"], functions.PythonMod.__dict__["eval"])
+    sympy.core.cache.clear_cache()  # sympy caches constructed functions: each check builds anew
+    assert functions.PythonMod(32 * q + 5, 8) != 5  # PyTorch alone keeps the remainder nested
+    sympy.core.cache.clear_cache()
+    with folded_remainders():
+        assert functions.PythonMod(32 * q + 5, 8) == 5  # (32q + 5) mod 8: the multiple folds
+        assert functions.Mod(32 * q + 5, 8) == 5
+    assert (functions.Mod.__dict__["eval"], functions.PythonMod.__dict__["eval"]) == originals
+    sympy.core.cache.clear_cache()
+    assert functions.PythonMod(32 * q + 5, 8) != 5  # folded only during a pinned run
+    # a torch whose PythonMod has no eval of its own: runs go on unfolded, nothing patched
+    monkeypatch.setattr(functions, "PythonMod", type("PythonMod", (), {}))
+    with folded_remainders():
+        assert functions.Mod.__dict__["eval"] is originals[0]
+    assert functions.Mod.__dict__["eval"] is originals[0]

@@ -180,7 +180,14 @@ def folded_remainders():
     slow. Both functions compute ``p mod k`` for ``p >= 0``, which the folding preserves."""
     from torch.utils._sympy import functions
 
-    originals = {cls: cls.__dict__["eval"] for cls in (functions.Mod, functions.PythonMod)}
+    classes = [getattr(functions, name, None) for name in ("Mod", "PythonMod")]
+    originals = {cls: cls.__dict__["eval"] for cls in classes
+                 if isinstance(getattr(cls, "__dict__", {}).get("eval"), classmethod)}
+    if len(originals) != len(classes):
+        # a torch whose Mod/PythonMod are built otherwise: the pinned run goes on unfolded
+        # (slower, and the budget may leave more undecided, but every answer stays exact)
+        yield
+        return
 
     def folding(cls: Any, p: Any, q: Any) -> Any:
         folded = _fold_multiples(p, q)

@@ -297,7 +297,7 @@ class OpWriter:
         if cache:
             cache.clear()
         data = g._node
-        g.graph["_topological_order"] = _Order((len(g), id(data)), list(data), data)
+        g.graph["_topological_order"] = _Order(graph_stamp(g), list(data), data)
 
 
 #: shape -> the same dims as Python ints, one shared tuple per distinct shape (a large graph
@@ -330,10 +330,10 @@ def _plain_digraph() -> type:
 
 
 class _Order:
-    """One topological order of a graph, computed once: the names, each name's rank, and the
-    names of each op kind in that order (built on first use)."""
+    """One topological order of a graph, computed once: the names, each name's rank, the
+    names of each op kind in that order, and those grouped by attrs record (built on first use)."""
 
-    __slots__ = ("key", "names", "_rank", "_by_kind", "_data")
+    __slots__ = ("key", "names", "_rank", "_by_kind", "_by_record", "_data")
 
     def __init__(self, key: tuple[int, int], names: list[str], data: Any):
         self.key = key
@@ -341,6 +341,7 @@ class _Order:
         self._data = data
         self._rank: dict[str, int] | None = None
         self._by_kind: dict[str, list[str]] | None = None
+        self._by_record: dict[str, list[tuple[Any, list[str]]]] = {}
 
     def rank(self) -> dict[str, int]:
         if self._rank is None:
@@ -364,12 +365,33 @@ class _Order:
         rank = self.rank()
         return sorted((n for names in lists for n in names), key=rank.__getitem__)
 
+    def records_of(self, kind: str) -> list[tuple[Any, list[str]]]:
+        """(attrs record, its nodes in order) for the nodes of one kind, grouped by identity."""
+        groups = self._by_record.get(kind)
+        if groups is None:
+            by_record: dict[int, tuple[Any, list[str]]] = {}
+            data = self._data
+            for name in self.of_kinds((kind,)):
+                attrs = data[name]["attrs"]
+                group = by_record.get(id(attrs))  # the graph keeps each record alive: ids are unique
+                if group is None:
+                    by_record[id(attrs)] = (attrs, [name])
+                else:
+                    group[1].append(name)
+            groups = self._by_record[kind] = list(by_record.values())
+        return groups
+
+
+def graph_stamp(g: nx.DiGraph) -> tuple[int, int]:
+    """What tells a stale per-graph index: add_op adds a node with its edges, so the node count
+    (and which node store: a subgraph view shares g.graph with its parent) changes; counting
+    edges would cost O(E)."""
+    return (len(g), id(g._node))
+
 
 def _order(g: nx.DiGraph) -> _Order:
-    # add_op adds a node with its edges, so the node count (and which node store: a subgraph
-    # view shares g.graph with its parent) tells a stale order; counting edges would cost O(E).
     data = g._node
-    key = (len(g), id(data))
+    key = graph_stamp(g)
     cached = g.graph.get("_topological_order")
     if cached is None or cached.key != key:
         rank = {n: i for i, n in enumerate(g.nodes)}
@@ -403,6 +425,13 @@ def ops_of_kind(g: nx.DiGraph, *kinds: str) -> list[str]:
     walks the other 30k nodes of a large graph.
     """
     return _order(g).of_kinds(kinds)
+
+
+def records_of_kinds(g: nx.DiGraph, *kinds: str) -> list[tuple[Any, list[str]]]:
+    """The nodes of ``kinds`` grouped by op kind and attrs record (by identity), each group in
+    topological order; computed once per graph and kind, as :func:`ops_of_kind` is."""
+    order = _order(g)
+    return [group for kind in dict.fromkeys(kinds) for group in order.records_of(kind)]
 
 
 def topological_rank(g: nx.DiGraph) -> dict[str, int]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from archlint.findings import Finding, Severity
-from archlint.graph import Location, ops, ops_of_kind, topological_rank
+from archlint.graph import Location, ops, ops_of_kind, records_of_kinds, topological_rank
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -128,7 +128,7 @@ class RuleContext:
         """
         if self.graph is None:
             return []
-        groups = _attrs_groups(self.graph, kinds)
+        groups = records_of_kinds(self.graph, *kinds)
         passing = [names for attrs, names in groups if keep(attrs)]
         if len(passing) == len(groups):
             return ops_of_kind(self.graph, *kinds)
@@ -172,28 +172,3 @@ class RuleContext:
             autofix=autofix,
         )
 
-
-def _attrs_groups(g: "nx.DiGraph", kinds: tuple[str, ...]) -> list[tuple[Any, list[str]]]:
-    """The nodes of ``kinds`` grouped by op kind and attrs record (by identity), each group in
-    topological order; each kind is grouped once per graph, as graph.ops_of_kind indexes it."""
-    stamp = (len(g), id(g._node))  # what tells a stale index (see graph._order)
-    cache = g.graph.get("_attrs_groups")
-    if cache is None or cache[0] != stamp:
-        cache = g.graph["_attrs_groups"] = (stamp, {})
-    by_kind = cache[1]
-    groups = []
-    for kind in dict.fromkeys(kinds):
-        found = by_kind.get(kind)
-        if found is None:
-            by_record: dict[int, tuple[Any, list[str]]] = {}
-            data = g._node
-            for name in ops_of_kind(g, kind):
-                attrs = data[name]["attrs"]
-                group = by_record.get(id(attrs))  # the graph keeps each record alive: ids are unique
-                if group is None:
-                    by_record[id(attrs)] = (attrs, [name])
-                else:
-                    group[1].append(name)
-            found = by_kind[kind] = list(by_record.values())
-        groups += found
-    return groups

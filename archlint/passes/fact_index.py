@@ -10,23 +10,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from archlint.graph import graph_stamp
+
 if TYPE_CHECKING:
     import networkx as nx
 
 
-def _stamp(g: nx.DiGraph) -> tuple[int, int]:
-    return (len(g), id(g._node))  # what tells a stale index, as graph._order does
-
-
 def record(g: nx.DiGraph, key: str, names: list[str]) -> None:
     """Keep ``names`` (in topological order) as the nodes with fact ``key``."""
-    g.graph[key] = (_stamp(g), names)
+    g.graph[key] = (graph_stamp(g), names)
 
 
 def recorded(g: nx.DiGraph, key: str) -> list[str] | None:
     """The names :func:`record` kept for ``key``, or None when there are none for this graph."""
     found: Any = g.graph.get(key)
-    return found[1] if found is not None and found[0] == _stamp(g) else None
+    return found[1] if found is not None and found[0] == graph_stamp(g) else None
 
 
 def indexed(g: nx.DiGraph, key: str, run_pass: Callable[[nx.DiGraph], None]) -> list[str]:

@@ -235,7 +235,7 @@ def receptive_field_pass(g: nx.DiGraph) -> None:
     n_axes = max((_spatial_count(g, n, 0) for n, d in nodes.items() if d["op"] == "input"),
                  default=0)
     windows: dict[tuple, Any] = {}  # (op, attrs record, axes) -> per-axis window parameters
-    for name in _topological(g, nodes):
+    for name in ops(g):  # the graph's cached topological order
         data = nodes[name]
         op = data["op"]
         inputs = data["inputs"]
@@ -430,24 +430,3 @@ def _merge(g, name, op, attrs, inputs, states, flags):
     kept = aligned_branches if skip is None else [
         tuple(s for i, s in enumerate(b) if i != skip) for b in aligned_branches]
     return tuple(axes), False, _aligned(kept)
-
-
-def _topological(g: nx.DiGraph, nodes: dict[str, dict]) -> list[str]:
-    """Insertion order when it is topological (``add_op`` guarantees it), else a real sort."""
-    order = list(nodes)
-    if list(ops(g)) == order:  # the graph's cached order (the provenance pass computed it)
-        return order
-    seen: set[str] = set()
-    for name, data in nodes.items():
-        for src in data["inputs"]:
-            if src not in seen:
-                return list(nx.topological_sort(_as_graph(nodes)))
-        seen.add(name)
-    return list(nodes)
-
-
-def _as_graph(nodes: dict[str, dict]) -> nx.DiGraph:
-    order = nx.DiGraph()
-    order.add_nodes_from(nodes)
-    order.add_edges_from((src, name) for name, data in nodes.items() for src in data["inputs"])
-    return order

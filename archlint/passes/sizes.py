@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from archlint.graph import ops, topological_rank
+from archlint.graph import ops
 from archlint.passes.progressions import describe_sizes, expand_progressions, progressions
 from archlint.passes.size_forward import _Forward
 from archlint.passes.size_sweep import SizeSweep, _node_producers
@@ -77,7 +77,7 @@ def input_size_pass(g: nx.DiGraph, sizes_range: tuple[int, int] = (1, 4096)) -> 
     # the few nodes that also read another node's size: the others' producers are their inputs
     size_from = {name: _node_producers(nodes, data) for name, data in nodes.items()
                  if data["attrs"].size_from is not None}
-    order = _topological(g, nodes, size_from)
+    order = list(ops(g))  # the graph's cached topological order
     inputs = [n for n in order if nodes[n]["op"] == "input"]
     input_shapes = _input_shapes(g, inputs)
     axes = max((len(s) - 2 for s in input_shapes.values() if s is not None), default=0)
@@ -113,22 +113,3 @@ def _input_shapes(g: nx.DiGraph, inputs: list[str]) -> dict[str, tuple[int, ...]
         shape = shapes[0] if shapes else (tuple(declared[i]) if i < len(declared) else None)
         out[name] = None if shape is None else tuple(int(v) for v in shape)
     return out
-
-
-def _topological(g: nx.DiGraph, nodes: dict[str, dict],
-                 size_from: dict[str, tuple[str, ...]]) -> list[str]:
-    """Insertion order when every producer (``size_from`` included) comes first, else the
-    graph's order."""
-    order = list(nodes)
-    if list(ops(g)) == order:  # every input comes first: check the size_from producers only
-        rank = topological_rank(g) if size_from else {}
-        if any(rank[src] >= rank[name] for name, srcs in size_from.items() for src in srcs):
-            return list(ops(g))
-        return order
-    seen: set[str] = set()
-    for name in order:
-        for src in size_from[name] if name in size_from else nodes[name]["inputs"]:
-            if src not in seen:
-                return list(ops(g))
-        seen.add(name)
-    return order
